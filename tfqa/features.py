@@ -1,0 +1,168 @@
+"""Candidate features: one model input per (question, long-answer candidate).
+
+``[CLS] question [SEP] candidate [SEP]``, the question cut to ``max_question_len`` subwords and the
+candidate's tail words dropped so the whole fits in ``max_seq_len``. Each word is tokenised on
+its own (exactly what a per-word ``tokenizer.tokenize`` loop gives), so a candidate's subwords are a
+contiguous slice of the document's concatenated word pieces: nested candidates share the work, and
+every kept word records the position of its first subword. Start/end predictions are read at those
+positions, which is what lets models with different tokenizers be averaged per word.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tfqa.records import AnswerClass, Example
+from tfqa.tokenization import html_token_for, html_token_ids
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    max_seq_len: int = 360
+    """Whole input length in subwords, special tokens included."""
+    max_question_len: int = 64
+    """Question length in subwords; longer questions lose their tail."""
+
+    def __post_init__(self) -> None:
+        if self.max_question_len < 1 or self.max_seq_len < self.max_question_len + 4:
+            raise ValueError(
+                f"max_seq_len ({self.max_seq_len}) must leave room for the question "
+                f"({self.max_question_len}), three special tokens and one candidate word"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FeatureCounts:
+    examples: int = 0
+    candidates: int = 0
+    by_class: list[int] = field(default_factory=lambda: [0] * len(AnswerClass))
+    truncated_candidates: int = 0
+    truncated_spans: int = 0
+    """Short spans that fell beyond the truncation: their label became LONG."""
+
+    def add(self, other: "FeatureCounts") -> None:
+        self.examples += other.examples
+        self.candidates += other.candidates
+        self.by_class = [a + b for a, b in zip(self.by_class, other.by_class)]
+        self.truncated_candidates += other.truncated_candidates
+        self.truncated_spans += other.truncated_spans
+
+    def as_metrics(self) -> dict[str, int]:
+        out = {
+            "examples": self.examples,
+            "candidates": self.candidates,
+            "truncated_candidates": self.truncated_candidates,
+            "truncated_spans": self.truncated_spans,
+        }
+        out.update({f"class_{c.value}_{c.name.lower()}": n for c, n in zip(AnswerClass, self.by_class)})
+        return out
+
+
+# Column order of a feature table; ``tfqa.feature_cache`` gives it an Arrow schema.
+FEATURE_COLUMNS = (
+    "example_id", "candidate_index", "word_offset", "n_words", "n_kept", "question_len",
+    "top_level", "label", "start_word", "end_word", "input_ids", "word_positions",
+)
+
+
+class CandidateFeaturizer:
+    """Turns examples into feature columns; keeps a bounded cache of word -> subword ids."""
+
+    def __init__(self, tokenizer, cfg: FeatureConfig = FeatureConfig(), word_cache_size: int = 500_000):
+        self.tok, self.cfg = tokenizer, cfg
+        self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+        self.unk_id = tokenizer.unk_token_id
+        self._html_ids = html_token_ids(tokenizer)
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache_size = word_cache_size
+
+    # -- tokenisation ---------------------------------------------------------------------------
+    def _word_ids(self, words: list[str]) -> list[tuple[int, ...]]:
+        cache = self._cache
+        todo = list({w for w in words if w not in cache})
+        if todo:
+            if len(cache) + len(todo) > self._cache_size:
+                cache.clear()  # bounded memory on 300k-document runs; refills from hot words
+            encoded = self.tok(todo, add_special_tokens=False)["input_ids"]
+            for w, ids in zip(todo, encoded):
+                # A word made only of characters the tokenizer drops (zero-width space, control
+                # characters) still needs a position for its start/end probability.
+                cache[w] = tuple(ids) if ids else (self.unk_id,)
+        return [cache[w] for w in words]
+
+    def question_ids(self, question: str) -> list[int]:
+        ids = self.tok(question, add_special_tokens=False)["input_ids"]
+        return ids[: self.cfg.max_question_len]
+
+    # -- features -------------------------------------------------------------------------------
+    def featurize(self, ex: Example, candidate_indices: list[int]) -> tuple[dict[str, list], FeatureCounts]:
+        """Feature columns for the chosen candidates of one example, with their counts."""
+        cfg = self.cfg
+        q_ids = self.question_ids(ex.question)
+        prefix = [self.cls_id, *q_ids, self.sep_id]
+        budget = cfg.max_seq_len - len(prefix) - 1
+        n_doc = len(ex.words)
+
+        # Only words that can land in some input are tokenised: each word costs >= 1 subword,
+        # so at most ``budget`` words of a candidate can be kept.
+        needed = np.zeros(n_doc + 1, dtype=np.int32)
+        for ci in candidate_indices:
+            c = ex.candidates[ci]
+            needed[c.start_token] += 1
+            needed[min(c.end_token, c.start_token + budget)] -= 1
+        word_idx = np.flatnonzero(np.cumsum(needed[:n_doc]) > 0)
+        lengths = np.zeros(n_doc, dtype=np.int64)
+        piece_ids: list[tuple[int, ...]] = []
+        text_words = [i for i in word_idx if not ex.is_html[i]]
+        text_ids = dict(zip(text_words, self._word_ids([ex.words[i] for i in text_words])))
+        for i in word_idx:
+            ids = (self._html_ids[html_token_for(ex.words[i])],) if ex.is_html[i] else text_ids[i]
+            piece_ids.append(ids)
+            lengths[i] = len(ids)
+        flat = np.fromiter((t for ids in piece_ids for t in ids), dtype=np.int32)
+        # starts[i] = offset of word i's first piece in ``flat`` (words not needed have length 0).
+        starts = np.zeros(n_doc + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+
+        label_ann = ex.positive_annotation()
+        cols: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
+        counts = FeatureCounts(examples=1)
+        for ci in candidate_indices:
+            c = ex.candidates[ci]
+            s, e = c.start_token, c.end_token
+            # Number of leading words whose pieces fit: ends[k] = pieces used by words s..s+k.
+            ends = starts[s + 1 : min(e, s + budget) + 1] - starts[s]
+            n_kept = int(np.searchsorted(ends, budget, side="right"))
+            ids = np.concatenate(([self.cls_id], q_ids, [self.sep_id], flat[starts[s] : starts[s + n_kept]], [self.sep_id]))
+            positions = (starts[s : s + n_kept] - starts[s] + len(prefix)).astype(np.int32)
+
+            label, start_w, end_w = AnswerClass.NOT_ANSWER, -1, -1
+            if label_ann is not None and label_ann.candidate_index == ci:
+                label = label_ann.answer_class()
+                if label == AnswerClass.SHORT:
+                    start_w = min(sp.start_token for sp in label_ann.short_answers) - s
+                    end_w = max(sp.end_token for sp in label_ann.short_answers) - 1 - s
+                    if not (0 <= start_w <= end_w < n_kept):
+                        label, start_w, end_w = AnswerClass.LONG, -1, -1
+                        counts.truncated_spans += 1
+            counts.candidates += 1
+            counts.by_class[label] += 1
+            counts.truncated_candidates += int(n_kept < e - s)
+
+            cols["example_id"].append(ex.example_id)
+            cols["candidate_index"].append(ci)
+            cols["word_offset"].append(s)
+            cols["n_words"].append(e - s)
+            cols["n_kept"].append(n_kept)
+            cols["question_len"].append(len(q_ids))
+            cols["top_level"].append(c.top_level)
+            cols["label"].append(int(label))
+            cols["start_word"].append(start_w)
+            cols["end_word"].append(end_w)
+            cols["input_ids"].append(ids.astype(np.int32))
+            cols["word_positions"].append(positions)
+        return cols, counts

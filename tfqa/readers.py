@@ -1,0 +1,260 @@
+"""Streaming readers for Natural Questions: Kaggle's simplified jsonl and the original jsonl(.gz).
+
+Both formats yield the same ``Example`` record. Files are read line by line (plain or gzip, told
+apart by their magic bytes, not their name) so a 17 GB training file never sits in memory.
+Every problem is reported as ``BadInputError`` naming the file, the 1-based line and the field.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from tfqa.records import Annotation, Candidate, Example, Span
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# NQ html tokens look like "<P>", "</Td>", "<Th_colspan=2>"; text tokens never start with "<"
+# and end with ">" unless they are a tag (a lone "<" or ">" is text).
+_HTML_RE = re.compile(r"^</?[A-Za-z!][^<>\s]*>$")
+
+
+class BadInputError(ValueError):
+    """A malformed input line; ``str()`` names the file, the line number and the field."""
+
+    def __init__(self, path: str, line: int, field: str, reason: str):
+        self.path, self.line, self.field, self.reason = str(path), line, field, reason
+        super().__init__(f"{self.path}:{line}: field '{field}': {reason}")
+
+
+@dataclass
+class ReadReport:
+    """What a read saw: filled while iterating, complete once the iterator is exhausted."""
+
+    lines: int = 0
+    examples: int = 0
+    skipped: list[BadInputError] = field(default_factory=list)
+
+
+def is_html_word(word: str) -> bool:
+    return bool(_HTML_RE.match(word))
+
+
+def open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
+    """Open a file for binary reading, transparently un-gzipping it."""
+    raw = open(path, "rb")
+    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    return raw
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes) of every non-blank line."""
+    with open_binary(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if raw.strip():
+                yield lineno, raw
+
+
+class _Fields:
+    """Typed access to a JSON object that reports the dotted path of a missing or bad field."""
+
+    def __init__(self, path: str, line: int):
+        self.path, self.line = path, line
+
+    def fail(self, name: str, reason: str) -> BadInputError:
+        return BadInputError(self.path, self.line, name, reason)
+
+    def get(self, obj: dict, key: str, prefix: str, kind: type | tuple[type, ...]) -> Any:
+        name = f"{prefix}{key}"
+        if not isinstance(obj, dict):
+            raise self.fail(prefix.rstrip(".") or "<root>", "expected a JSON object")
+        if key not in obj:
+            raise self.fail(name, "missing")
+        value = obj[key]
+        # bool is an int in Python; offsets must be real ints.
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise self.fail(name, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        return value
+
+    def span(self, obj: dict, prefix: str, n_words: int, allow_null: bool) -> Span | None:
+        start = self.get(obj, "start_token", prefix, int)
+        end = self.get(obj, "end_token", prefix, int)
+        start_byte = obj.get("start_byte", -1)
+        end_byte = obj.get("end_byte", -1)
+        if allow_null and start == -1 and end == -1:
+            return None
+        if not 0 <= start < n_words:
+            raise self.fail(f"{prefix}start_token", f"{start} outside the document (0..{n_words - 1})")
+        if not start < end <= n_words:
+            if end <= start:
+                raise self.fail(f"{prefix}end_token", f"end {end} <= start {start}")
+            raise self.fail(f"{prefix}end_token", f"{end} outside the document (max {n_words})")
+        return Span(start, end, int(start_byte), int(end_byte))
+
+
+def _parse_annotations(
+    f: _Fields, obj: dict, n_words: int, candidates: list[Candidate]
+) -> list[Annotation]:
+    if "annotations" not in obj:  # Kaggle test data has none
+        return []
+    anns = f.get(obj, "annotations", "", list)
+    out = []
+    for i, ann in enumerate(anns):
+        prefix = f"annotations[{i}]."
+        long_obj = f.get(ann, "long_answer", prefix, dict)
+        long_span = f.span(long_obj, f"{prefix}long_answer.", n_words, allow_null=True)
+        cand_index = f.get(long_obj, "candidate_index", f"{prefix}long_answer.", int)
+        if long_span is None and cand_index != -1:
+            raise f.fail(f"{prefix}long_answer.candidate_index", f"{cand_index} given for a null long answer")
+        if long_span is not None and not 0 <= cand_index < len(candidates):
+            raise f.fail(
+                f"{prefix}long_answer.candidate_index",
+                f"{cand_index} out of range (0..{len(candidates) - 1})",
+            )
+        shorts = tuple(
+            f.span(s, f"{prefix}short_answers[{j}].", n_words, allow_null=False)  # type: ignore[misc]
+            for j, s in enumerate(f.get(ann, "short_answers", prefix, list))
+        )
+        yes_no = ann.get("yes_no_answer", "NONE")
+        if yes_no not in ("NONE", "YES", "NO"):
+            raise f.fail(f"{prefix}yes_no_answer", f"{yes_no!r} is not NONE, YES or NO")
+        out.append(Annotation(long_span, cand_index, shorts, yes_no, str(ann.get("annotation_id", ""))))
+    return out
+
+
+def _parse_candidates(f: _Fields, obj: dict, n_words: int) -> list[Candidate]:
+    out = []
+    for i, c in enumerate(f.get(obj, "long_answer_candidates", "", list)):
+        span = f.span(c, f"long_answer_candidates[{i}].", n_words, allow_null=False)
+        assert span is not None
+        top = c.get("top_level", True)
+        out.append(Candidate(span.start_token, span.end_token, bool(top), span.start_byte, span.end_byte))
+    return out
+
+
+def parse_example(obj: Any, path: str, line: int) -> Example:
+    """Build an ``Example`` from one decoded JSON line of either format."""
+    f = _Fields(path, line)
+    if not isinstance(obj, dict):
+        raise f.fail("<root>", "expected a JSON object")
+    raw_id = obj.get("example_id")
+    if raw_id is None:
+        raise f.fail("example_id", "missing")
+    question = f.get(obj, "question_text", "", str)
+    if "document_tokens" in obj:  # original NQ format
+        tokens = f.get(obj, "document_tokens", "", list)
+        try:
+            words = [t["token"] for t in tokens]
+            is_html = [bool(t["html_token"]) for t in tokens]
+            starts = [int(t.get("start_byte", -1)) for t in tokens]
+            ends = [int(t.get("end_byte", -1)) for t in tokens]
+        except (KeyError, TypeError) as exc:
+            bad = next(i for i, t in enumerate(tokens) if not isinstance(t, dict) or "token" not in t or "html_token" not in t)
+            raise f.fail(f"document_tokens[{bad}]", f"needs 'token' and 'html_token' ({exc!r})") from None
+        title = str(obj.get("document_title", ""))
+    else:
+        text = f.get(obj, "document_text", "", str)
+        words = text.split(" ")
+        is_html = [is_html_word(w) for w in words]
+        starts = ends = None
+        title = ""
+    candidates = _parse_candidates(f, obj, len(words))
+    annotations = _parse_annotations(f, obj, len(words), candidates)
+    return Example(
+        example_id=str(raw_id),
+        question=question,
+        words=words,
+        is_html=is_html,
+        candidates=candidates,
+        annotations=annotations,
+        url=str(obj.get("document_url", "")),
+        title=title,
+        word_start_bytes=starts,
+        word_end_bytes=ends,
+    )
+
+
+def parse_line(raw: bytes, path: str, line: int) -> Example:
+    """Decode (strict UTF-8), parse JSON and build the example of one raw line."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(path, line, "<line>", f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(path, line, "<json>", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    return parse_example(obj, path, line)
+
+
+class BadLineBudget:
+    """Counts skipped lines against ``--max-bad-lines``; the first one over budget is raised."""
+
+    def __init__(self, max_bad_lines: int, report: ReadReport):
+        self.max_bad_lines, self.report = max_bad_lines, report
+
+    def skip(self, err: BadInputError) -> None:
+        if len(self.report.skipped) >= self.max_bad_lines:
+            raise err
+        self.report.skipped.append(err)
+
+
+def read_examples(
+    path: str | os.PathLike, *, max_bad_lines: int = 0, report: ReadReport | None = None
+) -> Iterator[Example]:
+    """Stream the examples of an NQ file of either format.
+
+    With ``max_bad_lines`` > 0, up to that many malformed lines (including duplicate example ids)
+    are skipped and recorded in ``report.skipped``; the next one raises.
+    """
+    path = str(path)
+    report = report if report is not None else ReadReport()
+    budget = BadLineBudget(max_bad_lines, report)
+    seen: dict[str, int] = {}
+    for lineno, raw in iter_lines(path):
+        report.lines += 1
+        try:
+            ex = parse_line(raw, path, lineno)
+            if ex.example_id in seen:
+                raise BadInputError(path, lineno, "example_id", f"duplicate of line {seen[ex.example_id]}")
+        except BadInputError as err:
+            budget.skip(err)
+            continue
+        seen[ex.example_id] = lineno
+        report.examples += 1
+        yield ex
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_lines: int = 0) -> ReadReport:
+    """Write the simplified form of an original-format file (gzip when ``dst`` ends in .gz)."""
+    from tfqa.convert import simplify_nq_example
+
+    report = ReadReport()
+    budget = BadLineBudget(max_bad_lines, report)
+    tmp = f"{dst}.tmp"
+    opener = gzip.open if str(dst).endswith(".gz") else open
+    with opener(tmp, "wt", encoding="utf-8") as out:
+        for lineno, raw in iter_lines(src):
+            report.lines += 1
+            try:
+                parse_line(raw, str(src), lineno)  # validates, with file/line/field errors
+                obj = json.loads(raw)
+                if "document_tokens" not in obj:
+                    raise BadInputError(str(src), lineno, "document_tokens", "missing: not an original-format line")
+            except BadInputError as err:
+                budget.skip(err)
+                continue
+            out.write(json.dumps(simplify_nq_example(obj)) + "\n")
+            report.examples += 1
+    os.replace(tmp, dst)
+    return report
+
+
+def iter_examples_from(paths: Iterable[str]) -> Iterator[Example]:
+    for p in paths:
+        yield from read_examples(p)

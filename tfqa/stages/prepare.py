@@ -1,0 +1,75 @@
+"""The ``prepare`` stage: build (or reuse) a feature cache and record it in the MLflow run."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tfqa.feature_cache import BuildConfig, CacheInfo, build_features
+from tfqa.features import FeatureConfig
+from tfqa.selection import SelectionConfig
+
+FEATURES_PATH_TAG = "tfqa.features_path"
+FINGERPRINT_TAG = "tfqa.data_fingerprint"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    input: str
+    """NQ file (simplified jsonl or original jsonl[.gz], plain or gzip)."""
+    tokenizer: str
+    """Local directory holding the backbone's tokenizer."""
+    cache_dir: str = "features"
+    build: BuildConfig = field(default_factory=BuildConfig)
+
+    def __post_init__(self) -> None:
+        if not Path(self.input).is_file():
+            raise FileNotFoundError(f"input file not found: {self.input}")
+
+
+def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInfo:
+    """Build the features of ``cfg.input``; log settings, counts and the manifest to ``run``."""
+    t0 = time.perf_counter()
+    info = build_features(cfg.input, cfg.tokenizer, cfg.cache_dir, cfg.build, progress=progress)
+    seconds = time.perf_counter() - t0
+    if run is not None:
+        run.log_params({"input": cfg.input, "tokenizer": cfg.tokenizer, "cache_dir": cfg.cache_dir, **flatten(asdict(cfg.build))})
+        run.set_tags({FINGERPRINT_TAG: info.fingerprint, FEATURES_PATH_TAG: str(info.path.resolve()), "tfqa.stage": "prepare"})
+        m = info.manifest
+        metrics = {f"prepare/{k}": v for k, v in m["counts"].items()}
+        metrics.update({
+            "prepare/lines": m["lines"],
+            "prepare/skipped_lines": m["skipped_lines"],
+            "prepare/rows": m["rows"],
+            "prepare/cache_reused": int(info.reused),
+            "prepare/seconds": seconds,
+        })
+        if not info.reused and m["build_seconds"] > 0:
+            metrics["prepare/examples_per_s"] = m["counts"]["examples"] / m["build_seconds"]
+            metrics["prepare/candidates_per_s"] = m["counts"]["candidates"] / m["build_seconds"]
+        run.log_metrics(metrics, step=0)
+        run.log_dict(m, "features/manifest.json")
+    return info
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def build_config(
+    *, max_seq_len: int, max_question_len: int, strategy: str, negatives: int, top_level_only: bool,
+    seed: int, scores: str | None, max_bad_lines: int, workers: int,
+) -> BuildConfig:
+    return BuildConfig(
+        features=FeatureConfig(max_seq_len=max_seq_len, max_question_len=max_question_len),
+        selection=SelectionConfig(strategy=strategy, negatives=negatives, top_level_only=top_level_only, seed=seed),
+        scores_path=scores or None,
+        max_bad_lines=max_bad_lines,
+        workers=workers,
+    )
