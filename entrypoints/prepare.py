@@ -1,5 +1,6 @@
 """MLflow entry point `prepare`: candidate features of an NQ file, cached by fingerprint."""
 import click
+from _args import normalised_argv
 
 from tfqa import tracking
 from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare
@@ -31,4 +32,4 @@ def main(input_path, tokenizer, cache_dir, max_seq_len, max_question_len, strate
 
 
 if __name__ == "__main__":
-    main()
+    main(args=normalised_argv())

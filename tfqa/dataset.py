@@ -86,7 +86,7 @@ class CandidateDataset:
     its last word (-1 unless label is SHORT), matching how predictions are read per word.
     """
 
-    def __init__(self, store: FeatureStore, rows: np.ndarray | None = None):
+    def __init__(self, store: "FeatureStore | InMemoryFeatures", rows: np.ndarray | None = None):
         self.store = store
         self.rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.lengths = store.lengths[self.rows]
@@ -115,3 +115,24 @@ class CandidateDataset:
             "start_position": start,
             "end_position": end,
         }
+
+
+class InMemoryFeatures:
+    """The ``FeatureStore`` interface over columns fresh from ``CandidateFeaturizer``: used where
+    a handful of examples are answered on the fly (the served model) and no cache is wanted."""
+
+    def __init__(self, cols: dict[str, list], max_seq_len: int):
+        self.meta = pd.DataFrame({k: cols[k] for k in SCALAR_COLUMNS})
+        self._ids = [np.asarray(x, dtype=np.int32) for x in cols["input_ids"]]
+        self._positions = [np.asarray(x, dtype=np.int32) for x in cols["word_positions"]]
+        self.lengths = np.array([len(x) for x in self._ids], dtype=np.int64)
+        self.manifest = {"features": {"max_seq_len": max_seq_len}, "fingerprint": "in-memory"}
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def input_ids(self, i: int) -> np.ndarray:
+        return self._ids[i]
+
+    def word_positions(self, i: int) -> np.ndarray:
+        return self._positions[i]

@@ -1,0 +1,13 @@
+"""Command-line plumbing shared by the entry point scripts."""
+import sys
+
+
+def normalised_argv(argv=None) -> list[str]:
+    """MLflow passes undeclared `-P some_key=v` as `--some_key v`; click options use dashes."""
+    out = []
+    for tok in sys.argv[1:] if argv is None else argv:
+        if tok.startswith("--"):
+            name, eq, value = tok[2:].partition("=")
+            tok = "--" + name.replace("_", "-") + (eq + value if eq else "")
+        out.append(tok)
+    return out

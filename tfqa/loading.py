@@ -1,0 +1,38 @@
+"""Load a trained tfqa model from any reference (dir, run id, runs:/, models:/name@alias)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfqa.model_logging import find_model_dir
+from tfqa.upstream import Resolved, resolve_model
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    model_dir: Path
+    """Weights, configs and tokenizer files."""
+    source: Resolved
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies these weights for output caches: registry version, else run, else file hash."""
+        if self.source.model_version:
+            return self.source.model_version.replace("/", "-v")
+        if self.source.run_id:
+            return f"run-{self.source.run_id}"
+        h = hashlib.blake2b(digest_size=8)
+        with open(self.model_dir / "model.safetensors", "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return f"file-{h.hexdigest()}"
+
+
+def load_tfqa_model(ref: str) -> LoadedModel:
+    from tfqa.model import CandidateQAModel
+
+    source = resolve_model(ref)
+    model_dir = find_model_dir(source.path)
+    return LoadedModel(CandidateQAModel.from_pretrained(model_dir), model_dir, source)

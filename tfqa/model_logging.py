@@ -1,0 +1,72 @@
+"""Log a trained tfqa model as an MLflow model that loads without unpickling anything.
+
+The MLflow model is a code-based pyfunc (``tfqa/serving.py``) whose artifact is the model folder:
+safetensors weights, encoder config, head config and tokenizer files. It is saved locally, then
+uploaded as the run's ``model`` artifact folder, so registering it is
+``create_model_version(source="runs:/<id>/model")`` and serving it is
+``mlflow models serve -m models:/<name>@<alias>``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+MODEL_ARTIFACT = "model"
+WEIGHTS_KEY = "tfqa_model"
+HEAD_FILE = "tfqa_head.json"
+
+
+def serving_code_path() -> Path:
+    return Path(__file__).with_name("serving.py")
+
+
+def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
+    """Write the MLflow model folder for ``model_dir`` at ``dst``."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    (Path(model_dir) / "tfqa_features.json").write_text(json.dumps(features))
+    example_in = pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
+    example_out = pd.DataFrame({
+        "long_answer": [""], "long_answer_start": [-1], "long_answer_end": [-1], "long_answer_score": [0.0],
+        "short_answer": [""], "short_answer_start": [-1], "short_answer_end": [-1], "short_answer_score": [0.0],
+        "yes_no_answer": ["NONE"],
+    })
+    mlflow.pyfunc.save_model(
+        path=str(dst),
+        python_model=str(serving_code_path()),
+        artifacts={WEIGHTS_KEY: str(model_dir)},
+        code_paths=[str(Path(__file__).parent)],
+        signature=infer_signature(example_in, example_out),
+        pip_requirements=["torch", "transformers>=5,<6", "safetensors", "pandas", "numpy", "pyarrow", "mlflow>=3,<4"],
+    )
+    return dst
+
+
+def log_tfqa_model(run, model_dir: Path, features: dict) -> str:
+    """Save the MLflow model beside ``model_dir`` and upload it as the run's ``model`` folder.
+
+    The folder stays on disk: a logger that lost its server retries uploads from it later.
+    Returns the model's ``runs:/`` URI.
+    """
+    dst = Path(model_dir).parent / "mlflow_model"
+    shutil.rmtree(dst, ignore_errors=True)
+    save_tfqa_model(Path(model_dir), dst, features)
+    run.log_artifacts(str(dst), MODEL_ARTIFACT)
+    return f"runs:/{run.run_id}/{MODEL_ARTIFACT}"
+
+
+def find_model_dir(path: Path) -> Path:
+    """The tfqa model folder inside ``path``: itself, or the weights artifact of an MLflow model."""
+    path = Path(path)
+    if (path / HEAD_FILE).exists():
+        return path
+    for candidate in [path / "artifacts" / WEIGHTS_KEY, *sorted(path.glob("artifacts/*"))]:
+        if (candidate / HEAD_FILE).exists():
+            return candidate
+    hits = sorted(path.rglob(HEAD_FILE))
+    if hits:
+        return hits[0].parent
+    raise FileNotFoundError(f"{path}: no tfqa model folder ({HEAD_FILE}) inside")

@@ -1,0 +1,151 @@
+"""The ``mine_hard_negatives`` stage: score every negative training candidate with the
+``bert_base`` model; the negatives it likes most become the next variants' training data."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tfqa.feature_cache import BuildConfig, build_features
+from tfqa.features import FeatureConfig
+from tfqa.inference import InferenceConfig
+from tfqa.selection import SelectionConfig
+from tfqa.sharded_scoring import merge_shards, missing_shards, score_shards
+from tfqa.stages.prepare import FINGERPRINT_TAG, flatten
+
+SCORES_ARTIFACT = "mining/scores.parquet"
+HARD_ARTIFACT = "mining/hard_negatives.parquet"
+
+
+@dataclass(frozen=True)
+class MineConfig:
+    model: str
+    """The scoring model: run id, runs:/ or models:/ URI, or a local model dir."""
+    train_data: str
+    """The NQ training file."""
+    output_dir: str = "outputs"
+    top_level_only: bool = False
+    negatives_per_example: int = 2
+    """How many hard negatives per example the selection table keeps."""
+    n_shards: int = 16
+    max_seq_len: int = 360
+    max_question_len: int = 64
+    batch_tokens: int = 16384
+    workers: int = 0
+
+
+def long_scores(outputs: pd.DataFrame) -> np.ndarray:
+    """The mining score: how strongly the model takes a candidate for an answer, 1 - p(none)."""
+    return 1.0 - np.stack(outputs["class_probs"].to_numpy())[:, 0]
+
+
+def select_hard(scores: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Top-k scored negatives per example; ties go to the lower candidate index (stable)."""
+    ordered = scores.sort_values(["example_id", "score", "candidate_index"], ascending=[True, False, True], kind="stable")
+    return ordered.groupby("example_id", sort=False).head(k).reset_index(drop=True)
+
+
+def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -> dict:
+    from tfqa.dataset import FeatureStore
+    from tfqa.loading import load_tfqa_model
+
+    loaded = load_tfqa_model(cfg.model)
+    build = BuildConfig(
+        features=FeatureConfig(cfg.max_seq_len, cfg.max_question_len),
+        selection=SelectionConfig("all", top_level_only=cfg.top_level_only),
+        workers=cfg.workers,
+    )
+    info = build_features(cfg.train_data, loaded.model_dir, Path(cfg.output_dir) / "features", build)
+    store = FeatureStore(info.path)
+    negatives = np.flatnonzero(store.meta["label"].to_numpy() == 0)
+    shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
+    if run is not None:
+        run.log_params(flatten({"mine": asdict(cfg)}))
+        run.set_tags({"tfqa.stage": "mine_hard_negatives", FINGERPRINT_TAG: info.fingerprint,
+                      **({"tfqa.upstream.model": loaded.source.run_id} if loaded.source.run_id else {}),
+                      **({"tfqa.model_version": loaded.source.model_version} if loaded.source.model_version else {})})
+
+    t0 = time.perf_counter()
+    scored_rows = [0]
+
+    def on_shard(i: int, n_rows: int) -> None:
+        scored_rows[0] += n_rows
+        if run is not None:
+            elapsed = time.perf_counter() - t0
+            run.log_metrics({"mine/candidates_scored": scored_rows[0], "mine/candidates_per_s": scored_rows[0] / elapsed}, step=i)
+
+    counts = score_shards(loaded.model, store, shard_dir, cfg.n_shards, rows=negatives, rank=rank, world_size=world_size,
+                          cfg=InferenceConfig(batch_tokens=cfg.batch_tokens), pad_id=_pad_id(loaded.model_dir),
+                          progress=True, on_shard=on_shard)
+    seconds = time.perf_counter() - t0
+    if rank != 0:
+        return counts
+    if missing_shards(shard_dir, cfg.n_shards):
+        # Other ranks are still scoring theirs; rank 0 merges once every shard is on disk.
+        _wait_for_shards(shard_dir, cfg.n_shards)
+    outputs = merge_shards(shard_dir, cfg.n_shards)
+    scores = pd.DataFrame({
+        "example_id": outputs["example_id"].astype(str),
+        "candidate_index": outputs["candidate_index"].astype(np.int32),
+        "score": long_scores(outputs).astype(np.float32),
+    })
+    hard = select_hard(scores, cfg.negatives_per_example)
+    out = shard_dir / "result"
+    out.mkdir(exist_ok=True)
+    scores.to_parquet(out / "scores.parquet", index=False)
+    hard.to_parquet(out / "hard_negatives.parquet", index=False)
+    summary = {
+        "mine/negatives_scored": len(scores),
+        "mine/examples": int(scores["example_id"].nunique()),
+        "mine/hard_negatives": len(hard),
+        "mine/score_mean": float(scores["score"].mean()) if len(scores) else 0.0,
+        "mine/hard_score_mean": float(hard["score"].mean()) if len(hard) else 0.0,
+        "mine/seconds": seconds,
+        **{f"mine/{k}": v for k, v in counts.items()},
+    }
+    if counts["shards_scored"] and seconds > 0:
+        summary["mine/candidates_per_s"] = scored_rows[0] / seconds
+    if run is not None:
+        run.log_metrics(summary, step=cfg.n_shards)
+        run.log_artifact(str(out / "scores.parquet"), "mining")
+        run.log_artifact(str(out / "hard_negatives.parquet"), "mining")
+        plot = _histogram(scores["score"].to_numpy(), hard["score"].to_numpy(), out / "score_histogram.png")
+        run.log_artifact(str(plot), "mining")
+    return summary
+
+
+def _pad_id(model_dir: Path) -> int:
+    from tfqa.tokenization import load_tokenizer
+
+    return int(load_tokenizer(model_dir).pad_token_id or 0)
+
+
+def _wait_for_shards(shard_dir: Path, n: int, timeout_s: float = 24 * 3600) -> None:
+    deadline = time.time() + timeout_s
+    while missing_shards(shard_dir, n):
+        if time.time() > deadline:
+            raise TimeoutError(f"{shard_dir}: shards {missing_shards(shard_dir, n)[:10]} never appeared")
+        time.sleep(5)
+
+
+def _histogram(all_scores: np.ndarray, hard_scores: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(all_scores, bins=bins, alpha=0.6, label=f"all negatives ({len(all_scores)})")
+    ax.hist(hard_scores, bins=bins, alpha=0.6, label=f"selected hard ({len(hard_scores)})")
+    ax.set_xlabel("1 - p(not an answer)")
+    ax.set_ylabel("candidates")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

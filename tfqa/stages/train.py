@@ -1,0 +1,140 @@
+"""The NQ training stages (``bert_base`` and variants 1-5): one recipe, settings from the table.
+
+load settings -> resolve upstream (features, mining scores, SQuAD init) -> build/reuse features ->
+model -> train loop (checkpoints, resume) -> log the final model. The loop itself lives in
+``tfqa.train_loop``; this module only wires the stage's inputs and outputs to MLflow.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tfqa.feature_cache import MANIFEST, BuildConfig, build_features
+from tfqa.features import FeatureConfig
+from tfqa.selection import SelectionConfig
+from tfqa.stages.mine import SCORES_ARTIFACT
+from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG, flatten
+from tfqa.upstream import Resolved, download_run_artifact, is_run_id, resolve_model, run_tag
+from tfqa.variants import Variant
+
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    variant: Variant
+    backbone: str
+    """Local dir of the pretrained backbone (tokenizer + weights)."""
+    train_data: str
+    """NQ train file, a feature cache dir, or a ``prepare`` run id."""
+    dev_data: str = ""
+    """NQ dev file for the periodic evaluation (empty: none)."""
+    dev_examples: int = 200
+    mining_run: str = ""
+    """Run id of ``mine_hard_negatives`` (needed when the variant samples hard negatives)."""
+    init_model: str = ""
+    """Start from this tfqa/SQuAD model (run id, runs:/ or models:/) instead of the backbone."""
+    output_dir: str = "outputs"
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: train ``variant.epochs``)."""
+    checkpoint_every: int = 500
+    eval_every: int = 0
+    log_every: int = 10
+    precision: str = "auto"
+    optimizer: str = "adamw"
+    resume: str = "auto"
+    workers: int = 0
+
+
+def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tuple[Path, dict[str, str]]:
+    """The feature cache to train on, and the upstream run ids it came from."""
+    v = cfg.variant
+    upstream: dict[str, str] = {}
+    data = cfg.train_data
+    if (Path(data) / MANIFEST).exists():
+        return Path(data), upstream
+    if is_run_id(data) and not Path(data).exists():
+        upstream["prepare"] = data
+        return Path(run_tag(data, FEATURES_PATH_TAG)), upstream
+    scores = None
+    if v.negatives == "hard":
+        if not cfg.mining_run:
+            raise ValueError(f"variant {v.key} samples hard negatives: pass mining_run (a mine_hard_negatives run id)")
+        upstream["mine_hard_negatives"] = cfg.mining_run
+        scores = str(download_run_artifact(cfg.mining_run, SCORES_ARTIFACT))
+    build = BuildConfig(
+        features=FeatureConfig(v.max_seq_len, v.max_question_len),
+        selection=SelectionConfig(v.negatives, v.negatives_per_example, v.top_level_only, v.seed),
+        scores_path=scores,
+        workers=cfg.workers,
+    )
+    info = build_features(data, tokenizer_dir, Path(cfg.output_dir) / "features", build)
+    return info.path, upstream
+
+
+def run_train(cfg: TrainStageConfig, run) -> dict:
+    """Train one variant inside an open tracking run; returns the final metrics."""
+    import torch
+
+    from tfqa.dataset import CandidateDataset, FeatureStore
+    from tfqa.model import CandidateQAModel
+    from tfqa.model_logging import find_model_dir, log_tfqa_model
+    from tfqa.tokenization import load_tokenizer
+    from tfqa.train_loop import TrainConfig, train
+
+    v = cfg.variant
+    init: Resolved | None = resolve_model(cfg.init_model) if cfg.init_model else None
+    if v.init == "squad" and init is None:
+        raise ValueError(f"variant {v.key} starts from the SQuAD 2.0 fine-tuned model: pass init_model (a finetune_squad run id or models:/ URI)")
+    init_dir = find_model_dir(init.path) if init else Path(cfg.backbone)
+    tokenizer_dir = str(init_dir if init else cfg.backbone)
+
+    features_dir, upstream = resolve_train_features(cfg, tokenizer_dir, run)
+    if init and init.run_id:
+        upstream["init"] = init.run_id
+    store = FeatureStore(features_dir)
+    tok = load_tokenizer(store.tokenizer_dir)
+    model = (
+        CandidateQAModel.from_pretrained(init_dir, vocab_size=len(tok))
+        if init and (init_dir / "tfqa_head.json").exists()
+        else CandidateQAModel.from_backbone(init_dir, vocab_size=len(tok))
+    )
+
+    train_cfg = TrainConfig(
+        lr=v.lr, weight_decay=v.weight_decay, warmup_fraction=v.warmup_fraction, epochs=v.epochs,
+        max_steps=cfg.max_steps or None, batch_size=v.batch_size, grad_accum_steps=v.grad_accum_steps,
+        seed=v.seed, precision=cfg.precision, optimizer=cfg.optimizer,
+        checkpoint_every_steps=cfg.checkpoint_every, log_every_steps=cfg.log_every,
+        eval_every_steps=cfg.eval_every,
+    )
+    run.log_params({**flatten({"variant": asdict(v)}), **flatten({"stage": {k: val for k, val in asdict(cfg).items() if k != "variant"}}),
+                    **flatten({"train": asdict(train_cfg)})})
+    run.set_tags({
+        "tfqa.stage": v.entry_point, "tfqa.variant": v.key, "tfqa.backbone": v.backbone_name,
+        "tfqa.backbone_dir": str(cfg.backbone), "tfqa.model_type": model.encoder.config.model_type,
+        FINGERPRINT_TAG: store.fingerprint, "tfqa.registered_model": v.registered_model,
+        **{f"tfqa.upstream.{k}": val for k, val in upstream.items()},
+    })
+    eval_fn = make_dev_eval(cfg, tok, tokenizer_dir) if cfg.dev_data and cfg.eval_every else None
+
+    out_dir = Path(cfg.output_dir) / "runs" / run.run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "run.json").write_text(json.dumps({"run_id": run.run_id, "variant": v.key}))
+    result = train(model, CandidateDataset(store), train_cfg, out_dir=out_dir / "checkpoints", logger=run,
+                   eval_fn=eval_fn, resume=cfg.resume if cfg.resume != "none" else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        final = out_dir / "final"
+        model.save_pretrained(final)
+        tok.save_pretrained(str(final))
+        log_tfqa_model(run, final, features=store.manifest["features"])
+    return getattr(result, "metrics", {}) or {}
+
+
+def make_dev_eval(cfg: TrainStageConfig, tok, tokenizer_dir: str):
+    """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples."""
+    from tfqa.evaluation import DevEvaluator
+
+    return DevEvaluator.from_file(cfg.dev_data, tokenizer_dir, Path(cfg.output_dir) / "features",
+                                  limit=cfg.dev_examples, max_seq_len=cfg.variant.max_seq_len,
+                                  max_question_len=cfg.variant.max_question_len)

@@ -1,0 +1,81 @@
+"""Resolve what a stage consumes from earlier runs: feature caches, scores tables, models.
+
+A reference is a local path, an MLflow run id, ``runs:/<id>/<path>`` or ``models:/<name>@<alias>``
+(or ``models:/<name>/<version>``). Whatever it is, the stage gets a local path plus the run id
+it came from, which it records as an upstream tag.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path
+    run_id: str | None
+    """The MLflow run that produced it (None for a plain local path)."""
+    model_version: str | None = None
+    """``name/version`` when it came from the Model Registry."""
+
+
+def is_run_id(ref: str) -> bool:
+    return bool(_RUN_ID.match(ref))
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def resolve_model_version(ref: str):
+    """``models:/name@alias`` or ``models:/name/version`` -> the ModelVersion (clear error if absent)."""
+    from mlflow.exceptions import MlflowException
+
+    body = ref[len("models:/"):]
+    c = client()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return c.get_model_version_by_alias(name, alias)
+        name, version = body.rsplit("/", 1)
+        return c.get_model_version(name, version)
+    except MlflowException as exc:
+        raise LookupError(f"{ref}: no such registered model version or alias ({exc.message})") from None
+
+
+def download_run_artifact(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst) if dst else None))
+
+
+def run_tag(run_id: str, tag: str) -> str:
+    run = client().get_run(run_id)
+    value = run.data.tags.get(tag)
+    if value is None:
+        raise LookupError(f"run {run_id} has no tag {tag!r}: is it the right kind of run?")
+    return value
+
+
+def resolve_model(ref: str, artifact_path: str = "model") -> Resolved:
+    """A local directory holding an MLflow model logged by tfqa (or a plain model dir)."""
+    if ref.startswith("models:/"):
+        mv = resolve_model_version(ref)
+        import mlflow
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{mv.name}/{mv.version}"))
+        return Resolved(local, mv.run_id, f"{mv.name}/{mv.version}")
+    if ref.startswith("runs:/"):
+        run_id, _, path = ref[len("runs:/"):].partition("/")
+        return Resolved(download_run_artifact(run_id, path or artifact_path), run_id)
+    if is_run_id(ref) and not Path(ref).exists():
+        return Resolved(download_run_artifact(ref, artifact_path), ref)
+    path = Path(ref)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {ref} (expected a directory, a run id, runs:/ or models:/ URI)")
+    return Resolved(path, None)

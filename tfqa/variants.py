@@ -1,0 +1,101 @@
+"""The training stages of the original, as one table of settings rather than five scripts.
+
+Variants of one backbone differ in seed and in how negatives are sampled, which is what makes
+their errors differ and the ensemble pay off:
+
+- ``bert_base`` (the original's 1_1): random negatives; the model the mining stage uses.
+- ``1``: bert-base trained afresh on the negatives ``bert_base`` found hardest.
+- ``2`` / ``3``: albert-xxlarge-v2 from the SQuAD 2.0 fine-tuned run; 2 hard-mined negatives
+  (seed 2) vs. 3 random top-level negatives (seed 3).
+- ``4`` / ``5``: bert-large-uncased-whole-word-masking-finetuned-squad; the same split of
+  sampling as 2 / 3 (seeds 4 and 5).
+
+Every field can be overridden from the command line (``-P key=value``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    """``bert_base`` or ``1``..``5``."""
+    entry_point: str
+    """The MLflow entry point that trains it."""
+    backbone_name: str
+    """The pretrained model it starts from, as the registry names it (checked by ``promote``)."""
+    registered_model: str
+    init: str = "backbone"
+    """``backbone`` (the backbone dir as given) or ``squad`` (the finetune_squad run's model)."""
+    negatives: str = "random"
+    """Negative sampling: ``random`` or ``hard`` (needs a mining run)."""
+    negatives_per_example: int = 2
+    top_level_only: bool = False
+    epochs: float = 1.0
+    lr: float = 3e-5
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    max_seq_len: int = 360
+    max_question_len: int = 64
+
+
+VARIANTS: dict[str, Variant] = {
+    v.key: v
+    for v in [
+        Variant("bert_base", "train_bert_base", "bert-base-uncased", "tfqa-bert-base",
+                negatives="random", epochs=1.0, lr=5e-5, seed=1),
+        Variant("1", "train_bert", "bert-base-uncased", "tfqa-v1-bert-base",
+                negatives="hard", epochs=1.0, lr=5e-5, seed=11),
+        Variant("2", "train_albert", "albert-xxlarge-v2", "tfqa-v2-albert", init="squad",
+                negatives="hard", epochs=2.0, lr=1.5e-5, batch_size=32, seed=2),
+        Variant("3", "train_albert", "albert-xxlarge-v2", "tfqa-v3-albert", init="squad",
+                negatives="random", negatives_per_example=3, top_level_only=True, epochs=2.0, lr=1.5e-5, seed=3),
+        Variant("4", "train_bert_large", "bert-large-uncased-whole-word-masking-finetuned-squad",
+                "tfqa-v4-bert-large", negatives="hard", epochs=3.0, lr=2e-5, seed=4),
+        Variant("5", "train_bert_large", "bert-large-uncased-whole-word-masking-finetuned-squad",
+                "tfqa-v5-bert-large", negatives="random", negatives_per_example=3, top_level_only=True,
+                epochs=3.0, lr=2e-5, seed=5),
+    ]
+}
+
+
+def variant_for(entry_point: str, key: str) -> Variant:
+    """The variant ``key`` of ``entry_point``; a clear error when it belongs to another one."""
+    key = str(key).strip()
+    if key.endswith(".0"):  # MLflow hands numeric -P values through as typed, e.g. "2.0"
+        key = key[:-2]
+    allowed = [v.key for v in VARIANTS.values() if v.entry_point == entry_point]
+    if not allowed:
+        raise ValueError(f"unknown training entry point {entry_point!r}")
+    if key not in allowed:
+        owner = VARIANTS[key].entry_point if key in VARIANTS else None
+        hint = f"; variant {key} is trained by {owner}" if owner else ""
+        raise ValueError(f"{entry_point} trains variant(s) {', '.join(allowed)}, not {key!r}{hint}")
+    return VARIANTS[key]
+
+
+def with_overrides(variant: Variant, overrides: dict[str, Any]) -> Variant:
+    """Apply command-line overrides (strings are cast to the field's type); unknown keys fail."""
+    types = {f.name: f.type for f in fields(Variant)}
+    changes: dict[str, Any] = {}
+    for name, raw in overrides.items():
+        if raw is None or raw == "":
+            continue
+        if name not in types or name in ("key", "entry_point"):
+            raise ValueError(f"unknown or fixed variant setting {name!r}")
+        kind = types[name]
+        if kind in ("bool", bool):
+            value: Any = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+        elif kind in ("int", int):
+            value = int(float(raw))
+        elif kind in ("float", float):
+            value = float(raw)
+        else:
+            value = str(raw)
+        changes[name] = value
+    return replace(variant, **changes)
