@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,7 +211,8 @@ def build_features(
         return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=True)
 
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f"{fp}.tmp-{os.getpid()}"
+    remove_dead_builds(cache_root)
+    tmp = cache_root / f"{fp}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -236,6 +238,25 @@ def build_features(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=False)
+
+
+def remove_dead_builds(cache_root: Path) -> list[Path]:
+    """Delete the folders of builds on this host whose process is gone (killed mid-build).
+
+    Folders of other hosts (a shared file system) are left alone: their pids mean nothing here.
+    """
+    removed = []
+    prefix = f".tmp-{socket.gethostname()}-"
+    for d in cache_root.glob(f"*{prefix}*"):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+        except (ValueError, PermissionError):
+            continue
+    return removed
 
 
 def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tfqa.records import AnswerClass, Example
+from tfqa.records import Annotation, AnswerClass, Example
 from tfqa.tokenization import html_token_for, html_token_ids
 
 
@@ -84,9 +84,11 @@ class CandidateFeaturizer:
     def _word_ids(self, words: list[str]) -> list[tuple[int, ...]]:
         cache = self._cache
         todo = list({w for w in words if w not in cache})
+        if todo and len(cache) + len(todo) > self._cache_size:
+            # Bounded memory on 300k-document runs: start afresh, then refill with this call's words.
+            cache.clear()
+            todo = list(set(words))
         if todo:
-            if len(cache) + len(todo) > self._cache_size:
-                cache.clear()  # bounded memory on 300k-document runs; refills from hot words
             encoded = self.tok(todo, add_special_tokens=False)["input_ids"]
             for w, ids in zip(todo, encoded):
                 # A word made only of characters the tokenizer drops (zero-width space, control
@@ -128,7 +130,12 @@ class CandidateFeaturizer:
         starts = np.zeros(n_doc + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
 
-        label_ann = ex.positive_annotation()
+        # Each candidate takes its label from the first annotation that chose it, so with five
+        # annotators every chosen candidate is a positive, never a negative.
+        label_of: dict[int, Annotation] = {}
+        for ann in ex.annotations:
+            if ann.candidate_index >= 0:
+                label_of.setdefault(ann.candidate_index, ann)
         cols: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
         counts = FeatureCounts(examples=1)
         for ci in candidate_indices:
@@ -141,7 +148,8 @@ class CandidateFeaturizer:
             positions = (starts[s : s + n_kept] - starts[s] + len(prefix)).astype(np.int32)
 
             label, start_w, end_w = AnswerClass.NOT_ANSWER, -1, -1
-            if label_ann is not None and label_ann.candidate_index == ci:
+            label_ann = label_of.get(ci)
+            if label_ann is not None:
                 label = label_ann.answer_class()
                 if label == AnswerClass.SHORT:
                     start_w = min(sp.start_token for sp in label_ann.short_answers) - s

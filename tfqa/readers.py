@@ -12,7 +12,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from tfqa.records import Annotation, Candidate, Example, Span
 
@@ -45,11 +45,11 @@ def is_html_word(word: str) -> bool:
 
 def open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
     """Open a file for binary reading, transparently un-gzipping it."""
-    raw = open(path, "rb")
-    magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
     if magic == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    return raw
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
@@ -81,11 +81,17 @@ class _Fields:
             raise self.fail(name, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
         return value
 
+    def optional_int(self, obj: dict, key: str, prefix: str, default: int = -1) -> int:
+        """An offset that only the original format has (bytes): absent means ``default``."""
+        if key not in obj:
+            return default
+        return self.get(obj, key, prefix, int)
+
     def span(self, obj: dict, prefix: str, n_words: int, allow_null: bool) -> Span | None:
         start = self.get(obj, "start_token", prefix, int)
         end = self.get(obj, "end_token", prefix, int)
-        start_byte = obj.get("start_byte", -1)
-        end_byte = obj.get("end_byte", -1)
+        start_byte = self.optional_int(obj, "start_byte", prefix)
+        end_byte = self.optional_int(obj, "end_byte", prefix)
         if allow_null and start == -1 and end == -1:
             return None
         if not 0 <= start < n_words:
@@ -94,7 +100,7 @@ class _Fields:
             if end <= start:
                 raise self.fail(f"{prefix}end_token", f"end {end} <= start {start}")
             raise self.fail(f"{prefix}end_token", f"{end} outside the document (max {n_words})")
-        return Span(start, end, int(start_byte), int(end_byte))
+        return Span(start, end, start_byte, end_byte)
 
 
 def _parse_annotations(
@@ -132,9 +138,34 @@ def _parse_candidates(f: _Fields, obj: dict, n_words: int) -> list[Candidate]:
     for i, c in enumerate(f.get(obj, "long_answer_candidates", "", list)):
         span = f.span(c, f"long_answer_candidates[{i}].", n_words, allow_null=False)
         assert span is not None
-        top = c.get("top_level", True)
-        out.append(Candidate(span.start_token, span.end_token, bool(top), span.start_byte, span.end_byte))
+        top = f.get(c, "top_level", f"long_answer_candidates[{i}].", bool) if "top_level" in c else True
+        out.append(Candidate(span.start_token, span.end_token, top, span.start_byte, span.end_byte))
     return out
+
+
+def _parse_tokens(f: _Fields, tokens: list) -> tuple[list[str], list[bool], list[int], list[int]]:
+    words: list[str] = []
+    is_html: list[bool] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for i, t in enumerate(tokens):
+        # The fast path covers well-formed tokens; anything else goes through the checked getters
+        # so the error names the token and field.
+        if (
+            type(t) is dict and type(t.get("token")) is str and type(t.get("html_token")) is bool
+            and type(t.get("start_byte", -1)) is int and type(t.get("end_byte", -1)) is int
+        ):
+            words.append(t["token"])
+            is_html.append(t["html_token"])
+            starts.append(t.get("start_byte", -1))
+            ends.append(t.get("end_byte", -1))
+            continue
+        prefix = f"document_tokens[{i}]."
+        words.append(f.get(t, "token", prefix, str))
+        is_html.append(f.get(t, "html_token", prefix, bool))
+        starts.append(f.optional_int(t, "start_byte", prefix))
+        ends.append(f.optional_int(t, "end_byte", prefix))
+    return words, is_html, starts, ends
 
 
 def parse_example(obj: Any, path: str, line: int) -> Example:
@@ -148,14 +179,7 @@ def parse_example(obj: Any, path: str, line: int) -> Example:
     question = f.get(obj, "question_text", "", str)
     if "document_tokens" in obj:  # original NQ format
         tokens = f.get(obj, "document_tokens", "", list)
-        try:
-            words = [t["token"] for t in tokens]
-            is_html = [bool(t["html_token"]) for t in tokens]
-            starts = [int(t.get("start_byte", -1)) for t in tokens]
-            ends = [int(t.get("end_byte", -1)) for t in tokens]
-        except (KeyError, TypeError) as exc:
-            bad = next(i for i, t in enumerate(tokens) if not isinstance(t, dict) or "token" not in t or "html_token" not in t)
-            raise f.fail(f"document_tokens[{bad}]", f"needs 'token' and 'html_token' ({exc!r})") from None
+        words, is_html, starts, ends = _parse_tokens(f, tokens)
         title = str(obj.get("document_title", ""))
     else:
         text = f.get(obj, "document_text", "", str)
@@ -232,12 +256,24 @@ def read_examples(
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_lines: int = 0) -> ReadReport:
     """Write the simplified form of an original-format file (gzip when ``dst`` ends in .gz)."""
-    from tfqa.convert import simplify_nq_example
-
     report = ReadReport()
     budget = BadLineBudget(max_bad_lines, report)
     tmp = f"{dst}.tmp"
     opener = gzip.open if str(dst).endswith(".gz") else open
+    try:
+        _convert_lines(src, tmp, opener, budget, report)
+    except BaseException:
+        # The destination is only ever replaced whole; a failed conversion leaves nothing behind.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    os.replace(tmp, dst)
+    return report
+
+
+def _convert_lines(src, tmp: str, opener, budget: "BadLineBudget", report: ReadReport) -> None:
+    from tfqa.convert import simplify_nq_example
+
     with opener(tmp, "wt", encoding="utf-8") as out:
         for lineno, raw in iter_lines(src):
             report.lines += 1
@@ -251,10 +287,4 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_line
                 continue
             out.write(json.dumps(simplify_nq_example(obj)) + "\n")
             report.examples += 1
-    os.replace(tmp, dst)
-    return report
 
-
-def iter_examples_from(paths: Iterable[str]) -> Iterator[Example]:
-    for p in paths:
-        yield from read_examples(p)

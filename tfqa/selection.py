@@ -48,10 +48,10 @@ def positive_indices(ex: Example) -> list[int]:
 
 def select_candidates(ex: Example, cfg: SelectionConfig, scores: ScoreTable | None = None) -> list[int]:
     """Sorted candidate indices to featurise for ``ex``."""
-    if cfg.strategy == "all":
-        return [i for i, c in enumerate(ex.candidates) if c.top_level or not cfg.top_level_only]
     positives = positive_indices(ex)
     pos_set = set(positives)
+    if cfg.strategy == "all":
+        return [i for i, c in enumerate(ex.candidates) if c.top_level or not cfg.top_level_only or i in pos_set]
     pool = np.array(
         [i for i, c in enumerate(ex.candidates) if i not in pos_set and (c.top_level or not cfg.top_level_only)],
         dtype=np.int64,

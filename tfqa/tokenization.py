@@ -7,6 +7,7 @@ closing tag only ever appears at a candidate's end, where its position already s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def load_tokenizer(path: str | os.PathLike):
     tok = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"{path}: a fast (Rust) tokenizer is required, got {type(tok).__name__}")
-    missing = [t for t in HTML_TOKENS if t not in tok.get_vocab()]
+    vocab = tok.get_vocab()
+    missing = [t for t in HTML_TOKENS if t not in vocab]
     if missing:
         tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     return tok
@@ -48,8 +50,13 @@ def html_token_ids(tok) -> dict[str, int]:
 
 
 def tokenizer_fingerprint(tok) -> str:
-    """A hash of everything that decides token ids: the serialised backend plus added tokens."""
+    """A hash of everything that decides token ids: vocabulary, added tokens, normaliser,
+    pre-tokeniser and model. Truncation and padding are left out: the tokenizer changes them at
+    run time (MiniLM's file ships padding to 128 that the first call resets)."""
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
     h = hashlib.blake2b(digest_size=16)
-    h.update(tok.backend_tokenizer.to_str().encode())
+    h.update(json.dumps(spec, sort_keys=True).encode())
     h.update(type(tok).__name__.encode())
     return h.hexdigest()
