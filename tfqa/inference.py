@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 
 from tfqa.batching import collate
+from tfqa.decode import OUTPUT_COLUMNS  # noqa: F401  (the layout this module writes)
 from tfqa.dataset import CandidateDataset, FeatureStore, InMemoryFeatures
 
-OUTPUT_COLUMNS = ("example_id", "candidate_index", "word_offset", "class_probs", "start_probs", "end_probs")
 
 
 @dataclass(frozen=True)

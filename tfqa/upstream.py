@@ -79,3 +79,19 @@ def resolve_model(ref: str, artifact_path: str = "model") -> Resolved:
     if not path.exists():
         raise FileNotFoundError(f"model not found: {ref} (expected a directory, a run id, runs:/ or models:/ URI)")
     return Resolved(path, None)
+
+
+def latest_finished_run_id(tags: dict[str, str], experiment: str | None = None) -> str:
+    """The newest FINISHED run carrying ``tags`` (in ``experiment``, default the active one)."""
+    import os
+
+    import mlflow
+
+    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    exp = mlflow.get_experiment_by_name(name) if name else None
+    exp_ids = [exp.experiment_id] if exp else [os.environ.get("MLFLOW_EXPERIMENT_ID", "0")]
+    query = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
+    runs = client().search_runs(exp_ids, query, order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise LookupError(f"no finished run with tags {tags} in experiment {name or exp_ids[0]}")
+    return runs[0].info.run_id

@@ -1,0 +1,34 @@
+"""MLflow entry point `mine_hard_negatives`: score every negative training candidate.
+
+Under torchrun each rank scores its share of the shards; rank 0 merges and logs."""
+import os
+
+import click
+from _args import normalised_argv
+
+from tfqa import tracking
+from tfqa.stages.mine import MineConfig, run_mine
+from tfqa.upstream import latest_finished_run_id
+
+
+@click.command()
+@click.option("--model", default="", help="Scoring model (run id, runs:/, models:/ or dir). Default: the newest finished bert_base run.")
+@click.option("--train-data", required=True, help="NQ training file.")
+@click.option("--output-dir", default="outputs", show_default=True)
+@click.option("--top-level-only", type=bool, default=False, show_default=True)
+@click.option("--negatives-per-example", default=2, show_default=True)
+@click.option("--n-shards", default=16, show_default=True)
+@click.option("--max-seq-len", default=360, show_default=True)
+@click.option("--batch-tokens", default=16384, show_default=True)
+@click.option("--workers", default=0, show_default=True)
+def main(model, **opts):
+    model = model or latest_finished_run_id(tags={"tfqa.variant": "bert_base"})
+    cfg = MineConfig(model=model, **opts)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    with tracking.start_run(run_name="mine_hard_negatives", tags={"tfqa.stage": "mine_hard_negatives"}) as run:
+        summary = run_mine(cfg, run, rank=rank, world_size=world)
+    click.echo(f"mined: {summary}")
+
+
+if __name__ == "__main__":
+    main(args=normalised_argv())

@@ -1,0 +1,29 @@
+"""MLflow entry point `validate`: the registered ensemble, by alias, scored on the dev set."""
+import json
+
+import click
+from _args import normalised_argv
+
+from tfqa import tracking
+from tfqa.stages.validate import ValidateConfig, run_validate
+
+
+@click.command()
+@click.option("--manifest", default="registry/ensemble.yaml", show_default=True)
+@click.option("--dev-data", required=True, help="NQ dev file (original jsonl.gz or simplified).")
+@click.option("--alias", default="", help="Alias to pull (default: the manifest's).")
+@click.option("--output-dir", default="outputs", show_default=True)
+@click.option("--fit-weights", type=bool, default=False, show_default=True)
+@click.option("--dev-examples", default=0, show_default=True, help="Only the first N dev examples (0: all).")
+@click.option("--max-answer-words", default=30, show_default=True)
+@click.option("--promotions", default="", help="Upstream promote run ids (recorded).")
+def main(**opts):
+    cfg = ValidateConfig(**opts)
+    with tracking.start_run(run_name="validate", tags={"tfqa.stage": "validate"}) as run:
+        result = run_validate(cfg, run)
+    keys = [k for k in sorted(result) if k.startswith(("ensemble/long-best", "ensemble/short-best", "ensemble/kaggle", "thresholds."))]
+    click.echo(json.dumps({k: result[k] for k in keys}, indent=1))
+
+
+if __name__ == "__main__":
+    main(args=normalised_argv())

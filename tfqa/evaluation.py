@@ -1,0 +1,117 @@
+"""From per-candidate outputs to official NQ metrics: decode, convert, score.
+
+The decoder's answers (``tfqa.decode.Prediction``) become the official prediction records
+(``tfqa.predictions.Prediction``) through the same JSON the official scorer reads, so what is
+scored here is exactly what ``predictions.json`` holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfqa import decode as dec
+from tfqa.predictions import Prediction, predictions_from_json
+from tfqa.readers import read_examples
+from tfqa.records import Example
+from tfqa.scoring import GoldTable, ScoredAnswers, build_gold, score_answers
+
+HEADLINE = ("long-best-threshold-f1", "short-best-threshold-f1", "long-best-threshold", "short-best-threshold")
+
+
+@dataclass
+class DevSet:
+    """Dev examples with what scoring needs: gold table, candidate spans and byte offsets."""
+
+    examples: list[Example]
+    gold: GoldTable = field(init=False)
+    spans: dict[str, np.ndarray] = field(init=False)
+    offsets: dict | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gold = build_gold(self.examples)
+        self.spans = dec.candidate_spans(self.examples)
+        has_bytes = all(ex.word_start_bytes is not None for ex in self.examples)
+        self.offsets = dec.byte_offsets(self.examples) if has_bytes else None
+
+    @classmethod
+    def read(cls, path: str | Path, limit: int = 0) -> "DevSet":
+        examples = []
+        for ex in read_examples(path):
+            if limit and len(examples) >= limit:
+                break
+            examples.append(ex)
+        return cls(examples)
+
+    def subset(self, example_ids) -> "DevSet":
+        keep = set(map(str, example_ids))
+        return DevSet([ex for ex in self.examples if ex.example_id in keep])
+
+
+def official_predictions(decoded: list[dec.Prediction], offsets: dict | None = None) -> list[Prediction]:
+    return predictions_from_json(dec.nq_predictions_json(decoded, offsets))
+
+
+def score_outputs(outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig()) -> tuple[ScoredAnswers, list[dec.Prediction]]:
+    """Decode per-candidate outputs and score them against ``dev``'s gold."""
+    decoded = dec.decode(outputs, dev.spans, cfg, example_ids=[ex.example_id for ex in dev.examples])
+    return score_answers(dev.gold, official_predictions(decoded, dev.offsets)), decoded
+
+
+def headline(scored: ScoredAnswers, prefix: str) -> dict[str, float]:
+    """The metrics a run page shows: best-threshold F1s, thresholds and the Kaggle micro-F1."""
+    official = scored.official_metrics()
+    out = {f"{prefix}{k}": float(official[k]) for k in HEADLINE}
+    kaggle = scored.best_kaggle_micro_f1()
+    out[f"{prefix}kaggle-micro-f1"] = float(kaggle.f1)
+    return out
+
+
+class DevEvaluator:
+    """The training loop's periodic evaluation: official F1 on a dev subset."""
+
+    def __init__(self, dev: DevSet, store, pad_id: int):
+        self.dev, self.store, self.pad_id = dev, store, pad_id
+
+    @classmethod
+    def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, max_seq_len: int,
+                  max_question_len: int) -> "DevEvaluator":
+        from tfqa.dataset import FeatureStore
+        from tfqa.feature_cache import BuildConfig, build_features
+        from tfqa.features import FeatureConfig
+        from tfqa.tokenization import load_tokenizer
+
+        dev = DevSet.read(path, limit)
+        subset = Path(cache_root) / f"dev-subset-{Path(path).name}-{limit}.jsonl"
+        write_subset(path, subset, limit)
+        info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=FeatureConfig(max_seq_len, max_question_len)), progress=False)
+        return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0))
+
+    def __call__(self, model, step: int) -> dict[str, float]:
+        from tfqa.inference import score_candidates
+
+        was_training = model.training
+        outputs = score_candidates(model, self.store, pad_id=self.pad_id)
+        model.train(was_training)
+        scored, _ = score_outputs(outputs, self.dev)
+        return headline(scored, "dev/")
+
+
+def write_subset(src: str, dst: Path, limit: int) -> Path:
+    """The first ``limit`` lines of ``src`` as plain jsonl (all of them when limit is 0)."""
+    import os
+
+    from tfqa.readers import iter_lines
+
+    if dst.exists():
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".part")
+    with open(tmp, "wb") as out:
+        for n, (_, raw) in enumerate(iter_lines(src)):
+            if limit and n >= limit:
+                break
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+    os.replace(tmp, dst)
+    return dst

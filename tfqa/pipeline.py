@@ -1,0 +1,117 @@
+"""The whole original pipeline as MLflow runs, reusing every step that already finished.
+
+prepare -> train_bert_base -> mine_hard_negatives -> train_bert (1); finetune_squad ->
+train_albert (2, 3); train_bert_large (4, 5); promote x5 -> validate -> predict.
+
+Each step is ``mlflow.projects.run`` of an entry point. Before launching one, the pipeline looks
+for a FINISHED run of the same entry point with the same parameters (compared as strings), the
+same code version and the same upstream run ids (they are parameters of the step, so a changed
+upstream run changes the key) — MLflow's multistep example minus its stale-upstream gap.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tfqa.profiles import REPO, Profile
+from tfqa.registry import EnsembleManifest
+from tfqa.variants import VARIANTS
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    reused: bool
+    seconds: float
+
+
+@dataclass
+class PipelineResult:
+    steps: list[StepResult] = field(default_factory=list)
+
+    def run_id(self, name: str) -> str:
+        return next(s.run_id for s in self.steps if s.name == name)
+
+
+def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
+             log: Callable[[str], None], force: bool = False) -> StepResult:
+    import mlflow.projects
+
+    from tfqa.tracking import find_finished_run
+
+    params = {k: str(v) for k, v in params.items()}
+    t0 = time.perf_counter()
+    if not force:
+        found = find_finished_run(experiment=experiment, entry_point=entry_point, params=params,
+                                  upstream_run_ids={}, git_commit=git_commit)
+        if found is not None:
+            log(f"  {name}: reusing finished run {found}")
+            return StepResult(name, found, True, time.perf_counter() - t0)
+    log(f"  {name}: running {entry_point} ...")
+    submitted = mlflow.projects.run(
+        str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
+        experiment_name=experiment, synchronous=True,
+    )
+    seconds = time.perf_counter() - t0
+    log(f"  {name}: finished run {submitted.run_id} in {seconds:.0f}s")
+    return StepResult(name, submitted.run_id, False, seconds)
+
+
+def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, Callable[[PipelineResult], dict]]]:
+    """(step name, entry point, params given the results so far) in execution order."""
+    manifest = EnsembleManifest.load(profile.manifest)
+    work = Path(profile.work_dir).resolve()
+    common = {"output_dir": str(work / "outputs")}
+    name_override = {"backbone_name": profile.backbone_name} if profile.backbone_name else {}
+
+    def train(variant: str, extra: Callable[[PipelineResult], dict] = lambda r: {}):
+        v = VARIANTS[variant]
+        def params(r: PipelineResult) -> dict:
+            p = {"backbone": profile.backbones[v.entry_point], "train_data": data["train"],
+                 **({"variant": variant} if variant != "bert_base" else {}),
+                 "dev_data": data["dev"], **common, **profile.train_overrides, **name_override, **extra(r)}
+            return p
+        return (f"train_{variant}", v.entry_point, params)
+
+    hard = lambda r: {"mining_run": r.run_id("mine_hard_negatives")}
+    squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
+    steps = [
+        train("bert_base"),
+        ("mine_hard_negatives", "mine_hard_negatives",
+         lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
+        train("1", hard),
+        ("finetune_squad", "finetune_squad",
+         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common, **profile.squad_overrides}),
+        train("2", lambda r: {**hard(r), **squad_init(r)}),
+        train("3", squad_init),
+        train("4", hard),
+        train("5"),
+    ]
+    for m in manifest.models:
+        steps.append((f"promote_{m.variant}", "promote",
+                      lambda r, m=m: {"run_id": r.run_id(f"train_{m.variant}"), "manifest": profile.manifest}))
+    steps.append(("validate", "validate", lambda r: {
+        "manifest": profile.manifest, "dev_data": data["dev"], **common, **profile.validate_overrides,
+        # The promotions are upstream: a new model version must not reuse an old validation.
+        "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models)}))
+    if data.get("test"):
+        steps.append(("predict", "predict", lambda r: {
+            "validate_run": r.run_id("validate"), "test_data": data["test"], **common}))
+    return steps
+
+
+def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "tfqa",
+                 log: Callable[[str], None] = print) -> PipelineResult:
+    from tfqa.tracking import git_commit
+
+    commit = git_commit()
+    result = PipelineResult()
+    steps = build_steps(profile, data)
+    for i, (name, entry_point, params) in enumerate(steps, 1):
+        log(f"[{i}/{len(steps)}] {name}")
+        result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
+                                     git_commit=commit, log=log))
+    return result

