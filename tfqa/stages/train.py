@@ -95,6 +95,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         upstream["init"] = init.run_id
     store = FeatureStore(features_dir)
     tok = load_tokenizer(store.tokenizer_dir)
+    torch.manual_seed(v.seed)  # the new heads are initialised from the global RNG
     model = (
         CandidateQAModel.from_pretrained(init_dir, vocab_size=len(tok))
         if init and (init_dir / "tfqa_head.json").exists()
@@ -122,13 +123,13 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps({"run_id": run.run_id, "variant": v.key}))
     result = train(model, CandidateDataset(store), train_cfg, out_dir=out_dir / "checkpoints", logger=run,
-                   eval_fn=eval_fn, resume=cfg.resume if cfg.resume != "none" else None)
+                   eval_fn=eval_fn, resume=cfg.resume if cfg.resume != "none" else None, pad_id=tok.pad_token_id)
     if int(os.environ.get("RANK", "0")) == 0:
         final = out_dir / "final"
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
         log_tfqa_model(run, final, features=store.manifest["features"])
-    return getattr(result, "metrics", {}) or {}
+    return result.metrics
 
 
 def make_dev_eval(cfg: TrainStageConfig, tok, tokenizer_dir: str):
