@@ -1,0 +1,135 @@
+"""Shared test setup: a quiet, offline, single-threaded environment and a real MLflow server."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+# Set before any test module imports transformers/torch: they read these once. setdefault so a
+# caller (scripts/test.sh, a developer) can still choose otherwise.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a bad local path otherwise costs ~24 s of hub retries
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Two cores shared by several test processes: one intra-op thread each avoids oversubscription.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end tests that take minutes (run with -m slow)")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MlflowServer:
+    """A real ``mlflow server`` (sqlite backend, artifacts served over HTTP) that tests can stop
+    and start again on the same port and database, to play a tracking server going away."""
+
+    root: Path
+    port: int = field(default_factory=_free_port)
+    start_timeout_s: float = 90.0
+    _proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+    def start(self) -> None:
+        if self.running:
+            return
+        cmd = [sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.root / "artifacts"),
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        with open(self.log_path, "ab") as log:
+            # Own session: stop() signals the server's whole process group (it forks workers).
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                          start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self._proc.returncode}:\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy after {self.start_timeout_s:.0f} s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Workers of the group may outlive the leader for a moment; the port must be free again.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _port_in_use(self.port):
+            time.sleep(0.1)
+
+    def _log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real tracking server for the session; tests that stop it must start it again."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mlflow_tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Points MLflow at the session server with a fresh experiment for this test; returns the URI."""
+    if not mlflow_server.running:  # an earlier test stopped it and failed before restarting
+        mlflow_server.start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"test-{uuid.uuid4().hex[:12]}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    return mlflow_server.uri
