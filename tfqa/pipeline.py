@@ -5,7 +5,8 @@ train_albert (2, 3); train_bert_large (4, 5); promote x5 -> validate -> predict.
 
 Each step is ``mlflow.projects.run`` of an entry point. Before launching one, the pipeline looks
 for a FINISHED run of the same entry point with the same parameters (compared as strings), the
-same code version and the same upstream run ids (they are parameters of the step, so a changed
+same code version (``tfqa.code_version``: a hash of the package, entry points and MLproject)
+and the same upstream run ids (they are parameters of the step, so a changed
 upstream run changes the key) — MLflow's multistep example minus its stale-upstream gap.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ class PipelineResult:
 
 
 def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
-             log: Callable[[str], None], force: bool = False) -> StepResult:
+             code_version: str, log: Callable[[str], None], force: bool = False) -> StepResult:
     import mlflow.projects
 
     from tfqa.tracking import find_finished_run
@@ -46,7 +47,7 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
     t0 = time.perf_counter()
     if not force:
         found = find_finished_run(experiment=experiment, entry_point=entry_point, params=params,
-                                  upstream_run_ids={}, git_commit=git_commit)
+                                  upstream_run_ids={}, git_commit=git_commit, code_version=code_version)
         if found is not None:
             log(f"  {name}: reusing finished run {found}")
             return StepResult(name, found, True, time.perf_counter() - t0)
@@ -105,13 +106,13 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
 def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "tfqa",
                  log: Callable[[str], None] = print) -> PipelineResult:
-    from tfqa.tracking import git_commit
+    from tfqa.tracking import code_version, git_commit
 
-    commit = git_commit()
+    commit, version = git_commit(), code_version()
     result = PipelineResult()
     steps = build_steps(profile, data)
     for i, (name, entry_point, params) in enumerate(steps, 1):
         log(f"[{i}/{len(steps)}] {name}")
         result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
-                                     git_commit=commit, log=log))
+                                     git_commit=commit, code_version=version, log=log))
     return result

@@ -52,7 +52,7 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         synth={"n_train": 1200, "n_dev": 300, "n_test": 50, "seed": 13},
         train_overrides={"max_steps": "150", "batch_size": "32", "max_seq_len": "128", "lr": "1e-4",
                          "checkpoint_every": "50", "eval_every": "0"},
-        squad_overrides={"max_steps": "60", "batch_size": "16", "max_seq_len": "192", "max_questions": "1200"},
+        squad_overrides={"max_steps": "60", "batch_size": "16", "max_seq_len": "192", "doc_stride": "64", "max_questions": "1200"},
         mine_overrides={"n_shards": "4"},
         validate_overrides={"fit_weights": "true"},
     )
@@ -68,7 +68,7 @@ def ci_profile(work_dir: str = "demo-ci") -> Profile:
            "synth": {"n_train": 200, "n_dev": 60, "n_test": 20, "seed": 5},
            "train_overrides": {"max_steps": "20", "batch_size": "16", "max_seq_len": "96", "lr": "5e-4",
                                "checkpoint_every": "10", "eval_every": "0"},
-           "squad_overrides": {"max_steps": "10", "batch_size": "8", "max_seq_len": "128", "max_questions": "120"},
+           "squad_overrides": {"max_steps": "10", "batch_size": "8", "max_seq_len": "128", "doc_stride": "32", "max_questions": "120"},
            "mine_overrides": {"n_shards": "2"},
            "validate_overrides": {"fit_weights": "false"}}
     )

@@ -43,6 +43,7 @@ UPSTREAM_TAG_PREFIX = "tfqa.upstream."
 PARAM_CONFLICT_TAG_PREFIX = "tfqa.param_conflict."
 ERROR_TAG = "tfqa.error"
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
+CODE_VERSION_TAG = "tfqa.code_version"
 # Set by `mlflow run` on the runs it creates; tfqa's own stages also tag themselves tfqa.stage.
 ENTRY_POINT_TAGS = ("mlflow.project.entryPoint", "tfqa.stage")
 UNKNOWN_COMMIT = "unknown"
@@ -698,6 +699,7 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
     with _http_defaults():
         client = MlflowClient()
         str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        str_tags.setdefault(CODE_VERSION_TAG, code_version())
         if given_id:
             run = client.get_run(given_id)
             if run.info.status != "RUNNING":
@@ -738,15 +740,32 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
 
 
 # ----------------------------------------------------------------------------------------- reuse
+def code_version() -> str:
+    """A hash of the code that decides what a stage produces: the ``tfqa`` package, the entry
+    points and ``MLproject``. Unlike the git commit it ignores docs and tests, so editing the
+    README does not invalidate every finished run; unlike the commit it sees uncommitted edits."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.blake2b(digest_size=12)
+    files = sorted([*root.joinpath("tfqa").rglob("*.py"), *root.joinpath("entrypoints").glob("*.py"), root / "MLproject"])
+    for f in files:
+        if f.is_file():
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def find_finished_run(experiment: str, entry_point: str, params: Mapping[str, Any],
-                      upstream_run_ids: Mapping[str, str] | None, git_commit: str) -> str | None:
+                      upstream_run_ids: Mapping[str, str] | None, git_commit: str,
+                      code_version: str | None = None) -> str | None:
     """The newest FINISHED run of ``entry_point`` in ``experiment`` that can stand in for a new one.
 
     It must carry every given param with the same value (compared as strings; extra params are
     fine), a ``tfqa.upstream.<name>`` tag equal to each given upstream run id, and the same
     ``mlflow.source.git.commit`` - or, when ``git_commit`` is "unknown", no known commit either.
     The entry point is read from ``mlflow.project.entryPoint`` (set by ``mlflow run``) or
-    ``tfqa.stage``. Returns the run id, or None.
+    ``tfqa.stage``. With ``code_version``, the ``tfqa.code_version`` tag is compared instead of
+    the commit. Returns the run id, or None.
     """
     from mlflow.tracking import MlflowClient
 
@@ -765,9 +784,13 @@ def find_finished_run(experiment: str, entry_point: str, params: Mapping[str, An
             t, p = run.data.tags, run.data.params
             if not any(t.get(name) == entry_point for name in ENTRY_POINT_TAGS):
                 continue
-            run_commit = t.get(GIT_COMMIT_TAG)
-            if (run_commit if run_commit not in ("", UNKNOWN_COMMIT) else None) != commit:
-                continue
+            if code_version is not None:
+                if t.get(CODE_VERSION_TAG) != code_version:
+                    continue
+            else:
+                run_commit = t.get(GIT_COMMIT_TAG)
+                if (run_commit if run_commit not in ("", UNKNOWN_COMMIT) else None) != commit:
+                    continue
             if all(p.get(k) == v for k, v in want_params.items()) and all(t.get(k) == v for k, v in want_tags.items()):
                 return run.info.run_id
         token = page.token
