@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tfqa.profiles import PROFILES, Profile
+from tfqa.profiles import BACKBONE_STAGES, PROFILES, Profile
 
 
 def generate_data(profile: Profile) -> dict[str, str]:
@@ -73,8 +73,7 @@ def main(profile_name: str, work_dir: str | None, experiment: str) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     if not profile.backbones:
         b = tiny_backbone(work)
-        profile = Profile(**{**profile.__dict__, "backbones": dict.fromkeys(
-            ("train_bert_base", "train_bert", "finetune_squad", "train_bert_large"), b)})
+        profile = Profile(**{**profile.__dict__, "backbones": dict.fromkeys(BACKBONE_STAGES, b)})
     click.echo(f"tfqa demo ({profile.name}): tracking {os.environ['MLFLOW_TRACKING_URI']}, work dir {work}")
     click.echo("[0] generating data")
     data = generate_data(profile)

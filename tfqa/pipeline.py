@@ -79,8 +79,14 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
     hard = lambda r: {"mining_run": r.run_id("mine_hard_negatives")}
     squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
+    base = VARIANTS["bert_base"]
     steps = [
-        train("bert_base"),
+        ("prepare", "prepare", lambda r: {
+            "input": data["train"], "tokenizer": profile.backbones["train_bert_base"],
+            "cache_dir": str(work / "outputs" / "features"), "strategy": base.negatives,
+            "negatives": base.negatives_per_example, "seed": base.seed,
+            "max_seq_len": profile.train_overrides.get("max_seq_len", base.max_seq_len)}),
+        train("bert_base", lambda r: {"train_data": r.run_id("prepare")}),
         ("mine_hard_negatives", "mine_hard_negatives",
          lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
         train("1", hard),

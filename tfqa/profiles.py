@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The stages that start from a backbone directory (the ALBERT variants start from the SQuAD run but
+# still take their backbone's tokenizer and config from it).
+BACKBONE_STAGES = ("train_bert_base", "train_bert", "finetune_squad", "train_albert", "train_bert_large")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -22,7 +25,7 @@ class Profile:
     squad_data: str = ""
     """SQuAD 2.0 JSON for ``finetune_squad`` (split into train/dev when no dev file is given)."""
     backbones: dict[str, str] = field(default_factory=dict)
-    """Backbone dir per entry point: train_bert_base, train_bert, finetune_squad, train_bert_large."""
+    """Backbone dir per stage in ``BACKBONE_STAGES``."""
     backbone_name: str = ""
     """Override of the variants' backbone names (the demo trains every variant on one model)."""
     synth: dict = field(default_factory=dict)
@@ -47,7 +50,7 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         work_dir=work_dir,
         manifest=str(REPO / "registry" / "demo.yaml"),
         squad_data=str(SHARED_DATA / "squad2-dev-half.json"),
-        backbones={k: backbone for k in ("train_bert_base", "train_bert", "finetune_squad", "train_bert_large")},
+        backbones=dict.fromkeys(BACKBONE_STAGES, backbone),
         backbone_name="all-MiniLM-L6-v2",
         synth={"n_train": 1200, "n_dev": 300, "n_test": 50, "seed": 13},
         train_overrides={"max_steps": "150", "batch_size": "32", "max_seq_len": "128", "lr": "1e-4",

@@ -1,0 +1,99 @@
+"""The whole pipeline (CI profile: tiny models) against a real mlflow server, a rerun that reuses
+every step, and the MLflow UI's run comparison rendered by headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tfqa.registry import EnsembleManifest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = EnsembleManifest.load(REPO / "registry" / "demo.yaml")
+EXPERIMENT = "tfqa-pipeline-e2e"
+
+
+def _demo(work: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfqa.demo", "--profile", "ci", "--work-dir", str(work), "--experiment", EXPERIMENT],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    return proc, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def pipeline(mlflow_server, tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    proc, seconds = _demo(work, mlflow_server.uri)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return {"work": work, "stdout": proc.stdout, "seconds": seconds, "uri": mlflow_server.uri}
+
+
+def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["uri"])
+    out = pipeline["stdout"]
+    for step in ("train_bert_base", "mine_hard_negatives", "train_1", "finetune_squad", "train_2", "train_3",
+                 "train_4", "train_5", "promote_1", "promote_5", "validate", "predict"):
+        assert f"] {step}" in out, f"step {step} missing from the progress output"
+    summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    for key in ("ensemble/long-best-threshold-f1", "ensemble/short-best-threshold-f1", "threshold/long",
+                "threshold/short", "baseline/null/long-best-threshold-f1", "baseline/question_overlap/long-best-threshold-f1"):
+        assert key in summary, key
+    client = MlflowClient()
+    validate = client.get_run(client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.`tfqa.stage` = 'validate'")[0].info.run_id)
+    for m in MANIFEST.models:
+        mv = client.get_model_version_by_alias(m.name, MANIFEST.alias)
+        run = client.get_run(mv.run_id)
+        assert run.data.tags["tfqa.variant"] == m.variant and run.data.tags["tfqa.backbone"] == m.backbone
+        assert validate.data.tags[f"tfqa.model_version.{m.name}"] == mv.version
+        assert f"model/{m.name}/long-best-threshold-f1" in validate.data.metrics
+    # Hard negatives come from the mining run, the ALBERT variants start from the SQuAD run.
+    v2 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v2", "champion").run_id).data.tags
+    assert v2["tfqa.upstream.mine_hard_negatives"] and v2["tfqa.upstream.init"]
+    assert client.get_run(v2["tfqa.upstream.init"]).data.tags["tfqa.stage"] == "finetune_squad"
+
+
+def test_rerun_reuses_every_finished_step(pipeline):
+    proc, seconds = _demo(pipeline["work"], pipeline["uri"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_steps = len(re.findall(r"^\[\d+/\d+\] ", proc.stdout, flags=re.M))  # "[k/N] step" progress lines
+    assert n_steps >= 14 and proc.stdout.count("reusing finished run") == n_steps, proc.stdout[-2000:]
+    assert f"({n_steps}/{n_steps} steps reused)" in proc.stdout
+    print(f"first run {pipeline['seconds']:.0f}s, rerun {seconds:.0f}s")
+
+
+def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
+    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+    assert len(train_runs) >= 6
+    ids = [r.info.run_id for r in train_runs]
+    url = (f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}"
+           f"&experiments={quote(json.dumps([exp.experiment_id]))}")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=20000", "--window-size=1600,1000"]
+    png = tmp_path / "compare.png"
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
+    shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
+    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
+    assert "train/loss" in dom or "lr" in dom

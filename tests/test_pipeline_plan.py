@@ -1,0 +1,35 @@
+"""The pipeline's plan: stage order and how each step's parameters name its upstream runs."""
+from tfqa.pipeline import PipelineResult, StepResult, build_steps
+from tfqa.profiles import BACKBONE_STAGES, REPO, Profile
+
+
+def _profile() -> Profile:
+    return Profile(name="t", work_dir="/tmp/w", manifest=str(REPO / "registry" / "demo.yaml"),
+                   backbones=dict.fromkeys(BACKBONE_STAGES, "/b"),
+                   backbone_name="all-MiniLM-L6-v2", train_overrides={"max_steps": "5", "max_seq_len": "96"})
+
+
+def test_steps_follow_the_original_order_and_wire_upstream_runs():
+    data = {"train": "/d/train.jsonl", "dev": "/d/dev.jsonl.gz", "test": "/d/test.jsonl", "squad": "/d/squad.json"}
+    steps = build_steps(_profile(), data)
+    names = [n for n, _, _ in steps]
+    assert names == ["prepare", "train_bert_base", "mine_hard_negatives", "train_1", "finetune_squad", "train_2",
+                     "train_3", "train_4", "train_5", "promote_1", "promote_2", "promote_3", "promote_4", "promote_5",
+                     "validate", "predict"]
+    result = PipelineResult()
+    params = {}
+    for name, entry_point, make in steps:
+        params[name] = make(result)
+        result.steps.append(StepResult(name, f"run-{name}", False, 0.0))
+    assert params["prepare"]["max_seq_len"] == "96" and params["prepare"]["strategy"] == "random"
+    assert params["train_bert_base"]["train_data"] == "run-prepare"
+    assert params["mine_hard_negatives"]["model"] == "run-train_bert_base"
+    assert params["train_1"]["mining_run"] == "run-mine_hard_negatives" and params["train_1"]["variant"] == "1"
+    assert params["train_2"]["init_model"] == "run-finetune_squad" and params["train_2"]["mining_run"] == "run-mine_hard_negatives"
+    assert params["train_3"]["init_model"] == "run-finetune_squad" and "mining_run" not in params["train_3"]
+    assert "init_model" not in params["train_4"] and params["train_4"]["mining_run"] == "run-mine_hard_negatives"
+    assert all(params[f"train_{k}"]["backbone_name"] == "all-MiniLM-L6-v2" for k in "12345")
+    assert params["promote_3"]["run_id"] == "run-train_3"
+    # A new model version behind an alias must not reuse an old validation: promotions are keyed.
+    assert params["validate"]["promotions"] == ",".join(f"run-promote_{k}" for k in "12345")
+    assert params["predict"]["validate_run"] == "run-validate"
