@@ -268,3 +268,13 @@ def test_files_round_trip_through_the_readers(tmp_path) -> None:
     assert [x.words for x in a] == [x.words for x in b]
     assert [len(x.annotations) for x in a] == [5] * 12
     assert [len(x.annotations) for x in read_examples(test)] == [0] * 12
+
+
+def test_compress_flag_overrides_the_suffix(tmp_path) -> None:
+    cfg = SynthConfig(n_examples=3, seed=1)
+    part = tmp_path / "dev.jsonl.gz.part"  # a temporary name, renamed once complete
+    write_original(part, cfg, compress=True)
+    assert part.read_bytes()[:2] == b"\x1f\x8b"
+    plain = tmp_path / "x.gz"
+    write_simplified(plain, cfg, compress=False)
+    assert plain.read_bytes()[:1] == b"{"

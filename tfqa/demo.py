@@ -23,7 +23,7 @@ def generate_data(profile: Profile) -> dict[str, str]:
     s = profile.synth
     files = {
         "train": (data_dir / "train.jsonl", lambda p: write_simplified(p, SynthConfig(n_examples=s["n_train"], seed=s["seed"]))),
-        "dev": (data_dir / "dev.jsonl.gz", lambda p: write_original(p, SynthConfig(n_examples=s["n_dev"], seed=s["seed"] + 1, n_annotations=5))),
+        "dev": (data_dir / "dev.jsonl.gz", lambda p: write_original(p, SynthConfig(n_examples=s["n_dev"], seed=s["seed"] + 1, n_annotations=5), compress=True)),
         "test": (data_dir / "test.jsonl", lambda p: write_simplified(p, SynthConfig(n_examples=s["n_test"], seed=s["seed"] + 2), with_annotations=False)),
     }
     out = {}

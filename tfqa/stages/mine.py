@@ -14,7 +14,7 @@ from tfqa.features import FeatureConfig
 from tfqa.inference import InferenceConfig
 from tfqa.selection import SelectionConfig
 from tfqa.sharded_scoring import merge_shards, missing_shards, score_shards
-from tfqa.stages.prepare import FINGERPRINT_TAG, flatten
+from tfqa.stages.prepare import FINGERPRINT_TAG
 
 SCORES_ARTIFACT = "mining/scores.parquet"
 HARD_ARTIFACT = "mining/hard_negatives.parquet"
@@ -63,7 +63,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     negatives = np.flatnonzero(store.meta["label"].to_numpy() == 0)
     shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
     if run is not None:
-        run.log_params(flatten({"mine": asdict(cfg)}))
+        run.log_params({"mine": asdict(cfg)})
         run.set_tags({"tfqa.stage": "mine_hard_negatives", FINGERPRINT_TAG: info.fingerprint,
                       **({"tfqa.upstream.model": loaded.source.run_id} if loaded.source.run_id else {}),
                       **({"tfqa.model_version": loaded.source.model_version} if loaded.source.model_version else {})})

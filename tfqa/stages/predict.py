@@ -14,7 +14,6 @@ import pandas as pd
 from tfqa import decode as dec
 from tfqa.ensemble import ensemble
 from tfqa.readers import read_examples
-from tfqa.stages.prepare import flatten
 from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT, ValidateConfig, model_outputs
 from tfqa.upstream import download_run_artifact
 
@@ -52,7 +51,7 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     report = json.loads(download_run_artifact(cfg.validate_run, ENSEMBLE_ARTIFACT).read_text())
     t_long, t_short = ((thresholds["kaggle_long"], thresholds["kaggle_short"]) if cfg.thresholds == "kaggle"
                        else (thresholds["long"], thresholds["short"]))
-    run.log_params({**flatten({"predict": asdict(cfg)}), "threshold.long": t_long, "threshold.short": t_short})
+    run.log_params({"predict": asdict(cfg), "threshold": {"long": t_long, "short": t_short}})
     run.set_tags({"tfqa.stage": "predict", "tfqa.upstream.validate": cfg.validate_run})
 
     examples = list(read_examples(cfg.test_data))

@@ -33,7 +33,7 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
     info = build_features(cfg.input, cfg.tokenizer, cfg.cache_dir, cfg.build, progress=progress)
     seconds = time.perf_counter() - t0
     if run is not None:
-        run.log_params({"input": cfg.input, "tokenizer": cfg.tokenizer, "cache_dir": cfg.cache_dir, **flatten(asdict(cfg.build))})
+        run.log_params({"input": cfg.input, "tokenizer": cfg.tokenizer, "cache_dir": cfg.cache_dir, **asdict(cfg.build)})
         run.set_tags({FINGERPRINT_TAG: info.fingerprint, FEATURES_PATH_TAG: str(info.path.resolve()), "tfqa.stage": "prepare"})
         m = info.manifest
         metrics = {f"prepare/{k}": v for k, v in m["counts"].items()}
@@ -50,16 +50,6 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
         run.log_metrics(metrics, step=0)
         run.log_dict(m, "features/manifest.json")
     return info
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def build_config(

@@ -14,7 +14,6 @@ import numpy as np
 from tfqa.records import AnswerClass
 from tfqa.squad_data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad_eval import evaluate
-from tfqa.stages.prepare import flatten
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps or None, batch_size=cfg.batch_size,
                        seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
     backbone_name = cfg.backbone_name or Path(cfg.backbone).name
-    run.log_params({**flatten({"squad": asdict(cfg)}), **flatten({"train": asdict(tcfg)})})
+    run.log_params({"squad": asdict(cfg), "train": asdict(tcfg)})
     run.set_tags({"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name, "tfqa.backbone_dir": cfg.backbone})
     run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
                      "squad/dev_questions": len(dev_ex)}, step=0)

@@ -15,7 +15,7 @@ from tfqa.feature_cache import MANIFEST, BuildConfig, build_features
 from tfqa.features import FeatureConfig
 from tfqa.selection import SelectionConfig
 from tfqa.stages.mine import SCORES_ARTIFACT
-from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG, flatten
+from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG
 from tfqa.upstream import Resolved, download_run_artifact, is_run_id, resolve_model, run_tag
 from tfqa.variants import Variant
 
@@ -109,8 +109,8 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         checkpoint_every_steps=cfg.checkpoint_every, log_every_steps=cfg.log_every,
         eval_every_steps=cfg.eval_every,
     )
-    run.log_params({**flatten({"variant": asdict(v)}), **flatten({"stage": {k: val for k, val in asdict(cfg).items() if k != "variant"}}),
-                    **flatten({"train": asdict(train_cfg)})})
+    run.log_params({"variant": asdict(v), "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
+                    "train": asdict(train_cfg)})
     run.set_tags({
         "tfqa.stage": v.entry_point, "tfqa.variant": v.key, "tfqa.backbone": v.backbone_name,
         "tfqa.backbone_dir": str(cfg.backbone), "tfqa.model_type": model.encoder.config.model_type,

@@ -20,7 +20,7 @@ from tfqa.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.evaluation import DevSet, headline, official_predictions, score_outputs
 from tfqa.registry import EnsembleManifest, resolve_aliases
 from tfqa.scoring import ScoredAnswers, score_answers
-from tfqa.stages.prepare import FINGERPRINT_TAG, flatten
+from tfqa.stages.prepare import FINGERPRINT_TAG
 
 THRESHOLDS_ARTIFACT = "validation/thresholds.json"
 ENSEMBLE_ARTIFACT = "validation/ensemble.json"
@@ -107,7 +107,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     dev_path = Path(cfg.dev_data)
     if cfg.dev_examples:
         dev_path = write_subset(cfg.dev_data, Path(cfg.output_dir) / "features" / f"dev-{cfg.dev_examples}.jsonl", cfg.dev_examples)
-    run.log_params({**flatten({"validate": asdict(cfg)}), "alias": alias,
+    run.log_params({"validate": asdict(cfg), "alias": alias,
                     **{f"weight.{m.name}": m.weight for m in manifest.models}})
     run.set_tags({"tfqa.stage": "validate",
                   **{f"tfqa.model_version.{n}": mv.version for n, mv in versions.items()},
