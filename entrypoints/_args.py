@@ -11,3 +11,9 @@ def normalised_argv(argv=None) -> list[str]:
             tok = "--" + name.replace("_", "-") + (eq + value if eq else "")
         out.append(tok)
     return out
+
+
+def format_metrics(metrics) -> str:
+    """One line of ``key=value`` pairs: readable in a log, and free of braces so that a JSON
+    summary printed later stays the only JSON on stdout."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))

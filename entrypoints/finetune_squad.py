@@ -1,6 +1,6 @@
 """MLflow entry point `finetune_squad`: SQuAD 2.0 fine-tuning, the ALBERT variants' starting point."""
 import click
-from _args import normalised_argv
+from _args import normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.squad import SquadStageConfig, run_squad
@@ -30,7 +30,7 @@ def main(**opts):
     cfg = SquadStageConfig(**opts)
     with tracking.start_run(run_name="finetune_squad", tags={"tfqa.stage": "finetune_squad"}) as run:
         metrics = run_squad(cfg, run)
-    click.echo(f"SQuAD 2.0 dev: {metrics}")
+    click.echo(f"SQuAD 2.0 dev: {format_metrics(metrics)}")
 
 
 if __name__ == "__main__":

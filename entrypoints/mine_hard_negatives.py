@@ -4,7 +4,7 @@ Under torchrun each rank scores its share of the shards; rank 0 merges and logs.
 import os
 
 import click
-from _args import normalised_argv
+from _args import normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.mine import MineConfig, run_mine
@@ -27,7 +27,7 @@ def main(model, **opts):
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     with tracking.start_run(run_name="mine_hard_negatives", tags={"tfqa.stage": "mine_hard_negatives"}) as run:
         summary = run_mine(cfg, run, rank=rank, world_size=world)
-    click.echo(f"mined: {summary}")
+    click.echo(f"mined: {format_metrics(summary)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ One script for all of them: the entry point picks the row of the variants table,
 e.g. `mlflow run . -e train_albert -P variant=2 -P lr=1e-5 -P epochs=1`.
 """
 import click
-from _args import normalised_argv
+from _args import normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.train import TrainStageConfig, run_train
@@ -47,7 +47,7 @@ def main(ctx, entry_point, variant, **opts):
     cfg = TrainStageConfig(variant=v, **opts)
     with tracking.start_run(run_name=f"{entry_point}-{v.key}", tags={"tfqa.stage": entry_point, "tfqa.variant": v.key}) as run:
         metrics = run_train(cfg, run)
-    click.echo(f"trained variant {v.key}: {metrics}")
+    click.echo(f"trained variant {v.key}: {format_metrics(metrics)}")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypa
     for step in ("train_bert_base", "mine_hard_negatives", "train_1", "finetune_squad", "train_2", "train_3",
                  "train_4", "train_5", "promote_1", "promote_5", "validate", "predict"):
         assert f"] {step}" in out, f"step {step} missing from the progress output"
-    summary = json.loads(out[out.index("{"): out.rindex("}") + 1])
+    summary = json.loads((pipeline["work"] / "summary.json").read_text())
+    assert "ensemble " in out and "thresholds: " in out and " long=" in out, out[-2000:]
     for key in ("ensemble/long-best-threshold-f1", "ensemble/short-best-threshold-f1", "threshold/long",
                 "threshold/short", "baseline/null/long-best-threshold-f1", "baseline/question_overlap/long-best-threshold-f1"):
         assert key in summary, key

@@ -82,7 +82,8 @@ def main(profile_name: str, work_dir: str | None, experiment: str) -> None:
 
     result = run_pipeline(profile, data, experiment=experiment, log=click.echo)
     summary = summarise(result.run_id("validate"))
-    click.echo(json.dumps(summary, indent=1))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    click.echo(format_summary(summary))
     click.echo(f"pipeline finished in {time.perf_counter() - t0:.0f}s "
                f"({sum(s.reused for s in result.steps)}/{len(result.steps)} steps reused); "
                f"open the UI with: mlflow ui --backend-store-uri {os.environ['MLFLOW_TRACKING_URI']}")
@@ -94,6 +95,22 @@ def summarise(validate_run_id: str) -> dict:
     m = MlflowClient().get_run(validate_run_id).data.metrics
     keys = sorted(k for k in m if k.startswith(("ensemble/", "baseline/", "model/", "threshold/")))
     return {k: round(m[k], 4) for k in keys}
+
+
+def format_summary(summary: dict) -> str:
+    """Long/short F1 of the ensemble, each model and the baselines, then the thresholds."""
+    rows = [("ensemble", "ensemble/")]
+    rows += [(k.split("/")[1], f"model/{k.split('/')[1]}/") for k in summary if k.startswith("model/") and k.endswith("/long-best-threshold-f1")]
+    rows += [(f"baseline {k.split('/')[1]}", f"baseline/{k.split('/')[1]}/") for k in summary
+             if k.startswith("baseline/") and k.endswith("/long-best-threshold-f1")]
+    lines = [f"{'':28s} {'long F1':>8s} {'short F1':>8s}"]
+    for label, prefix in rows:
+        long, short = summary.get(prefix + "long-best-threshold-f1"), summary.get(prefix + "short-best-threshold-f1")
+        lines.append(f"{label:28s} {long if long is not None else float('nan'):8.4f} "
+                     f"{short if short is not None else float('nan'):8.4f}")
+    thresholds = ", ".join(f"{k.split('/', 1)[1]}={v}" for k, v in summary.items() if k.startswith("threshold/"))
+    lines.append(f"thresholds: {thresholds}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
