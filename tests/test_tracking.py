@@ -2,6 +2,7 @@
 a server that goes away mid-run, and finding a finished run to reuse."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -183,6 +184,45 @@ def test_buffer_bound_drops_oldest_metrics_never_params():
     assert logger.dropped_metrics == 15
     assert [m.step for m in stub.metrics] == list(range(15, 20))
     assert stub.params == {"a": "1"} and stub.tags == {"t": "v"} and stub.status == "FINISHED"
+
+
+def test_unsent_metrics_survive_into_a_new_logger_with_their_timestamps(tmp_path):
+    """What a checkpoint does: take the points the server has not confirmed; a resumed process
+    queues them again, and they land as first logged (not re-stamped)."""
+    stub = _StubClient()
+    first = tracking.RunLogger(stub, "0" * 32, retry_initial_s=0.05, retry_max_s=0.1)
+    first.log_metrics({"loss": 3.0}, step=1)
+    first.log_metrics({"loss": 2.0}, step=2)
+    assert first.flush_metrics(timeout=0.3) is False
+    unsent = first.unsent_metrics()
+    assert [(p["key"], p["value"], p["step"]) for p in unsent] == [("loss", 3.0, 1), ("loss", 2.0, 2)]
+    first._abandon = True  # the process is SIGKILLed: its queue is gone
+
+    stub.up = True
+    second = tracking.RunLogger(stub, "0" * 32)
+    second.log_metric_points(json.loads(json.dumps(unsent)))  # through the checkpoint's JSON
+    assert second.flush_metrics(timeout=10) and second.unsent_metrics() == []
+    assert [(m.step, m.value, m.timestamp) for m in stub.metrics] == [(p["step"], p["value"], p["timestamp"]) for p in unsent]
+
+
+def test_flush_metrics_does_not_wait_for_queued_uploads(tmp_path):
+    class SlowUploads(_StubClient):
+        def log_artifact(self, run_id, local_path, artifact_path=None):
+            time.sleep(30)
+
+    stub = SlowUploads()
+    stub.up = True
+    logger = tracking.RunLogger(stub, "0" * 32)
+    logger.log_metrics({"loss": 1.0}, step=1)  # batches go before uploads
+    (tmp_path / "a").write_text("x")
+    (tmp_path / "b").write_text("y")
+    logger.log_artifact(tmp_path / "a")
+    logger.log_artifact(tmp_path / "b")
+    t0 = time.perf_counter()
+    assert logger.flush_metrics(timeout=5) and [m.step for m in stub.metrics] == [1]
+    assert time.perf_counter() - t0 < 5
+    assert logger.flush(timeout=0.2) is False  # the uploads are still queued
+    logger._abandon = True
 
 
 def test_a_rejected_entry_does_not_sink_its_batch():

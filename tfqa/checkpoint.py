@@ -96,12 +96,15 @@ def save_checkpoint(
     config: dict | None = None,
     metrics: dict | None = None,
     keep_last: int | None = None,
+    unsent_metrics: list[dict] | None = None,
 ) -> Path:
     """Write ``root/step-XXXXXX`` atomically and return it; then delete all but the newest
     ``keep_last`` checkpoints (``None`` or 0 keeps all).
 
     ``rng_states``: one ``capture_rng_state()`` per rank, in rank order (default: this process's).
     ``data_position``: where the data stream stands, e.g. ``{"epoch": 1, "batch_in_epoch": 40}``.
+    ``unsent_metrics``: metric points the tracking server had not confirmed yet; a resume sends
+    them again, so that a kill right after the save loses none of the steps it covers.
     Call it on one process only (rank 0).
     """
     root = Path(root)
@@ -128,6 +131,7 @@ def save_checkpoint(
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": config or {},
         "metrics": metrics or {},
+        "unsent_metrics": unsent_metrics or [],
     }
     # The state file goes last: its presence (with the folder's final name) marks a whole checkpoint.
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True, default=str) + "\n")

@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -324,6 +324,43 @@ class RunLogger:
             finally:
                 self._flushers -= 1
 
+    def flush_metrics(self, timeout: float | None = None) -> bool:
+        """Like ``flush`` for metric points (and params/tags, which travel in the same batches)
+        only: queued artifact uploads do not hold it up, one upload already in flight does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flushers += 1
+            self._kick = True
+            self._cond.notify_all()
+            try:
+                while not self._dead and (self._metrics or isinstance(self._inflight, _Batch)):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if (left is not None and left <= 0) or not self._thread.is_alive():
+                        return False
+                    self._cond.wait(timeout=0.5 if left is None else min(left, 0.5))
+                return True
+            finally:
+                self._flushers -= 1
+
+    def unsent_metrics(self) -> list[dict[str, Any]]:
+        """The metric points not yet confirmed by the server, as plain dicts (for a checkpoint)."""
+        with self._cond:
+            inflight = self._inflight.items if isinstance(self._inflight, _Batch) else []
+            points = [m for m in inflight if not isinstance(m, tuple)] + list(self._metrics)
+        return [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in points]
+
+    def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None:
+        """Queue points from ``unsent_metrics`` again, timestamps kept: MLflow stores a point
+        identical to one it has (key, value, step, timestamp) once, so a re-send is harmless."""
+        from mlflow.entities import Metric
+
+        metrics = [Metric(key=str(p["key"]), value=float(p["value"]), timestamp=int(p["timestamp"]), step=int(p["step"]))
+                   for p in points]
+        with self._cond:
+            self._metrics.extend(metrics)
+            self._enforce_bound_locked()
+            self._cond.notify_all()
+
     def pending(self) -> dict[str, int]:
         """What is still queued, by kind (for tests and progress messages)."""
         with self._cond:
@@ -552,6 +589,14 @@ class NullRunLogger:
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
+
+    def flush_metrics(self, timeout: float | None = None) -> bool:
+        return True
+
+    def unsent_metrics(self) -> list[dict[str, Any]]:
+        return []
+
+    def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None: ...
 
     def pending(self) -> dict[str, int]:
         return {"params": 0, "tags": 0, "metrics": 0, "artifacts": 0, "inflight": 0}

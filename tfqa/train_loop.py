@@ -89,6 +89,9 @@ class TrainConfig:
     """Save every N optimizer steps (0: only at epoch ends and at the end)."""
     keep_checkpoints: int | None = 3
     """Keep the newest K checkpoints (``None`` or 0: all)."""
+    checkpoint_metrics_wait_s: float = 10.0
+    """How long a checkpoint waits for the tracking server to take the metrics logged so far;
+    what it has not taken by then is stored in the checkpoint and sent again on resume."""
     log_every_steps: int = 10
     eval_every_steps: int = 0
     """Call ``eval_fn`` every N steps (0: never)."""
@@ -352,6 +355,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
         if ddp.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
+            if state.get("unsent_metrics") and logger is not None and hasattr(logger, "log_metric_points"):
+                logger.log_metric_points(state["unsent_metrics"])
     else:
         seed_everything(cfg.seed + ddp.rank)
     model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else raw_model
@@ -366,11 +371,17 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             rng_states = [rng]
         path = None
         if ddp.is_main:
+            # Steps up to this checkpoint are never trained again after a crash, so their metric
+            # points must outlive this process: wait briefly for the server, keep the rest inside.
+            unsent = []
+            if logger is not None and hasattr(logger, "flush_metrics"):
+                if not logger.flush_metrics(timeout=cfg.checkpoint_metrics_wait_s):
+                    unsent = logger.unsent_metrics()
             path = save_checkpoint(
                 out_dir, step, model=raw_model, optimizer=optimizer, scaler=scaler, rng_states=rng_states,
                 data_position={**position, "world_size": ddp.world_size, **data_facts},
                 config={**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision},
-                metrics=metrics, keep_last=cfg.keep_checkpoints,
+                metrics=metrics, keep_last=cfg.keep_checkpoints, unsent_metrics=unsent,
             )
             if logger is not None and hasattr(logger, "log_artifacts"):
                 logger.log_artifacts(str(path), f"checkpoints/{path.name}")
