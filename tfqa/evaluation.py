@@ -59,6 +59,12 @@ def score_outputs(outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig
     return score_answers(dev.gold, official_predictions(decoded, dev.offsets)), decoded
 
 
+def mlflow_metric_name(official_key: str) -> str:
+    """MLflow metric names allow letters, digits and ``_-. /`` only: the official
+    ``long-recall-at-precision>=0.75`` is logged as ``long-recall-at-precision-ge-0.75``."""
+    return official_key.replace(">=", "-ge-")
+
+
 def headline(scored: ScoredAnswers, prefix: str) -> dict[str, float]:
     """The metrics a run page shows: best-threshold F1s, thresholds and the Kaggle micro-F1."""
     official = scored.official_metrics()

@@ -17,7 +17,7 @@ import pandas as pd
 
 from tfqa import decode as dec
 from tfqa.ensemble import cross_validated_weights, ensemble, normalise_weights
-from tfqa.evaluation import DevSet, headline, official_predictions, score_outputs
+from tfqa.evaluation import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
 from tfqa.registry import EnsembleManifest, resolve_aliases
 from tfqa.scoring import ScoredAnswers, score_answers
 from tfqa.stages.prepare import FINGERPRINT_TAG
@@ -143,7 +143,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     scored, decoded = score_outputs(ens, dev, dcfg)
     metrics.update(headline(scored, "ensemble/"))
     official = scored.official_metrics()
-    metrics.update({f"ensemble/{k}": float(v) for k, v in official.items() if isinstance(v, (int, float))})
+    metrics.update({f"ensemble/{mlflow_metric_name(k)}": float(v) for k, v in official.items() if isinstance(v, (int, float))})
     kaggle = scored.best_kaggle_micro_f1()
     thresholds = {
         "long": float(official["long-best-threshold"]), "short": float(official["short-best-threshold"]),
