@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-HEAD10 = Path("/work/shared/data/nq-simplified-train-head10.jsonl")
+from tfqa.profiles import SHARED_DATA
+
+HEAD10 = SHARED_DATA / "nq-simplified-train-head10.jsonl"
 
 CANDIDATE_TAGS = frozenset({"P", "Table", "Tr", "Ul", "Ol", "Dl", "Li"})
 HTML_PREFIX = "<!DOCTYPE html><html><head><title>t</title></head><body>\n"
