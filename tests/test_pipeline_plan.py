@@ -33,3 +33,29 @@ def test_steps_follow_the_original_order_and_wire_upstream_runs():
     # A new model version behind an alias must not reuse an old validation: promotions are keyed.
     assert params["validate"]["promotions"] == ",".join(f"run-promote_{k}" for k in "12345")
     assert params["predict"]["validate_run"] == "run-validate"
+
+
+def test_a_failing_step_names_itself_its_run_and_the_recorded_error(mlflow_tracking, tmp_path, monkeypatch):
+    """Through a real `mlflow run` of the prepare entry point on a file whose first line is not JSON."""
+    import os
+    import sys
+    from pathlib import Path
+
+    import pytest
+    from mlflow.tracking import MlflowClient
+
+    from tfqa.pipeline import StepFailed, run_step
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    experiment = os.environ["MLFLOW_EXPERIMENT_NAME"]
+    MlflowClient().create_experiment(experiment)
+    from tfqa.profiles import minilm_dir
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(StepFailed) as info:
+        run_step("prepare", "prepare", {"input": bad, "tokenizer": minilm_dir(), "cache_dir": tmp_path / "features"},
+                 experiment=experiment, git_commit="", code_version="test", log=lambda _: None, force=True)
+    e = info.value
+    assert e.step == "prepare" and e.run_id and MlflowClient().get_run(e.run_id).info.status == "FAILED"
+    assert f"{bad}:1" in str(e) and "run the same command again" in str(e), str(e)

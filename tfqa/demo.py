@@ -78,9 +78,12 @@ def main(profile_name: str, work_dir: str | None, experiment: str) -> None:
     click.echo("[0] generating data")
     data = generate_data(profile)
 
-    from tfqa.pipeline import run_pipeline
+    from tfqa.pipeline import StepFailed, run_pipeline
 
-    result = run_pipeline(profile, data, experiment=experiment, log=click.echo)
+    try:
+        result = run_pipeline(profile, data, experiment=experiment, log=click.echo)
+    except StepFailed as e:
+        raise click.ClickException(str(e)) from None
     summary = summarise(result.run_id("validate"))
     (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     click.echo(format_summary(summary))

@@ -11,6 +11,7 @@ upstream run changes the key) — MLflow's multistep example minus its stale-ups
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,30 @@ class StepResult:
     seconds: float
 
 
+class StepFailed(RuntimeError):
+    """A step's run ended FAILED: names the step, its run and the error the run recorded."""
+
+    def __init__(self, step: str, entry_point: str, run_id: str | None, error: str):
+        self.step, self.entry_point, self.run_id, self.error = step, entry_point, run_id, error
+        where = f"run {run_id}" if run_id else "no run was created"
+        super().__init__(f"step {step} ({entry_point}) failed; {where}: {error}\n"
+                         "The steps that finished are kept: run the same command again to go on from this one.")
+
+    @classmethod
+    def from_execution_error(cls, step: str, entry_point: str, exc: Exception) -> "StepFailed":
+        m = re.search(r"Run \(ID '([0-9a-f]{32})'\)", str(exc))
+        run_id = m.group(1) if m else None
+        error = str(exc)
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            try:  # what the stage itself recorded is more useful than "Run failed"
+                error = MlflowClient().get_run(run_id).data.tags.get("tfqa.error", error)
+            except Exception:  # the server may be what failed: keep MLflow's message
+                pass
+        return cls(step, entry_point, run_id, error)
+
+
 @dataclass
 class PipelineResult:
     steps: list[StepResult] = field(default_factory=list)
@@ -40,6 +65,7 @@ class PipelineResult:
 def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
              code_version: str, log: Callable[[str], None], force: bool = False) -> StepResult:
     import mlflow.projects
+    from mlflow.exceptions import ExecutionException
 
     from tfqa.tracking import find_finished_run
 
@@ -52,10 +78,13 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
             log(f"  {name}: reusing finished run {found}")
             return StepResult(name, found, True, time.perf_counter() - t0)
     log(f"  {name}: running {entry_point} ...")
-    submitted = mlflow.projects.run(
-        str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
-        experiment_name=experiment, synchronous=True,
-    )
+    try:
+        submitted = mlflow.projects.run(
+            str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
+            experiment_name=experiment, synchronous=True,
+        )
+    except ExecutionException as e:
+        raise StepFailed.from_execution_error(name, entry_point, e) from None
     seconds = time.perf_counter() - t0
     log(f"  {name}: finished run {submitted.run_id} in {seconds:.0f}s")
     return StepResult(name, submitted.run_id, False, seconds)
