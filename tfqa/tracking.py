@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -307,33 +307,23 @@ class RunLogger:
         """Wait until everything queued so far is delivered (or dropped as undeliverable).
 
         Returns False when ``timeout`` ran out first; nothing is lost then, it stays queued."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._flushers += 1
-            self._kick = True
-            self._cond.notify_all()
-            try:
-                while self._has_work_locked() or self._inflight is not None:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return False
-                    if not self._thread.is_alive():
-                        return False
-                    self._cond.wait(timeout=0.5 if left is None else min(left, 0.5))
-                return True
-            finally:
-                self._flushers -= 1
+        return self._wait_until_sent(lambda: self._has_work_locked() or self._inflight is not None, timeout)
 
     def flush_metrics(self, timeout: float | None = None) -> bool:
-        """Like ``flush`` for metric points (and params/tags, which travel in the same batches)
-        only: queued artifact uploads do not hold it up, one upload already in flight does."""
+        """``flush`` for metric points, params and tags only (they travel in the same batches):
+        queued artifact uploads do not hold it up, one upload already in flight does."""
+        return self._wait_until_sent(
+            lambda: not self._dead and bool(self._metrics or self._params or self._tags or isinstance(self._inflight, _Batch)),
+            timeout)
+
+    def _wait_until_sent(self, busy: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._flushers += 1
             self._kick = True
             self._cond.notify_all()
             try:
-                while not self._dead and (self._metrics or isinstance(self._inflight, _Batch)):
+                while busy():
                     left = None if deadline is None else deadline - time.monotonic()
                     if (left is not None and left <= 0) or not self._thread.is_alive():
                         return False
