@@ -18,7 +18,7 @@ from tfqa.upstream import latest_finished_run_id
 @click.option("--top-level-only", type=bool, default=False, show_default=True)
 @click.option("--negatives-per-example", default=2, show_default=True)
 @click.option("--n-shards", default=16, show_default=True)
-@click.option("--max-seq-len", default=360, show_default=True)
+@click.option("--max-seq-len", default=0, show_default=True, help="0: the scoring model's training setting.")
 @click.option("--batch-tokens", default=16384, show_default=True)
 @click.option("--workers", default=0, show_default=True)
 def main(model, **opts):

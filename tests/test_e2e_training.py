@@ -512,6 +512,10 @@ def test_mining_scores_every_negative_once_and_hard_beats_random(ctx, tmp_path):
 
     store = FeatureStore(ctx.root / "out-mine" / "features" / run.data.tags["tfqa.data_fingerprint"])
     assert store.manifest["selection"]["strategy"] == "all"
+    # Candidates are cut as the scoring model saw them in training (no max_seq_len given to mining).
+    trained_on = FeatureStore(ctx.client.get_run(ctx.job("prepare").run_id).data.tags["tfqa.features_path"])
+    trained_len = trained_on.manifest["features"]["max_seq_len"]
+    assert store.manifest["features"]["max_seq_len"] == trained_len == int(run.data.params["features.max_seq_len"])
     meta = store.meta
     negatives = meta[meta["label"] == 0]
     want = set(zip(negatives["example_id"].astype(str), negatives["candidate_index"].astype(int)))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tfqa import decode as dec
 from tfqa.candidates import find_candidates
-from tfqa.features import CandidateFeaturizer, FeatureConfig
+from tfqa.features import CandidateFeaturizer
+from tfqa.model_logging import read_feature_config
 from tfqa.readers import is_html_word
 from tfqa.records import Candidate, Example
 
@@ -43,9 +44,7 @@ class Answerer:
         model_dir = Path(model_dir)
         self.model = CandidateQAModel.from_pretrained(model_dir).eval()
         self.tok = load_tokenizer(model_dir)
-        settings_file = model_dir / "tfqa_features.json"
-        settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
-        self.cfg = FeatureConfig(int(settings.get("max_seq_len", 360)), int(settings.get("max_question_len", 64)))
+        self.cfg = read_feature_config(model_dir)
         self.featurizer = CandidateFeaturizer(self.tok, self.cfg)
 
     def answer(self, question: str, document_text: str, candidates: list[dict] | None = None) -> Answer:

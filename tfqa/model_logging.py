@@ -15,10 +15,23 @@ from pathlib import Path
 MODEL_ARTIFACT = "model"
 WEIGHTS_KEY = "tfqa_model"
 HEAD_FILE = "tfqa_head.json"
+FEATURES_FILE = "tfqa_features.json"
+"""The feature settings the model was trained with; inference must build its inputs the same way."""
 
 
 def serving_code_path() -> Path:
     return Path(__file__).with_name("serving.py")
+
+
+def read_feature_config(model_dir: str | Path):
+    """The ``FeatureConfig`` a model folder was trained with (the defaults for folders without one)."""
+    from tfqa.features import FeatureConfig
+
+    path = Path(model_dir) / FEATURES_FILE
+    settings = json.loads(path.read_text()) if path.exists() else {}
+    defaults = FeatureConfig()
+    return FeatureConfig(int(settings.get("max_seq_len", defaults.max_seq_len)),
+                         int(settings.get("max_question_len", defaults.max_question_len)))
 
 
 def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
@@ -27,7 +40,7 @@ def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    (Path(model_dir) / "tfqa_features.json").write_text(json.dumps(features))
+    (Path(model_dir) / FEATURES_FILE).write_text(json.dumps(features))
     example_in = pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
     example_out = pd.DataFrame({
         "long_answer": [""], "long_answer_start": [-1], "long_answer_end": [-1], "long_answer_score": [0.0],

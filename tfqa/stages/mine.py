@@ -31,8 +31,9 @@ class MineConfig:
     negatives_per_example: int = 2
     """How many hard negatives per example the selection table keeps."""
     n_shards: int = 16
-    max_seq_len: int = 360
-    max_question_len: int = 64
+    max_seq_len: int = 0
+    """0: what the scoring model was trained with (its candidates are then seen as in training)."""
+    max_question_len: int = 0
     batch_tokens: int = 16384
     workers: int = 0
 
@@ -51,10 +52,12 @@ def select_hard(scores: pd.DataFrame, k: int) -> pd.DataFrame:
 def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -> dict:
     from tfqa.dataset import FeatureStore
     from tfqa.loading import load_tfqa_model
+    from tfqa.model_logging import read_feature_config
 
     loaded = load_tfqa_model(cfg.model)
+    trained = read_feature_config(loaded.model_dir)
     build = BuildConfig(
-        features=FeatureConfig(cfg.max_seq_len, cfg.max_question_len),
+        features=FeatureConfig(cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len),
         selection=SelectionConfig("all", top_level_only=cfg.top_level_only),
         workers=cfg.workers,
     )
@@ -63,7 +66,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     negatives = np.flatnonzero(store.meta["label"].to_numpy() == 0)
     shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
     if run is not None:
-        run.log_params({"mine": asdict(cfg)})
+        run.log_params({"mine": asdict(cfg), "features": asdict(build.features)})
         run.set_tags({"tfqa.stage": "mine_hard_negatives", FINGERPRINT_TAG: info.fingerprint,
                       **({"tfqa.upstream.model": loaded.source.run_id} if loaded.source.run_id else {}),
                       **({"tfqa.model_version": loaded.source.model_version} if loaded.source.model_version else {})})

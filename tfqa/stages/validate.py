@@ -48,13 +48,11 @@ def model_outputs(model_uri: str, cache_key: str, dev_path: Path, cfg: ValidateC
     from tfqa.feature_cache import BuildConfig, build_features
     from tfqa.inference import InferenceConfig, score_candidates
     from tfqa.loading import load_tfqa_model
+    from tfqa.model_logging import read_feature_config
     from tfqa.tokenization import load_tokenizer
 
     loaded = load_tfqa_model(model_uri)
-    feats = json.loads((loaded.model_dir / "tfqa_features.json").read_text()) if (loaded.model_dir / "tfqa_features.json").exists() else {}
-    from tfqa.features import FeatureConfig
-
-    fcfg = FeatureConfig(int(feats.get("max_seq_len", 360)), int(feats.get("max_question_len", 64)))
+    fcfg = read_feature_config(loaded.model_dir)
     info = build_features(dev_path, loaded.model_dir, Path(cfg.output_dir) / "features", BuildConfig(features=fcfg), progress=False)
     cache = Path(cfg.output_dir) / "inference" / f"{cache_key}-{info.fingerprint}.parquet"
     if cache.exists():
