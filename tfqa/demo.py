@@ -4,6 +4,7 @@ with the MiniLM backbone from PyPI, against a local MLflow store in ``demo/`` (o
 baselines. ``--profile ci`` is the same with tiny models, for CI."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -18,13 +19,20 @@ def generate_data(profile: Profile) -> dict[str, str]:
     """Write the profile's generated train/dev/test files (once; they are deterministic)."""
     from tfqa.synth import SynthConfig, write_original, write_simplified
 
-    data_dir = Path(profile.work_dir).resolve() / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
     s = profile.synth
+    # Keyed by the settings: other settings are other files, never stale ones.
+    key = hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:10]
+    data_dir = Path(profile.work_dir).resolve() / "data" / key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pages = s.get("pages", {})
+
+    def cfg(n: int, seed: int, **extra) -> SynthConfig:
+        return SynthConfig(n_examples=n, seed=seed, **pages, **extra)
+
     files = {
-        "train": (data_dir / "train.jsonl", lambda p: write_simplified(p, SynthConfig(n_examples=s["n_train"], seed=s["seed"]))),
-        "dev": (data_dir / "dev.jsonl.gz", lambda p: write_original(p, SynthConfig(n_examples=s["n_dev"], seed=s["seed"] + 1, n_annotations=5), compress=True)),
-        "test": (data_dir / "test.jsonl", lambda p: write_simplified(p, SynthConfig(n_examples=s["n_test"], seed=s["seed"] + 2), with_annotations=False)),
+        "train": (data_dir / "train.jsonl", lambda p: write_simplified(p, cfg(s["n_train"], s["seed"]))),
+        "dev": (data_dir / "dev.jsonl.gz", lambda p: write_original(p, cfg(s["n_dev"], s["seed"] + 1, n_annotations=5), compress=True)),
+        "test": (data_dir / "test.jsonl", lambda p: write_simplified(p, cfg(s["n_test"], s["seed"] + 2), with_annotations=False)),
     }
     out = {}
     for key, (path, write) in files.items():
