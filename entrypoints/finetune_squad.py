@@ -8,6 +8,7 @@ from tfqa.stages.squad import SquadStageConfig, run_squad
 
 @click.command()
 @click.option("--backbone", required=True, help="Local dir of the pretrained backbone.")
+@click.option("--init-model", default="", help="Start from this tfqa model (run id / models:/ URI) instead of the backbone.")
 @click.option("--squad-data", required=True, help="SQuAD 2.0 JSON (train, or one file to split by article).")
 @click.option("--squad-dev", default="", help="SQuAD 2.0 dev JSON (default: split squad-data).")
 @click.option("--dev-fraction", default=0.25, show_default=True)

@@ -17,7 +17,8 @@ from tfqa.stages.validate import ValidateConfig, run_validate
 @click.option("--dev-examples", default=0, show_default=True, help="Only the first N dev examples (0: all).")
 @click.option("--max-answer-words", default=30, show_default=True)
 @click.option("--promotions", default="", help="Upstream promote run ids (recorded).")
-def main(**opts):
+@click.option("--manifest-digest", default="", help="Hash of the manifest's content (recorded: a pipeline reuse key).")
+def main(manifest_digest, **opts):
     cfg = ValidateConfig(**opts)
     with tracking.start_run(run_name="validate", tags={"tfqa.stage": "validate"}) as run:
         result = run_validate(cfg, run)

@@ -66,6 +66,11 @@ def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypa
     v2 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v2", "champion").run_id).data.tags
     assert v2["tfqa.upstream.mine_hard_negatives"] and v2["tfqa.upstream.init"]
     assert client.get_run(v2["tfqa.upstream.init"]).data.tags["tfqa.stage"] == "finetune_squad"
+    # The CI profile warm-starts like the demo: SQuAD and variants 1, 4, 5 from the bert_base run.
+    squad_init = client.get_run(client.get_run(v2["tfqa.upstream.init"]).data.tags["tfqa.upstream.init"]).data.tags
+    assert squad_init["tfqa.stage"] == "train_bert_base"
+    v5 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v5", "champion").run_id).data.tags
+    assert client.get_run(v5["tfqa.upstream.init"]).data.tags["tfqa.stage"] == "train_bert_base"
 
 
 def test_rerun_reuses_every_finished_step(pipeline):

@@ -35,6 +35,21 @@ def test_steps_follow_the_original_order_and_wire_upstream_runs():
     assert params["predict"]["validate_run"] == "run-validate"
 
 
+def test_warm_start_and_step_overrides():
+    """The demo's wiring: later models start from the bert_base run; per-step settings win."""
+    profile = Profile(**{**_profile().__dict__, "warm_start": True,
+                         "step_overrides": {"train_bert_base": {"max_steps": "250"}}})
+    result, params = PipelineResult(), {}
+    for name, _, make in build_steps(profile, {"train": "t", "dev": "d", "squad": "s"}):
+        params[name] = make(result)
+        result.steps.append(StepResult(name, f"run-{name}", False, 0.0))
+    assert params["train_bert_base"]["max_steps"] == "250" and params["train_1"]["max_steps"] == "5"
+    assert "init_model" not in params["train_bert_base"]
+    for step in ("finetune_squad", "train_1", "train_4", "train_5"):
+        assert params[step]["init_model"] == "run-train_bert_base", step
+    assert params["train_2"]["init_model"] == params["train_3"]["init_model"] == "run-finetune_squad"
+
+
 def test_a_failing_step_names_itself_its_run_and_the_recorded_error(mlflow_tracking, tmp_path, monkeypatch):
     """Through a real `mlflow run` of the prepare entry point on a file whose first line is not JSON."""
     import os

@@ -11,6 +11,7 @@ upstream run changes the key) — MLflow's multistep example minus its stale-ups
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
     hard = lambda r: {"mining_run": r.run_id("mine_hard_negatives")}
     squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
+    warm = (lambda r: {"init_model": r.run_id("train_bert_base")}) if profile.warm_start else (lambda r: {})
     base = VARIANTS["bert_base"]
     steps = [
         ("prepare", "prepare", lambda r: {
@@ -118,21 +120,26 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
         train("bert_base", lambda r: {"train_data": r.run_id("prepare")}),
         ("mine_hard_negatives", "mine_hard_negatives",
          lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
-        train("1", hard),
+        train("1", lambda r: {**hard(r), **warm(r)}),
         ("finetune_squad", "finetune_squad",
-         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common, **profile.squad_overrides}),
+         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common,
+                    **profile.squad_overrides, **warm(r)}),
         train("2", lambda r: {**hard(r), **squad_init(r)}),
         train("3", squad_init),
-        train("4", hard),
-        train("5"),
+        train("4", lambda r: {**hard(r), **warm(r)}),
+        train("5", warm),
     ]
+    steps = [(name, ep, (lambda r, make=make, name=name: {**make(r), **profile.step_overrides.get(name, {})}))
+             for name, ep, make in steps]
     for m in manifest.models:
         steps.append((f"promote_{m.variant}", "promote",
                       lambda r, m=m: {"run_id": r.run_id(f"train_{m.variant}"), "manifest": profile.manifest}))
     steps.append(("validate", "validate", lambda r: {
         "manifest": profile.manifest, "dev_data": data["dev"], **common, **profile.validate_overrides,
-        # The promotions are upstream: a new model version must not reuse an old validation.
-        "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models)}))
+        # The promotions are upstream: a new model version must not reuse an old validation; nor
+        # may new weights in the manifest (its path alone would not change).
+        "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models),
+        "manifest_digest": hashlib.sha256(Path(profile.manifest).read_bytes()).hexdigest()[:16]}))
     if data.get("test"):
         steps.append(("predict", "predict", lambda r: {
             "validate_run": r.run_id("validate"), "test_data": data["test"], **common}))
