@@ -24,7 +24,9 @@ EXPERIMENT = "tfqa-pipeline-e2e"
 
 
 def _demo(work: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+    # `mlflow run --env-manager local` runs entry points with the `python` on PATH: this one.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_RUN_ID", None)
     t0 = time.perf_counter()
     proc = subprocess.run(
