@@ -133,3 +133,15 @@ def mlflow_tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     return mlflow_server.uri
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny-model tests: they gain nothing from threads, and on a shared 2-core
+    machine OpenMP threads that spin-wait for a busy core made 40 tiny steps take 30 s, not 0.7 s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

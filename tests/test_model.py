@@ -15,14 +15,7 @@ from tiny_training import FakeCandidates, tiny_config, write_backbone
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    # spin-wait for a busy core made 40 tiny steps take 30 s instead of 0.7 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

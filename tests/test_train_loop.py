@@ -35,14 +35,7 @@ HELPER = Path(__file__).with_name("tiny_training.py")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    # spin-wait for a busy core made 40 tiny steps take 30 s instead of 0.7 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ schedule
