@@ -36,3 +36,30 @@ def load_tfqa_model(ref: str) -> LoadedModel:
     source = resolve_model(ref)
     model_dir = find_model_dir(source.path)
     return LoadedModel(CandidateQAModel.from_pretrained(model_dir), model_dir, source)
+
+
+@dataclass
+class StartingPoint:
+    """Where a training stage starts: a bare backbone, or an earlier tfqa model (``init_model``)."""
+
+    dir: Path
+    """Weights, config and tokenizer files."""
+    source: Resolved | None
+    """The upstream model, None for a bare backbone."""
+
+    @classmethod
+    def of(cls, backbone: str, init_model: str = "") -> "StartingPoint":
+        if not init_model:
+            return cls(Path(backbone), None)
+        source = resolve_model(init_model)
+        return cls(find_model_dir(source.path), source)
+
+    def build(self, vocab_size: int):
+        """The model to train: a tfqa model folder keeps its heads, a bare encoder gets new ones
+        (from the global RNG: seed before calling)."""
+        from tfqa.model import CandidateQAModel
+        from tfqa.model_logging import HEAD_FILE
+
+        if self.source is not None and (self.dir / HEAD_FILE).exists():
+            return CandidateQAModel.from_pretrained(self.dir, vocab_size=vocab_size)
+        return CandidateQAModel.from_backbone(self.dir, vocab_size=vocab_size)

@@ -98,15 +98,13 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
-    from tfqa.model import CandidateQAModel
-    from tfqa.model_logging import find_model_dir, log_tfqa_model
+    from tfqa.loading import StartingPoint
+    from tfqa.model_logging import log_tfqa_model
     from tfqa.tokenization import load_tokenizer
     from tfqa.train_loop import TrainConfig, train
-    from tfqa.upstream import resolve_model
 
-    init = resolve_model(cfg.init_model) if cfg.init_model else None
-    start_dir = find_model_dir(init.path) if init else Path(cfg.backbone)
-    tok = load_tokenizer(start_dir)
+    start = StartingPoint.of(cfg.backbone, cfg.init_model)
+    tok = load_tokenizer(start.dir)
     examples = read_squad(cfg.squad_data)
     if cfg.squad_dev:
         train_ex, dev_ex = examples, read_squad(cfg.squad_dev)
@@ -120,14 +118,13 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     fcfg = SquadFeatureConfig(cfg.max_seq_len, cfg.doc_stride, cfg.max_question_len)
     train_feats, dev_feats = build_features(train_ex, tok, fcfg), build_features(dev_ex, tok, fcfg)
 
-    model = (CandidateQAModel.from_pretrained(start_dir, vocab_size=len(tok)) if init
-             else CandidateQAModel.from_backbone(cfg.backbone, vocab_size=len(tok)))
+    model = start.build(len(tok))
     tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps or None, batch_size=cfg.batch_size,
                        seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
     backbone_name = cfg.backbone_name or Path(cfg.backbone).name
     run.log_params({"squad": asdict(cfg), "train": asdict(tcfg)})
     run.set_tags({"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name, "tfqa.backbone_dir": cfg.backbone,
-                  **({"tfqa.upstream.init": init.run_id} if init and init.run_id else {})})
+                  **({"tfqa.upstream.init": start.source.run_id} if start.source and start.source.run_id else {})})
     run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
                      "squad/dev_questions": len(dev_ex)}, step=0)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id

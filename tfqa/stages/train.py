@@ -16,7 +16,7 @@ from tfqa.features import FeatureConfig
 from tfqa.selection import SelectionConfig
 from tfqa.stages.mine import SCORES_ARTIFACT
 from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG
-from tfqa.upstream import Resolved, download_run_artifact, is_run_id, resolve_model, run_tag
+from tfqa.upstream import download_run_artifact, is_run_id, run_tag
 from tfqa.variants import Variant
 
 
@@ -78,29 +78,23 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     import torch
 
     from tfqa.dataset import CandidateDataset, FeatureStore
-    from tfqa.model import CandidateQAModel
-    from tfqa.model_logging import find_model_dir, log_tfqa_model
+    from tfqa.loading import StartingPoint
+    from tfqa.model_logging import log_tfqa_model
     from tfqa.tokenization import load_tokenizer
     from tfqa.train_loop import TrainConfig, train
 
     v = cfg.variant
-    init: Resolved | None = resolve_model(cfg.init_model) if cfg.init_model else None
-    if v.init == "squad" and init is None:
+    if v.init == "squad" and not cfg.init_model:
         raise ValueError(f"variant {v.key} starts from the SQuAD 2.0 fine-tuned model: pass init_model (a finetune_squad run id or models:/ URI)")
-    init_dir = find_model_dir(init.path) if init else Path(cfg.backbone)
-    tokenizer_dir = str(init_dir if init else cfg.backbone)
+    start = StartingPoint.of(cfg.backbone, cfg.init_model)
 
-    features_dir, upstream = resolve_train_features(cfg, tokenizer_dir, run)
-    if init and init.run_id:
-        upstream["init"] = init.run_id
+    features_dir, upstream = resolve_train_features(cfg, str(start.dir), run)
+    if start.source and start.source.run_id:
+        upstream["init"] = start.source.run_id
     store = FeatureStore(features_dir)
     tok = load_tokenizer(store.tokenizer_dir)
     torch.manual_seed(v.seed)  # the new heads are initialised from the global RNG
-    model = (
-        CandidateQAModel.from_pretrained(init_dir, vocab_size=len(tok))
-        if init and (init_dir / "tfqa_head.json").exists()
-        else CandidateQAModel.from_backbone(init_dir, vocab_size=len(tok))
-    )
+    model = start.build(len(tok))
 
     train_cfg = TrainConfig(
         lr=v.lr, weight_decay=v.weight_decay, warmup_fraction=v.warmup_fraction, epochs=v.epochs,
