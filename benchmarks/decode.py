@@ -93,11 +93,11 @@ def main() -> None:
     timed("apply_thresholds + nq_predictions_json", lambda: nq_predictions_json(apply_thresholds(preds, 0.5, 0.5)), n)
     table = to_arrow(out)
     assert timed("decode(pyarrow.Table)", lambda: decode(table, spans), n) == preds
-    del table
+    table = None  # free it before the next copy
     if not args.skip_frame:
         df = out.to_frame()
         assert timed("decode(pandas.DataFrame, object columns)", lambda: decode(df, spans), n) == preds
-        del df
+        df = None
 
     if args.models:
         # The other models' rows come in another order (the worst case for alignment).

@@ -111,7 +111,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         FINGERPRINT_TAG: store.fingerprint, "tfqa.registered_model": v.registered_model,
         **{f"tfqa.upstream.{k}": val for k, val in upstream.items()},
     })
-    eval_fn = make_dev_eval(cfg, tok, tokenizer_dir) if cfg.dev_data and cfg.eval_every else None
+    eval_fn = make_dev_eval(cfg, store.tokenizer_dir) if cfg.dev_data and cfg.eval_every else None
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,10 +126,10 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     return result.metrics
 
 
-def make_dev_eval(cfg: TrainStageConfig, tok, tokenizer_dir: str):
+def make_dev_eval(cfg: TrainStageConfig, tokenizer_dir: str | Path):
     """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples."""
     from tfqa.evaluation import DevEvaluator
 
-    return DevEvaluator.from_file(cfg.dev_data, tokenizer_dir, Path(cfg.output_dir) / "features",
+    return DevEvaluator.from_file(cfg.dev_data, str(tokenizer_dir), Path(cfg.output_dir) / "features",
                                   limit=cfg.dev_examples, max_seq_len=cfg.variant.max_seq_len,
                                   max_question_len=cfg.variant.max_question_len)
