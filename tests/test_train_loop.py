@@ -233,10 +233,14 @@ def _cfg(**kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("kind", ["bert", "albert"])
-def test_a_few_dozen_steps_lower_the_loss(kind, tmp_path):
+def test_a_few_dozen_steps_lower_the_loss(kind, tmp_path, capsys):
     logger = RecordingLogger()
     result = train(_tiny_model(kind), FakeCandidates(160, seed=0), _cfg(), out_dir=tmp_path, logger=logger)
     assert result.step == 40 and result.total_steps == 40
+    # One progress line per logging window on stderr, the last one at the end with nothing left.
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train step ")]
+    assert len(progress) == len(logger.metrics) and progress[-1].startswith("train step 40/40 (100%) loss ")
+    assert progress[-1].endswith("seq/s, 0m00s left"), progress[-1]
     losses = [m["train/loss"] for _, m in logger.metrics]
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
     last = logger.metrics[-1][1]

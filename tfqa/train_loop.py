@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -93,6 +94,8 @@ class TrainConfig:
     """How long a checkpoint waits for the tracking server to take the metrics logged so far;
     what it has not taken by then is stored in the checkpoint and sent again on resume."""
     log_every_steps: int = 10
+    progress: bool = True
+    """Print a line to stderr every ``log_every_steps`` (rank 0): step, loss, rate and time left."""
     eval_every_steps: int = 0
     """Call ``eval_fn`` every N steps (0: never)."""
     num_workers: int = 0
@@ -275,6 +278,14 @@ def _resolve_resume(resume: str | os.PathLike | None, out_dir: Path) -> Path | N
     return path
 
 
+def progress_line(step: int, total_steps: int, metrics: dict[str, float], seconds: float, steps_done: int) -> str:
+    """``step 50/250 (20%) loss 1.234 lr 3.0e-04 24.1 seq/s, 3m10s left``: the time left from this
+    process's own pace (steps before a resume are not counted in it)."""
+    left = (total_steps - step) * seconds / max(steps_done, 1)
+    return (f"train step {step}/{total_steps} ({100 * step / total_steps:.0f}%) loss {metrics['train/loss']:.4f} "
+            f"lr {metrics['train/lr']:.2e} {metrics['train/seqs_per_s']:.1f} seq/s, {int(left // 60)}m{int(left % 60):02d}s left")
+
+
 # ------------------------------------------------------------------------------------ the loop
 def train(
     model: torch.nn.Module,
@@ -389,6 +400,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
         return path
 
     # ---- the loop
+    start_step = step
     metrics: dict[str, float] = {}
     last_ckpt: Path | None = None
     window = torch.zeros(4, dtype=torch.float64, device=device)  # loss, class loss, span loss, micro-batches
@@ -456,6 +468,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                 }
                 if ddp.is_main and logger is not None:
                     logger.log_metrics(metrics, step)
+                if ddp.is_main and cfg.progress:
+                    print(progress_line(step, total_steps, metrics, train_seconds, step - start_step), file=sys.stderr, flush=True)
                 window.zero_()
                 seqs = tokens = padded = 0
                 window_t0 = time.perf_counter()
