@@ -431,3 +431,22 @@ def test_hard_selection_takes_highest_scored_negatives(tmp_path):
     loaded = load_score_table(str(path))
     assert set(loaded) == {ex.example_id, "5"}
     assert select_candidates(ex, SelectionConfig("hard", negatives=3), loaded) == pick(3)
+
+
+def test_hard_plus_random_negatives_mixes_the_top_scored_with_a_seeded_draw_from_the_rest():
+    ex = example(nb.sample_example())  # positives 0, 3, 8, 9; negatives 1, 2, 4, 5, 6, 7
+    idx = np.array([1, 2, 4, 5, 6, 7], dtype=np.int64)
+    table = {ex.example_id: (idx, np.array([0.5, 2.0, 2.0, -1.0, 2.0, 0.1], dtype=np.float32))}
+    mixed = lambda seed, m=2: select_candidates(  # noqa: E731
+        ex, SelectionConfig("hard", negatives=1, random_negatives=m, seed=seed), table)
+    draws = {tuple(mixed(seed)) for seed in range(20)}
+    for chosen in draws:
+        negatives = set(chosen) - {0, 3, 8, 9}
+        assert {0, 3, 8, 9} <= set(chosen) and len(negatives) == 3 and 2 in negatives  # the hardest is always in
+    assert len(draws) > 3, "the random part does not depend on the seed"
+    assert mixed(7) == mixed(7)
+    assert set().union(*draws) - {0, 2, 3, 8, 9} == {1, 4, 5, 6, 7}  # every other negative can be drawn
+    assert mixed(0, m=50) == list(range(10))  # more than the pool: all of it
+    assert mixed(0, m=0) == select_candidates(ex, SelectionConfig("hard", negatives=1), table)
+    with pytest.raises(ValueError, match="random_negatives"):
+        SelectionConfig("random", random_negatives=1)

@@ -25,12 +25,19 @@ class SelectionConfig:
     top_level_only: bool = False
     """Draw negatives from top-level candidates only (positives are always kept)."""
     seed: int = 0
+    random_negatives: int = 0
+    """With ``hard``: this many more negatives drawn at random from the rest of the pool. The
+    top-scored negatives alone can all be of one kind (on the demo's pages every mined negative
+    was a paragraph, and a model trained on them alone took tables and lists for answers); a few
+    random ones keep the easy kinds in view."""
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.negatives < 0:
-            raise ValueError(f"negatives must be >= 0, got {self.negatives}")
+        if self.negatives < 0 or self.random_negatives < 0:
+            raise ValueError(f"negatives and random_negatives must be >= 0, got {self.negatives}, {self.random_negatives}")
+        if self.random_negatives and self.strategy != "hard":
+            raise ValueError(f"random_negatives adds to strategy 'hard', not {self.strategy!r} (raise negatives instead)")
 
 
 # example_id -> (candidate indices, scores), as loaded from the mining stage's scores table.
@@ -70,6 +77,10 @@ def select_candidates(ex: Example, cfg: SelectionConfig, scores: ScoreTable | No
         pool_scores = np.array([lookup.get(i, -np.inf) for i in pool.tolist()])
         order = np.lexsort((pool, -pool_scores))
         chosen = pool[order[:k]]
+        rest = np.sort(pool[order[k:]])
+        m = min(cfg.random_negatives, len(rest))
+        if m:
+            chosen = np.concatenate([chosen, example_rng(cfg.seed, ex.example_id).choice(rest, size=m, replace=False)])
     return sorted(positives + chosen.tolist())
 
 

@@ -47,6 +47,13 @@ class TrainStageConfig:
     workers: int = 0
 
 
+def selection_for(v: Variant) -> SelectionConfig:
+    """Which candidates of each training example the variant trains on."""
+    # random_negatives only adds to mined ones: `-P negatives=random` on a hard variant drops it.
+    return SelectionConfig(v.negatives, v.negatives_per_example, v.top_level_only, v.seed,
+                           v.random_negatives if v.negatives == "hard" else 0)
+
+
 def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tuple[Path, dict[str, str]]:
     """The feature cache to train on, and the upstream run ids it came from."""
     v = cfg.variant
@@ -65,7 +72,7 @@ def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tu
         scores = str(download_run_artifact(cfg.mining_run, SCORES_ARTIFACT))
     build = BuildConfig(
         features=FeatureConfig(v.max_seq_len, v.max_question_len),
-        selection=SelectionConfig(v.negatives, v.negatives_per_example, v.top_level_only, v.seed),
+        selection=selection_for(v),
         scores_path=scores,
         workers=cfg.workers,
     )
