@@ -16,12 +16,13 @@ def test_each_entry_point_trains_its_own_variants_and_names_the_owner_of_others(
         variant_for("train_gpt", "1")
 
 
-def test_hard_variants_mix_mined_and_random_negatives_and_random_ones_do_not():
+def test_variants_after_mining_mix_mined_and_random_negatives():
     for key in ("1", "2", "4"):
         assert selection_for(VARIANTS[key]) == SelectionConfig("hard", 2, False, VARIANTS[key].seed, random_negatives=1)
-    for key in ("bert_base", "3", "5"):
-        sel = selection_for(VARIANTS[key])
-        assert sel.strategy == "random" and sel.random_negatives == 0
+    for key in ("3", "5"):  # the other variant of each backbone draws from top-level candidates only
+        assert selection_for(VARIANTS[key]) == SelectionConfig("hard", 2, True, VARIANTS[key].seed, random_negatives=1)
+    sel = selection_for(VARIANTS["bert_base"])  # it comes before mining
+    assert sel.strategy == "random" and sel.random_negatives == 0
     # Switching a hard variant to random sampling from the command line is not an error.
     sel = selection_for(with_overrides(VARIANTS["2"], {"negatives": "random", "negatives_per_example": "3"}))
     assert (sel.strategy, sel.negatives, sel.random_negatives) == ("random", 3, 0)

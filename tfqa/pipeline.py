@@ -101,13 +101,12 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
     def train(variant: str, extra: Callable[[PipelineResult], dict] = lambda r: {}):
         v = VARIANTS[variant]
         def params(r: PipelineResult) -> dict:
-            p = {"backbone": profile.backbones[v.entry_point], "train_data": data["train"],
-                 **({"variant": variant} if variant != "bert_base" else {}),
-                 "dev_data": data["dev"], **common, **profile.train_overrides, **name_override, **extra(r)}
-            return p
+            mined = {"mining_run": r.run_id("mine_hard_negatives")} if v.negatives == "hard" else {}
+            return {"backbone": profile.backbones[v.entry_point], "train_data": data["train"],
+                    **({"variant": variant} if variant != "bert_base" else {}),
+                    "dev_data": data["dev"], **common, **profile.train_overrides, **name_override, **mined, **extra(r)}
         return (f"train_{variant}", v.entry_point, params)
 
-    hard = lambda r: {"mining_run": r.run_id("mine_hard_negatives")}
     squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
     warm = (lambda r: {"init_model": r.run_id("train_bert_base")}) if profile.warm_start else (lambda r: {})
     base = VARIANTS["bert_base"]
@@ -120,13 +119,13 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
         train("bert_base", lambda r: {"train_data": r.run_id("prepare")}),
         ("mine_hard_negatives", "mine_hard_negatives",
          lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
-        train("1", lambda r: {**hard(r), **warm(r)}),
+        train("1", warm),
         ("finetune_squad", "finetune_squad",
          lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common,
                     **profile.squad_overrides, **warm(r)}),
-        train("2", lambda r: {**hard(r), **squad_init(r)}),
+        train("2", squad_init),
         train("3", squad_init),
-        train("4", lambda r: {**hard(r), **warm(r)}),
+        train("4", warm),
         train("5", warm),
     ]
     steps = [(name, ep, (lambda r, make=make, name=name: {**make(r), **profile.step_overrides.get(name, {})}))

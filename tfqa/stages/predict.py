@@ -56,12 +56,14 @@ def run_predict(cfg: PredictConfig, run) -> Path:
 
     examples = list(read_examples(cfg.test_data))
     vcfg = ValidateConfig(manifest="", dev_data=cfg.test_data, output_dir=cfg.output_dir)
+    # A model with weight 0 (the original's pruning model) does not vote: it is not run either.
+    voters = [(n, w) for n, w in zip(report["names"], report["weights"]) if w > 0]
     outputs = []
-    for name in report["names"]:
+    for name, _ in voters:
         version = report["versions"][name]
         out, _ = model_outputs(f"models:/{name}/{version}", f"{name}-v{version}", Path(cfg.test_data), vcfg, run, name)
         outputs.append(out)
-    ens = ensemble(outputs, report["weights"], names=report["names"])
+    ens = ensemble(outputs, [w for _, w in voters], names=[n for n, _ in voters])
     decoded = dec.decode(ens, dec.candidate_spans(examples), example_ids=[ex.example_id for ex in examples])
     decoded = dec.apply_thresholds(decoded, t_long, t_short)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
