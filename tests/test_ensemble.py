@@ -260,3 +260,20 @@ def test_cascade_second_model_must_score_every_survivor():
     assert keys.candidate_index.tolist() == [0, 1]
     with pytest.raises(ValueError, match="stages"):
         cascade([fast])
+
+
+def test_predict_runs_only_the_models_that_vote():
+    from tfqa.stages.predict import voting_models
+
+    report = {"names": ["v1", "v2", "v3"], "versions": {"v1": "4", "v2": 7, "v3": "1"}, "weights": [0.0, 0.6, 0.4]}
+    assert voting_models(report) == [("v2", "7", 0.6), ("v3", "1", 0.4)]
+    # Dropping the zero-weight model changes nothing in the average it would have joined.
+    a, b = two_models()
+    with_zero = ensemble([b, a, b], [0.0, 0.6, 0.4])
+    without = ensemble([a, b], [0.6, 0.4])
+    key = lambda o: np.lexsort((o.candidate_index, o.example_id))  # noqa: E731  (the ref orders differ)
+    assert np.array_equal(with_zero.class_probs[key(with_zero)], without.class_probs[key(without)])
+    for ragged in ("start_probs", "end_probs"):
+        x, y = getattr(with_zero, ragged), getattr(without, ragged)
+        for i, j in zip(key(with_zero), key(without)):
+            assert np.array_equal(x.row(i), y.row(j))

@@ -41,6 +41,12 @@ def submission_rows(decoded: list[dec.Prediction]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["example_id", "PredictionString"])
 
 
+def voting_models(report: dict) -> list[tuple[str, str, float]]:
+    """(name, version, weight) of the models a validation's ensemble report gives a vote. One with
+    weight 0 (the original's pruning model) changes no average, so it is not run at all."""
+    return [(n, str(report["versions"][n]), float(w)) for n, w in zip(report["names"], report["weights"]) if w > 0]
+
+
 def run_predict(cfg: PredictConfig, run) -> Path:
     from mlflow.tracking import MlflowClient
 
@@ -56,14 +62,12 @@ def run_predict(cfg: PredictConfig, run) -> Path:
 
     examples = list(read_examples(cfg.test_data))
     vcfg = ValidateConfig(manifest="", dev_data=cfg.test_data, output_dir=cfg.output_dir)
-    # A model with weight 0 (the original's pruning model) does not vote: it is not run either.
-    voters = [(n, w) for n, w in zip(report["names"], report["weights"]) if w > 0]
+    voters = voting_models(report)
     outputs = []
-    for name, _ in voters:
-        version = report["versions"][name]
+    for name, version, _ in voters:
         out, _ = model_outputs(f"models:/{name}/{version}", f"{name}-v{version}", Path(cfg.test_data), vcfg, run, name)
         outputs.append(out)
-    ens = ensemble(outputs, [w for _, w in voters], names=[n for n, _ in voters])
+    ens = ensemble(outputs, [w for _, _, w in voters], names=[n for n, _, _ in voters])
     decoded = dec.decode(ens, dec.candidate_spans(examples), example_ids=[ex.example_id for ex in examples])
     decoded = dec.apply_thresholds(decoded, t_long, t_short)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
