@@ -12,8 +12,8 @@ Every variant after mining takes the 2 top-scored negatives of each example plus
 random from the rest. Mined negatives alone can all be of one kind: on the demo's pages all of
 them were paragraphs, and variant 1 trained on them took tables and lists for answers (dev long
 F1 0.353; with the one random negative, 0.667, from the same bert_base and mining run). Random
-negatives alone, the choice of variants 3 and 5 before, gave the weakest models of the demo (0.52,
-0.57) and an ensemble below its best member.
+negatives alone, the choice of variants 3 and 5 before, gave two of the demo's weakest models
+(0.52, 0.57).
 - ``4`` / ``5``: bert-large-uncased-whole-word-masking-finetuned-squad; the same split of
   negative pools as 2 / 3 (seeds 4 and 5).
 
