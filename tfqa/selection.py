@@ -77,9 +77,9 @@ def select_candidates(ex: Example, cfg: SelectionConfig, scores: ScoreTable | No
         pool_scores = np.array([lookup.get(i, -np.inf) for i in pool.tolist()])
         order = np.lexsort((pool, -pool_scores))
         chosen = pool[order[:k]]
-        rest = np.sort(pool[order[k:]])
-        m = min(cfg.random_negatives, len(rest))
-        if m:
+        if cfg.random_negatives and len(pool) > k:
+            rest = np.sort(pool[order[k:]])
+            m = min(cfg.random_negatives, len(rest))
             chosen = np.concatenate([chosen, example_rng(cfg.seed, ex.example_id).choice(rest, size=m, replace=False)])
     return sorted(positives + chosen.tolist())
 
