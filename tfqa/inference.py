@@ -19,6 +19,7 @@ import torch
 from tfqa.batching import collate
 from tfqa.decode import OUTPUT_COLUMNS  # noqa: F401  (the layout this module writes)
 from tfqa.dataset import CandidateDataset, FeatureStore, InMemoryFeatures
+from tfqa.records import AnswerClass
 
 
 
@@ -67,20 +68,30 @@ def score_candidates(
     pad_id: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    top_level_only: bool = False,
 ) -> pd.DataFrame:
-    """Per-candidate outputs (``OUTPUT_COLUMNS``) for ``rows`` of ``store`` (default: all)."""
+    """Per-candidate outputs (``OUTPUT_COLUMNS``) for ``rows`` of ``store`` (default: all).
+
+    ``top_level_only`` is for a model trained on top-level candidates only: it never saw a nested
+    candidate, and left to rank them it prefers the child holding the answer over the annotated
+    top-level parent. Its nested rows are not run; they get the no-answer outputs (NOT_ANSWER with
+    probability 1, span probabilities 0), so in an ensemble it votes against them.
+    """
     from tqdm import tqdm
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
-    ds = CandidateDataset(store, rows)
+    rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+    meta = store.meta.iloc[rows].reset_index(drop=True)
+    run = np.flatnonzero(meta["top_level"].to_numpy(bool)) if top_level_only else np.arange(len(rows))
+    ds = CandidateDataset(store, rows[run])
     pad_to = None if cfg.sort_by_length else int(store.manifest["features"]["max_seq_len"])
     batches = plan_batches(ds.lengths, cfg, pad_to)
-    meta = store.meta.iloc[ds.rows].reset_index(drop=True)
-    n = len(ds)
+    n = len(rows)
     class_probs = np.zeros((n, 5), dtype=np.float32)
-    start_probs: list[np.ndarray | None] = [None] * n
-    end_probs: list[np.ndarray | None] = [None] * n
+    class_probs[:, AnswerClass.NOT_ANSWER] = 1.0
+    start_probs = [np.zeros(len(store.word_positions(int(r))), dtype=np.float32) for r in rows]
+    end_probs = [p.copy() for p in start_probs]
     for batch_idx in tqdm(batches, desc="inference", unit="batch", disable=not progress, mininterval=2.0):
         items = [ds[int(k)] for k in batch_idx]
         batch = collate(items, pad_id=pad_id, pad_to=pad_to)
@@ -88,12 +99,12 @@ def score_candidates(
             cls_logits, start_logits, end_logits = model(
                 batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["token_type_ids"].to(device)
             )
-        class_probs[batch_idx] = torch.softmax(cls_logits.float(), -1).cpu().numpy()
+        class_probs[run[batch_idx]] = torch.softmax(cls_logits.float(), -1).cpu().numpy()
         start_logits, end_logits = start_logits.float().cpu().numpy(), end_logits.float().cpu().numpy()
         for j, k in enumerate(batch_idx):
             positions = store.word_positions(int(ds.rows[k]))
-            start_probs[k] = _softmax(start_logits[j, positions])
-            end_probs[k] = _softmax(end_logits[j, positions])
+            start_probs[run[k]] = _softmax(start_logits[j, positions])
+            end_probs[run[k]] = _softmax(end_logits[j, positions])
     return pd.DataFrame({
         "example_id": meta["example_id"].astype(str),
         "candidate_index": meta["candidate_index"].astype(np.int32),

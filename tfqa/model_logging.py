@@ -34,6 +34,13 @@ def read_feature_config(model_dir: str | Path):
                          int(settings.get("max_question_len", defaults.max_question_len)))
 
 
+def read_top_level_only(model_dir: str | Path) -> bool:
+    """Whether the model was trained on top-level candidates only, and so answers only with them
+    (``score_candidates(top_level_only=...)``)."""
+    path = Path(model_dir) / FEATURES_FILE
+    return bool(json.loads(path.read_text()).get("top_level_only", False)) if path.exists() else False
+
+
 def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     """Write the MLflow model folder for ``model_dir`` at ``dst``."""
     import mlflow.pyfunc

@@ -129,7 +129,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         final = out_dir / "final"
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
-        log_tfqa_model(run, final, features=store.manifest["features"])
+        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": v.top_level_only})
     return result.metrics
 
 
@@ -139,4 +139,5 @@ def make_dev_eval(cfg: TrainStageConfig, tokenizer_dir: str | Path):
 
     return DevEvaluator.from_file(cfg.dev_data, str(tokenizer_dir), Path(cfg.output_dir) / "features",
                                   limit=cfg.dev_examples, max_seq_len=cfg.variant.max_seq_len,
-                                  max_question_len=cfg.variant.max_question_len)
+                                  max_question_len=cfg.variant.max_question_len,
+                                  top_level_only=cfg.variant.top_level_only)

@@ -48,7 +48,7 @@ def model_outputs(model_uri: str, cache_key: str, dev_path: Path, cfg: ValidateC
     from tfqa.feature_cache import BuildConfig, build_features
     from tfqa.inference import InferenceConfig, score_candidates
     from tfqa.loading import load_tfqa_model
-    from tfqa.model_logging import read_feature_config
+    from tfqa.model_logging import read_feature_config, read_top_level_only
     from tfqa.tokenization import load_tokenizer
 
     loaded = load_tfqa_model(model_uri)
@@ -61,7 +61,8 @@ def model_outputs(model_uri: str, cache_key: str, dev_path: Path, cfg: ValidateC
     else:
         store = FeatureStore(info.path)
         outputs = score_candidates(loaded.model, store, cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
-                                   pad_id=int(load_tokenizer(loaded.model_dir).pad_token_id or 0), progress=True)
+                                   pad_id=int(load_tokenizer(loaded.model_dir).pad_token_id or 0), progress=True,
+                                   top_level_only=read_top_level_only(loaded.model_dir))
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".part")
         outputs.to_parquet(tmp, index=False)
