@@ -1,5 +1,11 @@
-"""Command-line plumbing shared by the entry point scripts."""
+"""Command-line plumbing shared by the entry point scripts, which import it before anything heavy."""
 import sys
+
+from tfqa.prefork import delegate_if_configured
+
+# Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
+# process only waits for its exit status.
+delegate_if_configured()
 
 
 def normalised_argv(argv=None) -> list[str]:

@@ -71,7 +71,9 @@ def tiny_backbone(work_dir: Path) -> str:
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
 @click.option("--work-dir", default=None, help="Default: demo/ (demo-ci/ for the ci profile).")
 @click.option("--experiment", default="tfqa-demo", show_default=True)
-def main(profile_name: str, work_dir: str | None, experiment: str) -> None:
+@click.option("--prefork/--no-prefork", default=True, show_default=True,
+              help="Start stages in a server that imported torch/transformers/MLflow once (tfqa.prefork).")
+def main(profile_name: str, work_dir: str | None, experiment: str, prefork: bool) -> None:
     t0 = time.perf_counter()
     profile = PROFILES[profile_name](work_dir) if work_dir else PROFILES[profile_name]()
     if os.environ.get("TFQA_SQUAD_DATA"):
@@ -89,7 +91,7 @@ def main(profile_name: str, work_dir: str | None, experiment: str) -> None:
     from tfqa.pipeline import StepFailed, run_pipeline
 
     try:
-        result = run_pipeline(profile, data, experiment=experiment, log=click.echo)
+        result = run_pipeline(profile, data, experiment=experiment, log=click.echo, prefork=prefork)
     except StepFailed as e:
         raise click.ClickException(str(e)) from None
     summary = summarise(result.run_id("validate"))

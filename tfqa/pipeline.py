@@ -64,7 +64,8 @@ class PipelineResult:
 
 
 def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
-             code_version: str, log: Callable[[str], None], force: bool = False) -> StepResult:
+             code_version: str, log: Callable[[str], None], force: bool = False,
+             before_launch: Callable[[], None] = lambda: None) -> StepResult:
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
@@ -78,6 +79,7 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
         if found is not None:
             log(f"  {name}: reusing finished run {found}")
             return StepResult(name, found, True, time.perf_counter() - t0)
+    before_launch()
     log(f"  {name}: running {entry_point} ...")
     try:
         submitted = mlflow.projects.run(
@@ -146,14 +148,28 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
 
 def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "tfqa",
-                 log: Callable[[str], None] = print) -> PipelineResult:
+                 log: Callable[[str], None] = print, prefork: bool = True) -> PipelineResult:
+    """Every step in order. With ``prefork`` the stages MLflow launches start inside a server
+    that imported torch, transformers and MLflow once (``tfqa.prefork``), started when the first
+    step that is not reused is about to run."""
+    from contextlib import ExitStack
+
+    from tfqa import prefork as pf
     from tfqa.tracking import code_version, git_commit
 
     commit, version = git_commit(), code_version()
     result = PipelineResult()
     steps = build_steps(profile, data)
-    for i, (name, entry_point, params) in enumerate(steps, 1):
-        log(f"[{i}/{len(steps)}] {name}")
-        result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
-                                     git_commit=commit, code_version=version, log=log))
+    started: list[bool] = []
+    with ExitStack() as stack:
+        def start_server() -> None:
+            if prefork and not started:
+                stack.enter_context(pf.server())
+                started.append(True)
+
+        for i, (name, entry_point, params) in enumerate(steps, 1):
+            log(f"[{i}/{len(steps)}] {name}")
+            result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
+                                         git_commit=commit, code_version=version, log=log,
+                                         before_launch=start_server))
     return result

@@ -43,6 +43,8 @@ class Variant:
     """With ``hard`` sampling: this many random negatives besides the mined ones (see
     ``SelectionConfig.random_negatives``); ignored with ``random`` sampling."""
     top_level_only: bool = False
+    """Train on top-level candidates only; the model then also answers with top-level candidates
+    only (it never learnt to tell a nested candidate from its parent; see ``score_candidates``)."""
     epochs: float = 1.0
     lr: float = 3e-5
     batch_size: int = 32
