@@ -21,6 +21,7 @@ from tfqa.upstream import latest_finished_run_id
 @click.option("--max-seq-len", default=0, show_default=True, help="0: the scoring model's training setting.")
 @click.option("--batch-tokens", default=16384, show_default=True)
 @click.option("--workers", default=0, show_default=True)
+@click.option("--max-lines", default=0, show_default=True, help="Mine the first N training examples only (0: all).")
 def main(model, **opts):
     model = model or latest_finished_run_id(tags={"tfqa.variant": "bert_base"})
     cfg = MineConfig(model=model, **opts)

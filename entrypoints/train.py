@@ -40,6 +40,7 @@ def _overrides(extra: list[str]) -> dict[str, str]:
 @click.option("--optimizer", default="adamw", type=click.Choice(["adamw", "apex_fused_adam"]), show_default=True)
 @click.option("--resume", default="auto", show_default=True, help="auto | none | checkpoint dir.")
 @click.option("--workers", default=0, show_default=True, help="Feature-building processes.")
+@click.option("--max-lines", default=0, show_default=True, help="Train on the first N examples of a train file (0: all).")
 @click.pass_context
 def main(ctx, entry_point, variant, **opts):
     key = "bert_base" if entry_point == "train_bert_base" else str(variant)

@@ -385,3 +385,14 @@ def test_build_killed_midway_then_rebuilt(built_file, tok_dir, tmp_path):
     assert info.manifest["shards"] == ref.manifest["shards"] and len(ref.manifest["shards"]) == 9
     assert concat(info).equals(concat(ref))
     assert len(FeatureStore(info.path)) == ref.manifest["rows"] == ref.manifest["counts"]["candidates"]
+
+
+def test_max_lines_builds_the_first_lines_only_under_its_own_fingerprint(tok_dir, tmp_path):
+    whole = build(nb.HEAD10, tok_dir, tmp_path)
+    first4 = build(nb.HEAD10, tok_dir, tmp_path, replace(RANDOM3, max_lines=4))
+    assert first4.fingerprint != whole.fingerprint and not first4.reused
+    assert first4.manifest["lines"] == 4 and first4.manifest["counts"]["examples"] == 4
+    ids = [ex.example_id for ex in read_examples(nb.HEAD10)][:4]
+    assert list(dict.fromkeys(concat(first4).column("example_id").to_pylist())) == ids
+    # unset, the fingerprint is the one whole-file caches always had
+    assert whole.fingerprint == fingerprint(file_digest(nb.HEAD10), fresh_fingerprint(tok_dir), RANDOM3, None)

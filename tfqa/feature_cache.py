@@ -57,6 +57,8 @@ class BuildConfig:
     scores_path: str | None = None
     """Mining scores table (Parquet), needed by the ``hard`` strategy."""
     max_bad_lines: int = 0
+    max_lines: int = 0
+    """Read only the first this many lines of the input (0: all): a quick run on part of the data."""
     workers: int = 0
     """Worker processes; 0 = one per CPU core."""
     chunk_lines: int = 64
@@ -80,6 +82,8 @@ def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest:
         "scores": scores_digest,
         # The bad-line budget changes which lines are in the cache, so it is part of the key.
         "max_bad_lines": cfg.max_bad_lines,
+        # Only when set, so caches of whole files keep their fingerprints.
+        **({"max_lines": cfg.max_lines} if cfg.max_lines else {}),
     }
     return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
 
@@ -178,10 +182,12 @@ class CacheInfo:
     reused: bool
 
 
-def _chunks(src: str, size: int) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+def _chunks(src: str, size: int, max_lines: int = 0) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
     buf: list[tuple[int, bytes]] = []
     chunk_id = 0
-    for item in iter_lines(src):
+    for n, item in enumerate(iter_lines(src)):
+        if max_lines and n >= max_lines:
+            break
         buf.append(item)
         if len(buf) == size:
             yield chunk_id, buf
@@ -269,7 +275,7 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
     seen: dict[str, int] = {}
     shards: list[dict] = []
     t0 = time.perf_counter()
-    jobs = _chunks(src, cfg.chunk_lines)
+    jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines)
     init_args = (str(out / "tokenizer"), cfg, str(out), src)
     bar = tqdm(desc=f"features {Path(src).name}", unit="ex", disable=not progress, mininterval=2.0)
     pool = None

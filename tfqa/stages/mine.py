@@ -36,6 +36,9 @@ class MineConfig:
     max_question_len: int = 0
     batch_tokens: int = 16384
     workers: int = 0
+    max_lines: int = 0
+    """Mine only the first this many training examples (0: all); the hard-negative variants then
+    train on the same ones (their own ``max_lines``)."""
 
 
 def long_scores(outputs: pd.DataFrame) -> np.ndarray:
@@ -60,6 +63,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
         features=FeatureConfig(cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len),
         selection=SelectionConfig("all", top_level_only=cfg.top_level_only),
         workers=cfg.workers,
+        max_lines=cfg.max_lines,
     )
     info = build_features(cfg.train_data, loaded.model_dir, Path(cfg.output_dir) / "features", build)
     store = FeatureStore(info.path)

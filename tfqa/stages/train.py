@@ -45,6 +45,9 @@ class TrainStageConfig:
     optimizer: str = "adamw"
     resume: str = "auto"
     workers: int = 0
+    max_lines: int = 0
+    """Train on the first this many examples of a train file (0: all), e.g. the ones a mining run
+    limited to them scored."""
 
 
 def selection_for(v: Variant) -> SelectionConfig:
@@ -75,6 +78,7 @@ def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tu
         selection=selection_for(v),
         scores_path=scores,
         workers=cfg.workers,
+        max_lines=cfg.max_lines,
     )
     info = build_features(data, tokenizer_dir, Path(cfg.output_dir) / "features", build)
     return info.path, upstream
