@@ -202,6 +202,7 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
 
 
 def _start(conn: socket.socket, listener: socket.socket, running: dict[int, socket.socket]) -> None:
+    conn.settimeout(30)  # a client that connects and sends nothing must not stall the server
     try:
         (n,) = _LEN.unpack(conn.recv(_LEN.size, socket.MSG_PEEK | socket.MSG_WAITALL))
         msg, fds, _, _ = socket.recv_fds(conn, _LEN.size + n, 3, socket.MSG_WAITALL)
@@ -214,6 +215,9 @@ def _start(conn: socket.socket, listener: socket.socket, running: dict[int, sock
         stream.flush()
     pid = os.fork()
     if pid == 0:
+        # Its own session: a Ctrl-C in the terminal reaches the stage once, through its client,
+        # not a second time straight from the terminal while it is shutting down.
+        os.setsid()
         listener.close()
         for other in running.values():
             other.close()
@@ -223,6 +227,7 @@ def _start(conn: socket.socket, listener: socket.socket, running: dict[int, sock
         _run_stage(request, fds)
     for fd in fds:
         os.close(fd)
+    conn.settimeout(None)
     conn.sendall(struct.pack("!q", pid))
     running[pid] = conn
 
