@@ -90,8 +90,8 @@ def score_candidates(
     n = len(rows)
     class_probs = np.zeros((n, 5), dtype=np.float32)
     class_probs[:, AnswerClass.NOT_ANSWER] = 1.0
-    start_probs = [np.zeros(len(store.word_positions(int(r))), dtype=np.float32) for r in rows]
-    end_probs = [p.copy() for p in start_probs]
+    start_probs: list[np.ndarray | None] = [None] * n
+    end_probs: list[np.ndarray | None] = [None] * n
     for batch_idx in tqdm(batches, desc="inference", unit="batch", disable=not progress, mininterval=2.0):
         items = [ds[int(k)] for k in batch_idx]
         batch = collate(items, pad_id=pad_id, pad_to=pad_to)
@@ -105,6 +105,9 @@ def score_candidates(
             positions = store.word_positions(int(ds.rows[k]))
             start_probs[run[k]] = _softmax(start_logits[j, positions])
             end_probs[run[k]] = _softmax(end_logits[j, positions])
+    for i in np.setdiff1d(np.arange(n), run, assume_unique=True):  # rows not run: no answer
+        start_probs[i] = np.zeros(len(store.word_positions(int(rows[i]))), dtype=np.float32)
+        end_probs[i] = start_probs[i].copy()
     return pd.DataFrame({
         "example_id": meta["example_id"].astype(str),
         "candidate_index": meta["candidate_index"].astype(np.int32),

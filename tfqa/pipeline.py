@@ -160,12 +160,14 @@ def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "t
     commit, version = git_commit(), code_version()
     result = PipelineResult()
     steps = build_steps(profile, data)
-    started: list[bool] = []
     with ExitStack() as stack:
+        server_started = False
+
         def start_server() -> None:
-            if prefork and not started:
+            nonlocal server_started
+            if prefork and not server_started:
                 stack.enter_context(pf.server())
-                started.append(True)
+                server_started = True
 
         for i, (name, entry_point, params) in enumerate(steps, 1):
             log(f"[{i}/{len(steps)}] {name}")

@@ -66,8 +66,8 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         # A higher rate than BERT's usual, and bert_base trained longest (the small model learns
         # the generated task late: dev gold-pick accuracy 0.19 at 1e-4, 0.29 at 3e-4 after 2,200
         # sequences; 2x the rate is worse;
-        # measured on this data: dev long F1 0.30 after 2,000 sequences from the bare backbone, 0.69
-        # after 5,000); the later models fine-tune it briefly (warm_start).
+        # measured with 800 train examples: dev long F1 0.30 after 2,000 sequences from the bare
+        # backbone, 0.69 after 5,000); the later models fine-tune it briefly (warm_start).
         # Checkpoints only at epoch ends and the end: each is weights + AdamW state (~270 MB for
         # MiniLM), written and logged as an artifact, seconds apiece on this disk.
         train_overrides={"max_steps": "40", "batch_size": "20", "max_seq_len": "128", "lr": "1e-4",
@@ -77,6 +77,7 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         step_overrides={"train_bert_base": {"max_steps": "230", "lr": "3e-4"},
                         **{f"train_{k}": {"max_lines": "300"} for k in "12345"}},
         warm_start=True,
+        # (Figures in the next two comments: measured with 800 train / 120 dev examples.)
         # SQuAD at a third of the original's rate: 30 steps at 3e-5 moved the bert_base model
         # away from the generated NQ pages (its dev long F1 0.573 -> 0.468) without teaching it
         # SQuAD (F1 4); 20 steps at 1e-5 cost less of it (0.535) and leave variants 2 and 3 as
