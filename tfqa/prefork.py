@@ -38,16 +38,11 @@ PRELOAD = ("torch", "transformers", "mlflow", "pandas", "pyarrow", "click",
            "tfqa.tracking", "tfqa.stages.train", "tfqa.stages.squad", "tfqa.stages.validate",
            "tfqa.stages.predict", "tfqa.stages.prepare", "tfqa.registry")
 _LEN = struct.Struct("!I")
-_PID_STATUS = struct.Struct("!qi")
 
 
-def _send_msg(sock: socket.socket, obj, fds: list[int] | None = None) -> None:
+def _send_msg(sock: socket.socket, obj, fds: list[int]) -> None:
     data = json.dumps(obj).encode()
-    msg = _LEN.pack(len(data)) + data
-    if fds:
-        socket.send_fds(sock, [msg], fds)
-    else:
-        sock.sendall(msg)
+    socket.send_fds(sock, [_LEN.pack(len(data)) + data], fds)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
