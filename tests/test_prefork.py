@@ -103,3 +103,9 @@ def test_a_real_entry_point_runs_through_the_server(server, tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "entrypoints" / "promote.py"), "--help"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--run-id" in r.stdout
+
+
+def test_a_large_environment_arrives_whole(server, stage, tmp_path):
+    # 500 kB in all, more than a Unix socket's buffer (one variable may hold at most 128 kB)
+    r = run(stage, "0", cwd=tmp_path, X="x" * 100_000, **{f"PAD{i}": "p" * 100_000 for i in range(4)})
+    assert r.returncode == 0 and fields(r.stdout)["x"] == "x" * 100_000

@@ -41,8 +41,10 @@ _LEN = struct.Struct("!I")
 
 
 def _send_msg(sock: socket.socket, obj, fds: list[int]) -> None:
+    # The descriptors ride on the 4-byte length; the body follows with sendall, whatever its size.
     data = json.dumps(obj).encode()
-    socket.send_fds(sock, [_LEN.pack(len(data)) + data], fds)
+    socket.send_fds(sock, [_LEN.pack(len(data))], fds)
+    sock.sendall(data)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -199,9 +201,9 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
 def _start(conn: socket.socket, listener: socket.socket, running: dict[int, socket.socket]) -> None:
     conn.settimeout(30)  # a client that connects and sends nothing must not stall the server
     try:
-        (n,) = _LEN.unpack(conn.recv(_LEN.size, socket.MSG_PEEK | socket.MSG_WAITALL))
-        msg, fds, _, _ = socket.recv_fds(conn, _LEN.size + n, 3, socket.MSG_WAITALL)
-        request = json.loads(msg[_LEN.size:])
+        head, fds, _, _ = socket.recv_fds(conn, _LEN.size, 3, socket.MSG_WAITALL)
+        (n,) = _LEN.unpack(head)
+        request = json.loads(_recv_exact(conn, n))
     except Exception as e:  # a malformed request must not take the server down
         print(f"tfqa.prefork: bad request: {e}", file=sys.stderr)
         conn.close()
