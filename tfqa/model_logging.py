@@ -23,12 +23,16 @@ def serving_code_path() -> Path:
     return Path(__file__).with_name("serving.py")
 
 
+def _trained_settings(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / FEATURES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def read_feature_config(model_dir: str | Path):
     """The ``FeatureConfig`` a model folder was trained with (the defaults for folders without one)."""
     from tfqa.features import FeatureConfig
 
-    path = Path(model_dir) / FEATURES_FILE
-    settings = json.loads(path.read_text()) if path.exists() else {}
+    settings = _trained_settings(model_dir)
     defaults = FeatureConfig()
     return FeatureConfig(int(settings.get("max_seq_len", defaults.max_seq_len)),
                          int(settings.get("max_question_len", defaults.max_question_len)))
@@ -37,8 +41,7 @@ def read_feature_config(model_dir: str | Path):
 def read_top_level_only(model_dir: str | Path) -> bool:
     """Whether the model was trained on top-level candidates only, and so answers only with them
     (``score_candidates(top_level_only=...)``)."""
-    path = Path(model_dir) / FEATURES_FILE
-    return bool(json.loads(path.read_text()).get("top_level_only", False)) if path.exists() else False
+    return bool(_trained_settings(model_dir).get("top_level_only", False))
 
 
 def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:

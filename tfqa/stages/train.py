@@ -122,7 +122,9 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         FINGERPRINT_TAG: store.fingerprint, "tfqa.registered_model": v.registered_model,
         **{f"tfqa.upstream.{k}": val for k, val in upstream.items()},
     })
-    eval_fn = make_dev_eval(cfg, store.tokenizer_dir) if cfg.dev_data and cfg.eval_every else None
+    # What the features were built with decides (a prepared cache may differ from the variant row).
+    top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
+    eval_fn = make_dev_eval(cfg, store.tokenizer_dir, top_level_only) if cfg.dev_data and cfg.eval_every else None
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,15 +135,15 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         final = out_dir / "final"
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
-        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": v.top_level_only})
+        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only})
     return result.metrics
 
 
-def make_dev_eval(cfg: TrainStageConfig, tokenizer_dir: str | Path):
+def make_dev_eval(cfg: TrainStageConfig, tokenizer_dir: str | Path, top_level_only: bool = False):
     """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples."""
     from tfqa.evaluation import DevEvaluator
 
     return DevEvaluator.from_file(cfg.dev_data, str(tokenizer_dir), Path(cfg.output_dir) / "features",
                                   limit=cfg.dev_examples, max_seq_len=cfg.variant.max_seq_len,
                                   max_question_len=cfg.variant.max_question_len,
-                                  top_level_only=cfg.variant.top_level_only)
+                                  top_level_only=top_level_only)
