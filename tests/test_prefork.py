@@ -109,3 +109,25 @@ def test_a_large_environment_arrives_whole(server, stage, tmp_path):
     # 500 kB in all, more than a Unix socket's buffer (one variable may hold at most 128 kB)
     r = run(stage, "0", cwd=tmp_path, X="x" * 100_000, **{f"PAD{i}": "p" * 100_000 for i in range(4)})
     assert r.returncode == 0 and fields(r.stdout)["x"] == "x" * 100_000
+
+
+def test_a_killed_client_takes_its_stage_down_and_the_server_serves_on(server, stage, tmp_path):
+    marker = tmp_path / "stage.pid"
+    proc = subprocess.Popen([sys.executable, str(stage), "sleep", str(marker)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stage_pid = int(marker.read_text())
+    proc.kill()  # no chance to forward anything: the server sees its connection close
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(stage_pid, 0)
+            time.sleep(0.1)
+        except ProcessLookupError:
+            break
+    with pytest.raises(ProcessLookupError):
+        os.kill(stage_pid, 0)
+    assert run(stage, "5", cwd=tmp_path).returncode == 5

@@ -171,24 +171,25 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
     listener.listen(16)
     for name in preload:
         importlib.import_module(name)
-    running: dict[int, socket.socket] = {}
+    running: dict[int, socket.socket | None] = {}  # None: its client is gone, nobody to report to
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the stages through their clients
     try:
         while not stop:
             try:
-                ready, _, _ = select.select([listener, *running.values()], [], [], 0.2)
+                ready, _, _ = select.select([listener, *(c for c in running.values() if c)], [], [], 0.2)
             except InterruptedError:
                 continue
             for s in ready:
                 if s is listener:
                     conn, _ = listener.accept()
                     _start(conn, listener, running)
-                else:  # a client closed early: its stage has nobody to report to
+                elif not s.recv(1):  # a client closed early: stop its stage, stop watching it
                     pid = next(p for p, c in running.items() if c is s)
-                    if not s.recv(1):
-                        _kill(pid)
+                    s.close()
+                    running[pid] = None
+                    _kill(pid)
             _reap(running)
     finally:
         for pid in list(running):
@@ -198,7 +199,7 @@ def serve(path: str, preload: tuple[str, ...] = PRELOAD) -> None:
             os.unlink(path)
 
 
-def _start(conn: socket.socket, listener: socket.socket, running: dict[int, socket.socket]) -> None:
+def _start(conn: socket.socket, listener: socket.socket, running: dict[int, socket.socket | None]) -> None:
     conn.settimeout(30)  # a client that connects and sends nothing must not stall the server
     try:
         head, fds, _, _ = socket.recv_fds(conn, _LEN.size, 3, socket.MSG_WAITALL)
@@ -217,7 +218,8 @@ def _start(conn: socket.socket, listener: socket.socket, running: dict[int, sock
         os.setsid()
         listener.close()
         for other in running.values():
-            other.close()
+            if other is not None:
+                other.close()
         conn.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -229,7 +231,7 @@ def _start(conn: socket.socket, listener: socket.socket, running: dict[int, sock
     running[pid] = conn
 
 
-def _reap(running: dict[int, socket.socket]) -> None:
+def _reap(running: dict[int, socket.socket | None]) -> None:
     while running:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
