@@ -55,6 +55,16 @@ def fields(stdout: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in stdout.splitlines())
 
 
+def sleeping_stage(stage: Path, tmp_path: Path, **popen) -> tuple[subprocess.Popen, int]:
+    """A stage that sleeps in the server; returns its client and the stage's own pid."""
+    marker = tmp_path / "stage.pid"
+    proc = subprocess.Popen([sys.executable, str(stage), "sleep", str(marker)], cwd=tmp_path, **popen)
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, int(marker.read_text())
+
+
 def test_the_stage_gets_its_argv_environment_cwd_streams_and_exit_status(server, stage, tmp_path):
     proc = subprocess.Popen([sys.executable, str(stage), "3", "a", "b c"], cwd=tmp_path,
                             env={**os.environ, "X": "42"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -74,13 +84,7 @@ def test_an_uncaught_exception_is_exit_status_1_with_its_traceback(server, stage
 
 
 def test_terminating_the_client_terminates_the_stage(server, stage, tmp_path):
-    marker = tmp_path / "stage.pid"
-    proc = subprocess.Popen([sys.executable, str(stage), "sleep", str(marker)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stage_pid = int(marker.read_text())
+    proc, stage_pid = sleeping_stage(stage, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.send_signal(signal.SIGTERM)  # what MLflow does to cancel a run
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     time.sleep(0.5)
@@ -112,13 +116,7 @@ def test_a_large_environment_arrives_whole(server, stage, tmp_path):
 
 
 def test_a_killed_client_takes_its_stage_down_and_the_server_serves_on(server, stage, tmp_path):
-    marker = tmp_path / "stage.pid"
-    proc = subprocess.Popen([sys.executable, str(stage), "sleep", str(marker)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stage_pid = int(marker.read_text())
+    proc, stage_pid = sleeping_stage(stage, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.kill()  # no chance to forward anything: the server sees its connection close
     proc.wait(timeout=30)
     deadline = time.monotonic() + 30
