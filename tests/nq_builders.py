@@ -23,6 +23,7 @@ from typing import Iterable
 from tfqa.profiles import SHARED_DATA
 
 HEAD10 = SHARED_DATA / "nq-simplified-train-head10.jsonl"
+FARM = SHARED_DATA / "farm-nq-train-sample.jsonl"
 
 CANDIDATE_TAGS = frozenset({"P", "Table", "Tr", "Ul", "Ol", "Dl", "Li"})
 HTML_PREFIX = "<!DOCTYPE html><html><head><title>t</title></head><body>\n"
@@ -145,8 +146,9 @@ class DocBuilder:
         return start, len(self.tokens)
 
     def open(self, tag: str, attrs: str = "") -> int | None:
-        """Open ``tag`` (``attrs`` like ``colspan="2"`` gives NQ's ``<Th_colspan="2">``)."""
-        name = tag + (f"_{attrs}" if attrs else "")
+        """Open ``tag``; ``attrs`` like ``colspan="2"`` gives the real original token
+        ``<Th colspan="2">``, a blank inside one token (the simplified form writes it with ``_``)."""
+        name = tag + (f" {attrs}" if attrs else "")
         pos = self._add(f"<{name}>", True)
         cand = None
         if tag in CANDIDATE_TAGS:
@@ -182,7 +184,8 @@ def simplified_form(original: dict) -> dict:
         "example_id": original["example_id"],
         "question_text": original["question_text"],
         "document_url": original["document_url"],
-        "document_text": " ".join(t["token"] for t in original["document_tokens"]),
+        # The format spec: one word per token, a blank inside a token written as "_".
+        "document_text": " ".join(t["token"].replace(" ", "_") for t in original["document_tokens"]),
         "long_answer_candidates": [
             {"start_token": c["start_token"], "end_token": c["end_token"], "top_level": c["top_level"]}
             for c in original["long_answer_candidates"]

@@ -1,12 +1,20 @@
-"""Original NQ format -> Kaggle's simplified format.
+"""Original NQ format -> Kaggle's simplified format, as Google's ``simplify_nq_example`` does it.
 
-Produces the same words as Google's ``simplify_nq_example``: ``document_text`` is every document
-token (HTML tags included) joined by single spaces, and all offsets become token offsets, so a
-simplified file scores identically with token-offset predictions.
+``document_text`` is every document token joined by single spaces, after each blank *inside* a
+token is replaced by ``_``: real pages hold tags such as ``<Td colspan="2">``, and without the
+replacement each of them would become two words and shift every later token offset. Offsets stay
+token offsets (byte offsets are dropped), so a simplified file scores identically with
+token-offset predictions. Keys come in the order of Kaggle's released files, so the converted
+line of a Kaggle example is byte-identical to Kaggle's.
 """
 from __future__ import annotations
 
 from typing import Any
+
+
+def clean_token(token: str) -> str:
+    """One NQ token as one simplified-format word (Google's ``_clean_token``)."""
+    return token.replace(" ", "_") if " " in token else token
 
 
 def _token_span(span: dict[str, Any]) -> dict[str, int]:
@@ -15,25 +23,34 @@ def _token_span(span: dict[str, Any]) -> dict[str, int]:
 
 def simplify_nq_example(example: dict[str, Any]) -> dict[str, Any]:
     """Return the simplified-format dict of one original-format NQ example dict."""
-    annotations = []
-    for ann in example.get("annotations", []):
-        long_answer = dict(_token_span(ann["long_answer"]))
-        long_answer["candidate_index"] = ann["long_answer"]["candidate_index"]
-        annotations.append(
-            {
-                "annotation_id": ann.get("annotation_id"),
-                "long_answer": long_answer,
-                "short_answers": [_token_span(s) for s in ann.get("short_answers", [])],
-                "yes_no_answer": ann.get("yes_no_answer", "NONE"),
-            }
-        )
-    return {
-        "example_id": example["example_id"],
-        "question_text": example["question_text"],
-        "document_url": example.get("document_url", ""),
-        "document_text": " ".join(t["token"] for t in example["document_tokens"]),
+    words = [clean_token(t["token"]) for t in example["document_tokens"]]
+    text = " ".join(words)
+    # Google's own check: the simplified text must split back into exactly the original tokens.
+    if text.count(" ") + 1 != len(words) or any(w == "" for w in words):
+        raise ValueError(f"example {example.get('example_id')}: a document token is empty, so the "
+                         "simplified text would not split back into the same tokens")
+    out: dict[str, Any] = {
+        "document_text": text,
         "long_answer_candidates": [
-            {**_token_span(c), "top_level": c["top_level"]} for c in example["long_answer_candidates"]
+            {"start_token": c["start_token"], "top_level": c["top_level"], "end_token": c["end_token"]}
+            for c in example["long_answer_candidates"]
         ],
-        "annotations": annotations,
+        "question_text": example["question_text"],
     }
+    if "annotations" in example:
+        out["annotations"] = [
+            {
+                "yes_no_answer": ann.get("yes_no_answer", "NONE"),
+                "long_answer": {
+                    "start_token": ann["long_answer"]["start_token"],
+                    "candidate_index": ann["long_answer"]["candidate_index"],
+                    "end_token": ann["long_answer"]["end_token"],
+                },
+                "short_answers": [_token_span(s) for s in ann.get("short_answers", [])],
+                "annotation_id": ann.get("annotation_id"),
+            }
+            for ann in example["annotations"]
+        ]
+    out["document_url"] = example.get("document_url", "")
+    out["example_id"] = example["example_id"]
+    return out

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from tfqa.convert import clean_token
 from tfqa.records import Annotation, Candidate, Example, Span
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -144,6 +145,9 @@ def _parse_candidates(f: _Fields, obj: dict, n_words: int) -> list[Candidate]:
 
 
 def _parse_tokens(f: _Fields, tokens: list) -> tuple[list[str], list[bool], list[int], list[int]]:
+    """Words, html flags and byte offsets of original-format tokens. A blank inside a token
+    (``<Td colspan="2">``) becomes ``_`` as in the simplified format, so both formats give the
+    same words and one token stays one word."""
     words: list[str] = []
     is_html: list[bool] = []
     starts: list[int] = []
@@ -155,13 +159,13 @@ def _parse_tokens(f: _Fields, tokens: list) -> tuple[list[str], list[bool], list
             type(t) is dict and type(t.get("token")) is str and type(t.get("html_token")) is bool
             and type(t.get("start_byte", -1)) is int and type(t.get("end_byte", -1)) is int
         ):
-            words.append(t["token"])
+            words.append(clean_token(t["token"]))
             is_html.append(t["html_token"])
             starts.append(t.get("start_byte", -1))
             ends.append(t.get("end_byte", -1))
             continue
         prefix = f"document_tokens[{i}]."
-        words.append(f.get(t, "token", prefix, str))
+        words.append(clean_token(f.get(t, "token", prefix, str)))
         is_html.append(f.get(t, "html_token", prefix, bool))
         starts.append(f.optional_int(t, "start_byte", prefix))
         ends.append(f.optional_int(t, "end_byte", prefix))
