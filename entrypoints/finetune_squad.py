@@ -17,6 +17,7 @@ from tfqa.stages.squad import SquadStageConfig, run_squad
 @click.option("--max-seq-len", default=384, show_default=True)
 @click.option("--doc-stride", default=128, show_default=True)
 @click.option("--max-question-len", default=64, show_default=True)
+@click.option("--html-tokens", type=click.Choice(["tfqa", "original"]), default="tfqa", show_default=True)
 @click.option("--lr", default=3e-5, show_default=True)
 @click.option("--epochs", default=2.0, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)

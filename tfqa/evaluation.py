@@ -81,17 +81,16 @@ class DevEvaluator:
         self.dev, self.store, self.pad_id, self.top_level_only = dev, store, pad_id, top_level_only
 
     @classmethod
-    def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, max_seq_len: int,
-                  max_question_len: int, top_level_only: bool = False) -> "DevEvaluator":
+    def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, features,
+                  top_level_only: bool = False) -> "DevEvaluator":
         from tfqa.dataset import FeatureStore
         from tfqa.feature_cache import BuildConfig, build_features
-        from tfqa.features import FeatureConfig
         from tfqa.tokenization import load_tokenizer
 
         dev = DevSet.read(path, limit)
         subset = Path(cache_root) / f"dev-subset-{Path(path).name}-{limit}.jsonl"
         write_subset(path, subset, limit)
-        info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=FeatureConfig(max_seq_len, max_question_len)), progress=False)
+        info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=features), progress=False)
         return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only)
 
     def __call__(self, model, step: int) -> dict[str, float]:

@@ -110,7 +110,7 @@ class ChunkResult:
 def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str) -> _WorkerState:
     scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
     return _WorkerState(
-        CandidateFeaturizer(load_tokenizer(tokenizer_dir), cfg.features), cfg.selection, scores, Path(out_dir), src
+        CandidateFeaturizer(load_tokenizer(tokenizer_dir, cfg.features.html_tokens), cfg.features), cfg.selection, scores, Path(out_dir), src
     )
 
 
@@ -208,7 +208,7 @@ def build_features(
     src, cache_root = str(src), Path(cache_root)
     if cfg.selection.strategy == "hard" and not cfg.scores_path:
         raise ValueError("selection strategy 'hard' needs scores_path (the mining stage's scores table)")
-    tok = load_tokenizer(tokenizer_dir)
+    tok = load_tokenizer(tokenizer_dir, cfg.features.html_tokens)
     input_digest = file_digest(src)
     scores_digest = file_digest(cfg.scores_path) if cfg.scores_path else None
     fp = fingerprint(input_digest, tokenizer_fingerprint(tok), cfg, scores_digest)

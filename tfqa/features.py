@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tfqa.records import Annotation, AnswerClass, Example
-from tfqa.tokenization import html_token_for, html_token_ids
+from tfqa.tokenization import HtmlTokens, check_html_tokens
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,13 @@ class FeatureConfig:
     """Whole input length in subwords, special tokens included."""
     max_question_len: int = 64
     """Question length in subwords; longer questions lose their tail."""
+    html_tokens: str = "tfqa"
+    """Which token a tag word becomes: ``original`` (the 1st place's: nine opening tags get added
+    tokens, every other tag ``<``, or ``qw99`` on SentencePiece tokenizers) or ``tfqa`` (closing
+    tags share their opening tag's token, other tags one ``<Tag>``). See ``tfqa.tokenization``."""
 
     def __post_init__(self) -> None:
+        check_html_tokens(self.html_tokens)
         if self.max_question_len < 1 or self.max_seq_len < self.max_question_len + 4:
             raise ValueError(
                 f"max_seq_len ({self.max_seq_len}) must leave room for the question "
@@ -76,7 +81,7 @@ class CandidateFeaturizer:
         self.tok, self.cfg = tokenizer, cfg
         self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.unk_id = tokenizer.unk_token_id
-        self._html_ids = html_token_ids(tokenizer)
+        self._html = HtmlTokens.of(tokenizer, cfg.html_tokens)
         self._cache: dict[str, tuple[int, ...]] = {}
         self._cache_size = word_cache_size
 
@@ -119,10 +124,12 @@ class CandidateFeaturizer:
         word_idx = np.flatnonzero(np.cumsum(needed[:n_doc]) > 0)
         lengths = np.zeros(n_doc, dtype=np.int64)
         piece_ids: list[tuple[int, ...]] = []
-        text_words = [i for i in word_idx if not ex.is_html[i]]
+        html = self._html
+        is_tag = html.tag_flags(ex.words, ex.is_html, word_idx)
+        text_words = [i for i in word_idx if not is_tag[i]]
         text_ids = dict(zip(text_words, self._word_ids([ex.words[i] for i in text_words])))
         for i in word_idx:
-            ids = (self._html_ids[html_token_for(ex.words[i])],) if ex.is_html[i] else text_ids[i]
+            ids = (html.id_for(ex.words[i]),) if is_tag[i] else text_ids[i]
             piece_ids.append(ids)
             lengths[i] = len(ids)
         flat = np.fromiter((t for ids in piece_ids for t in ids), dtype=np.int32)

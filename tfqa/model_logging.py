@@ -35,7 +35,8 @@ def read_feature_config(model_dir: str | Path):
     settings = _trained_settings(model_dir)
     defaults = FeatureConfig()
     return FeatureConfig(int(settings.get("max_seq_len", defaults.max_seq_len)),
-                         int(settings.get("max_question_len", defaults.max_question_len)))
+                         int(settings.get("max_question_len", defaults.max_question_len)),
+                         str(settings.get("html_tokens", defaults.html_tokens)))
 
 
 def read_top_level_only(model_dir: str | Path) -> bool:

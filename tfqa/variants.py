@@ -54,6 +54,8 @@ class Variant:
     seed: int = 0
     max_seq_len: int = 360
     max_question_len: int = 64
+    html_tokens: str = "tfqa"
+    """``original`` or ``tfqa`` tag tokens (``FeatureConfig.html_tokens``)."""
 
 
 VARIANTS: dict[str, Variant] = {

@@ -60,7 +60,8 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     loaded = load_tfqa_model(cfg.model)
     trained = read_feature_config(loaded.model_dir)
     build = BuildConfig(
-        features=FeatureConfig(cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len),
+        features=FeatureConfig(cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len,
+                               trained.html_tokens),
         selection=SelectionConfig("all", top_level_only=cfg.top_level_only),
         workers=cfg.workers,
         max_lines=cfg.max_lines,

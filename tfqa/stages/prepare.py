@@ -55,9 +55,10 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
 def build_config(
     *, max_seq_len: int, max_question_len: int, strategy: str, negatives: int, top_level_only: bool,
     seed: int, scores: str | None, max_bad_lines: int, workers: int, random_negatives: int = 0,
+    html_tokens: str = "tfqa",
 ) -> BuildConfig:
     return BuildConfig(
-        features=FeatureConfig(max_seq_len=max_seq_len, max_question_len=max_question_len),
+        features=FeatureConfig(max_seq_len=max_seq_len, max_question_len=max_question_len, html_tokens=html_tokens),
         selection=SelectionConfig(strategy=strategy, negatives=negatives, top_level_only=top_level_only, seed=seed,
                                   random_negatives=random_negatives),
         scores_path=scores or None,

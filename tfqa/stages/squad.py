@@ -29,6 +29,9 @@ class SquadStageConfig:
     max_seq_len: int = 384
     doc_stride: int = 128
     max_question_len: int = 64
+    html_tokens: str = "tfqa"
+    """The tag vocabulary the tokenizer carries on to the NQ variants trained from this model
+    (SQuAD paragraphs hold no tags; see ``FeatureConfig.html_tokens``)."""
     lr: float = 3e-5
     epochs: float = 2.0
     batch_size: int = 32
@@ -104,7 +107,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.train_loop import TrainConfig, train
 
     start = StartingPoint.of(cfg.backbone, cfg.init_model)
-    tok = load_tokenizer(start.dir)
+    tok = load_tokenizer(start.dir, cfg.html_tokens)
     examples = read_squad(cfg.squad_data)
     if cfg.squad_dev:
         train_ex, dev_ex = examples, read_squad(cfg.squad_dev)
@@ -136,5 +139,6 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     final = out_dir / "final"
     model.save_pretrained(final)
     tok.save_pretrained(str(final))
-    log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len})
+    log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
+                                             "html_tokens": cfg.html_tokens})
     return metrics

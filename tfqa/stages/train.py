@@ -74,7 +74,7 @@ def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tu
         upstream["mine_hard_negatives"] = cfg.mining_run
         scores = str(download_run_artifact(cfg.mining_run, SCORES_ARTIFACT))
     build = BuildConfig(
-        features=FeatureConfig(v.max_seq_len, v.max_question_len),
+        features=FeatureConfig(v.max_seq_len, v.max_question_len, v.html_tokens),
         selection=selection_for(v),
         scores_path=scores,
         workers=cfg.workers,
@@ -124,7 +124,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     })
     # What the features were built with decides (a prepared cache may differ from the variant row).
     top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
-    eval_fn = make_dev_eval(cfg, store.tokenizer_dir, top_level_only) if cfg.dev_data and cfg.eval_every else None
+    eval_fn = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data and cfg.eval_every else None
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,11 +139,11 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     return result.metrics
 
 
-def make_dev_eval(cfg: TrainStageConfig, tokenizer_dir: str | Path, top_level_only: bool = False):
-    """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples."""
+def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
+    """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples,
+    with inputs built as the training features were."""
     from tfqa.evaluation import DevEvaluator
 
-    return DevEvaluator.from_file(cfg.dev_data, str(tokenizer_dir), Path(cfg.output_dir) / "features",
-                                  limit=cfg.dev_examples, max_seq_len=cfg.variant.max_seq_len,
-                                  max_question_len=cfg.variant.max_question_len,
+    return DevEvaluator.from_file(cfg.dev_data, str(store.tokenizer_dir), Path(cfg.output_dir) / "features",
+                                  limit=cfg.dev_examples, features=FeatureConfig(**store.manifest["features"]),
                                   top_level_only=top_level_only)
