@@ -135,3 +135,16 @@ def test_original_file_and_its_conversion_give_identical_features(tmp_path, html
                 assert np.array_equal(np.asarray(x), np.asarray(y)), k
         n_rows += len(ca["label"])
     assert n_rows == sum(len(json.loads(line)["long_answer_candidates"]) for line in lines)
+
+
+def test_google_simplify_nq_example_agrees(tmp_path):
+    import copy
+
+    text_utils = pytest.importorskip("natural_questions.text_utils")
+    for line in real_lines():
+        orig = original_form(json.loads(line))
+        ours = simplify_nq_example(orig)
+        google = text_utils.simplify_nq_example(copy.deepcopy(orig))
+        assert ours["document_text"] == google["document_text"]
+        assert ours["long_answer_candidates"] == google["long_answer_candidates"]
+        assert [a["short_answers"] for a in ours["annotations"]] == [a["short_answers"] for a in google["annotations"]]

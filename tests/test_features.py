@@ -358,7 +358,9 @@ def test_random_selection_deterministic_and_keeps_positives(dataset):
     assert picks != other
     for ex, chosen in zip(dataset, picks):
         pos = positive_indices(ex)
-        assert pos == sorted({a.candidate_index for a in ex.annotations if a.has_long})
+        # nq_eval's vote: a long answer needs two of the five annotators (tfqa.labels).
+        chosen_by = {a.candidate_index for a in ex.annotations if a.has_long}
+        assert pos == (sorted(chosen_by) if sum(a.has_long for a in ex.annotations) >= 2 else [])
         assert chosen == sorted(chosen) and len(set(chosen)) == len(chosen)
         assert set(pos) <= set(chosen)
         assert len(chosen) - len(pos) == min(3, len(ex.candidates) - len(pos))

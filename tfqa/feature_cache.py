@@ -28,7 +28,7 @@ from tfqa.selection import SelectionConfig, load_score_table, select_candidates
 from tfqa.tokenization import load_tokenizer, tokenizer_fingerprint
 
 # Bump when the feature layout or labelling changes: old caches then stop matching.
-FEATURE_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 2  # 2: labels from several annotations by tfqa.labels' rule
 MANIFEST = "manifest.json"
 
 SCHEMA = pa.schema(

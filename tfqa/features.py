@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tfqa.records import Annotation, AnswerClass, Example
+from tfqa.labels import candidate_labels
+from tfqa.records import AnswerClass, Example
 from tfqa.tokenization import HtmlTokens, check_html_tokens
 
 
@@ -137,12 +138,7 @@ class CandidateFeaturizer:
         starts = np.zeros(n_doc + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
 
-        # Each candidate takes its label from the first annotation that chose it, so with five
-        # annotators every chosen candidate is a positive, never a negative.
-        label_of: dict[int, Annotation] = {}
-        for ann in ex.annotations:
-            if ann.candidate_index >= 0:
-                label_of.setdefault(ann.candidate_index, ann)
+        label_of = candidate_labels(ex)
         cols: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
         counts = FeatureCounts(examples=1)
         for ci in candidate_indices:
@@ -155,12 +151,14 @@ class CandidateFeaturizer:
             positions = (starts[s : s + n_kept] - starts[s] + len(prefix)).astype(np.int32)
 
             label, start_w, end_w = AnswerClass.NOT_ANSWER, -1, -1
-            label_ann = label_of.get(ci)
-            if label_ann is not None:
-                label = label_ann.answer_class()
+            gold = label_of.get(ci)
+            if gold is not None:
+                label = gold.label
                 if label == AnswerClass.SHORT:
-                    start_w = min(sp.start_token for sp in label_ann.short_answers) - s
-                    end_w = max(sp.end_token for sp in label_ann.short_answers) - 1 - s
+                    # The end label is the span's last word (inclusive), which is what decoding
+                    # reads the end head as (``tfqa.decode``).
+                    start_w = min(sp.start_token for sp in gold.spans) - s
+                    end_w = max(sp.end_token for sp in gold.spans) - 1 - s
                     if not (0 <= start_w <= end_w < n_kept):
                         label, start_w, end_w = AnswerClass.LONG, -1, -1
                         counts.truncated_spans += 1

@@ -88,7 +88,7 @@ class Example:
     word_end_bytes: list[int] | None = None
 
     def positive_annotation(self) -> Annotation | None:
-        """The annotation used for training labels: the first one with a long answer, else None."""
+        """The first annotation with a long answer, else None (training labels: ``tfqa.labels``)."""
         for ann in self.annotations:
             if ann.has_long:
                 return ann

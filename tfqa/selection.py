@@ -11,6 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
+from tfqa.labels import positive_indices
 from tfqa.records import Example
 
 STRATEGIES = ("all", "random", "hard")
@@ -49,8 +50,6 @@ def example_rng(seed: int, example_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest, "little")])
 
 
-def positive_indices(ex: Example) -> list[int]:
-    return sorted({a.candidate_index for a in ex.annotations if a.candidate_index >= 0})
 
 
 def select_candidates(ex: Example, cfg: SelectionConfig, scores: ScoreTable | None = None) -> list[int]:
