@@ -277,3 +277,105 @@ def test_empty_outputs_and_unequal_word_lists():
     bad = frame(row("a", 0, 0, SHORT, [0.5, 0.5], [1.0]))
     with pytest.raises(ValueError, match="2 start probs but 1 end probs"):
         decode(bad, spans_of(bad))
+
+
+# -- decode=original -------------------------------------------------------------------------------
+def original_kernel(df: pd.DataFrame, spans: dict[str, np.ndarray], question_words: int = 7) -> dict:
+    """The 1st place's decoding loop, written from its kernel: candidates visited by increasing
+    (question + candidate words), the first strictly highest 1 - p0 wins, yes/no by p3/p4 vs p2,
+    start and end by independent argmax over a zero-padded word row. The end head is tfqa's (the
+    last word), so the original's ``[s, e)`` kept when ``e > s`` reads ``[s, e + 1)`` when ``e >= s``."""
+    width = max(len(r) for r in df["start_probs"]) + 3  # zero padding, as the original's 360 slots
+    lengths = [question_words + int(spans[e][c][1] - spans[e][c][0]) for e, c in zip(df["example_id"], df["candidate_index"])]
+    order = sorted(range(len(df)), key=lambda r: (lengths[r], int(df["candidate_index"].iloc[r])))
+    best: dict = {}
+    for r in order:
+        rec = df.iloc[r]
+        p = rec["class_probs"].astype(np.float64)
+        ex = rec["example_id"]
+        long_score = 1.0 - p[0]
+        if long_score > best.get(ex, {"long": -1.0})["long"]:
+            start = np.zeros(width)
+            end = np.zeros(width)
+            start[: len(rec["start_probs"])] = rec["start_probs"]
+            end[: len(rec["end_probs"])] = rec["end_probs"]
+            entry = {"long": long_score, "ci": int(rec["candidate_index"]), "short": 1.0 - p[0] - p[1],
+                     "yes_no": "NONE", "span": (-1, -1)}
+            if max(p[3], p[4]) > p[2]:
+                entry["yes_no"] = "NO" if p[3] > p[4] else "YES"
+            else:
+                s, e = int(np.argmax(start)), int(np.argmax(end))
+                if e >= s:
+                    off = int(rec["word_offset"])
+                    entry["span"] = (off + s, off + e + 1)
+            best[ex] = entry
+    return best
+
+
+def random_outputs(seed: int, n_examples: int = 200):
+    rng = np.random.default_rng(seed)
+    rows, spans = [], {}
+    for k in range(n_examples):
+        ex = f"ex{k}"
+        n_cand = int(rng.integers(1, 8))
+        table = []
+        pos = 0
+        for ci in range(n_cand):
+            n_words = int(rng.integers(1, 40))
+            table.append((pos, pos + n_words))
+            kept = int(rng.integers(1, n_words + 1))
+            cls = rng.dirichlet(np.ones(5))
+            if rng.random() < 0.2:  # exact long-score ties between candidates of unequal length
+                cls = np.array([0.25, 0.25, 0.3, 0.1, 0.1])
+            rows.append(row(ex, ci, pos, cls, rng.dirichlet(np.ones(kept)), rng.dirichlet(np.ones(kept))))
+            pos += n_words + int(rng.integers(0, 3))
+        spans[ex] = np.array(table, dtype=np.int64)
+    return frame(*rows), spans
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_original_decoding_is_the_original_kernel(seed):
+    df, spans = random_outputs(seed)
+    want = original_kernel(df, spans)
+    got = decode(df, spans, DecodeConfig(decode="original"))
+    assert len(got) == len(want)
+    for p in got:
+        w = want[p.example_id]
+        assert p.long_candidate_index == w["ci"], p.example_id
+        assert (p.long_start_token, p.long_end_token) == tuple(spans[p.example_id][w["ci"]])
+        assert p.long_score == pytest.approx(w["long"]) and p.short_score == pytest.approx(w["short"])
+        assert p.yes_no == w["yes_no"]
+        assert (p.short_start_token, p.short_end_token) == (w["span"] if w["yes_no"] == "NONE" else (-1, -1))
+    joint = decode(df, spans, DecodeConfig(decode="joint"))
+    differ = sum((a.long_candidate_index, a.short_start_token, a.short_end_token) !=
+                 (b.long_candidate_index, b.short_start_token, b.short_end_token) for a, b in zip(got, joint))
+    # Independent argmaxes vs the joint best span: they disagree on a good share of random outputs.
+    assert differ >= len(got) // 10
+
+
+def test_original_decoding_reversed_span_is_no_span_and_one_word_spans_are_kept():
+    df = frame(
+        row("a", 0, 10, SHORT, [0.1, 0.1, 0.8], [0.8, 0.1, 0.1]),  # end before start: no span
+        row("b", 0, 20, SHORT, [0.1, 0.8, 0.1], [0.1, 0.8, 0.1]),  # one word: kept
+    )
+    a, b = decode(df, spans_of(df), DecodeConfig(decode="original"))
+    assert (a.short_start_token, a.short_end_token) == (-1, -1) and a.yes_no == "NONE"
+    assert (b.short_start_token, b.short_end_token) == (21, 22)
+    # The joint decoding never returns a reversed span: it finds the best forward one instead.
+    ja, _ = decode(df, spans_of(df))
+    assert ja.short_start_token >= 10
+
+
+def test_original_decoding_prefers_the_shorter_of_equal_long_scores():
+    df = frame(row("e", 0, 0, SHORT, one_hot(4, 0)), row("e", 1, 5, SHORT, one_hot(4, 1)))
+    spans = {"e": np.array([[0, 40], [5, 9]], dtype=np.int64)}  # candidate 1 is nested and shorter
+    (orig,) = decode(df, spans, DecodeConfig(decode="original"))
+    (joint,) = decode(df, spans, DecodeConfig())
+    assert (orig.long_candidate_index, joint.long_candidate_index) == (1, 0)
+
+
+def test_decode_config_checks_and_round_trips():
+    with pytest.raises(ValueError, match="decode must be one of joint, original, got 'best'"):
+        DecodeConfig(decode="best")
+    cfg = DecodeConfig(max_answer_words=12, decode="original")
+    assert DecodeConfig.from_dict(cfg.to_dict()) == cfg and DecodeConfig.from_dict(None) == DecodeConfig()

@@ -1,6 +1,24 @@
-"""Turn per-candidate model outputs into one NQ prediction per example, as the 1st-place system did.
+"""Turn per-candidate model outputs into one NQ prediction per example.
 
-Per example:
+Two decodings (``DecodeConfig.decode``); both read the end head as the span's **last** word
+(inclusive), which is how the training labels are written (``tfqa.features``: ``end_word`` = last
+word of the span).
+
+``original``, the 1st-place solution's validation/test kernel, step for step:
+
+* candidates are visited in increasing length (question words + candidate words; the question is
+  the same for all, so candidate words; equal lengths in candidate order, where the original's
+  unstable ``argsort`` left it open) and the first with the strictly highest long score
+  ``1 - p0`` wins;
+* its short score is ``1 - p0 - p1``; YES/NO when ``max(p3, p4) > p2`` (NO if ``p3 > p4``);
+* otherwise ``start = argmax`` of the word-level start probabilities and ``end = argmax`` of the
+  end probabilities, **independently**; the span is kept only when it is not reversed. The
+  original's code wrote it ``[start, end)`` kept when ``end > start``, reading its end head as
+  the exclusive end word; tfqa's end head marks the last word, so the same rule reads
+  ``[start, end + 1)`` kept when ``end >= start``: reading tfqa's head the original's way would
+  drop every one-word answer and cut every other span by a word.
+
+``joint`` (tfqa's, the default where it measures better; see the README):
 
 * **long answer**: the candidate with the highest long score ``1 - p(NOT_ANSWER)``; ties go to
   the lowest candidate index (in NQ the enclosing candidate comes first, so the outer one wins).
@@ -276,14 +294,33 @@ def byte_offsets(examples: Iterable[Example]) -> dict[str, tuple[np.ndarray, np.
 YES_NO_VALUES = ("NONE", "YES", "NO")
 
 
+DECODE_MODES = ("joint", "original")
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     max_answer_words: int = 30
-    """Longest short-answer span in document words (``j - i < max_answer_words``)."""
+    """Longest short-answer span in document words (``j - i < max_answer_words``); ``joint`` only
+    (the original capped nothing)."""
+    decode: str = "joint"
+    """``joint`` (best start x end span within ``max_answer_words``, highest long score with the
+    lowest candidate index) or ``original`` (the 1st place's: see the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.max_answer_words < 1:
             raise ValueError(f"max_answer_words must be >= 1, got {self.max_answer_words}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping | None) -> "DecodeConfig":
+        """From a recorded dict (a validate run's, a model folder's); absent keys are defaults."""
+        d = d or {}
+        default = cls()
+        return cls(int(d.get("max_answer_words", default.max_answer_words)), str(d.get("decode", default.decode)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +398,50 @@ def best_spans(start: Ragged, end: Ragged, max_answer_words: int) -> tuple[np.nd
     return out_i, out_j, out_score
 
 
+def independent_spans(start: Ragged, end: Ragged) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The original's span per row: ``i = argmax start``, ``j = argmax end`` (first on ties),
+    kept when ``j >= i``. Returns (i, j, start[i] * end[j]); -1, -1, 0 where none."""
+    n_rows = len(start)
+    out_i = np.full(n_rows, -1, dtype=np.int64)
+    out_j = np.full(n_rows, -1, dtype=np.int64)
+    out_score = np.zeros(n_rows, dtype=np.float64)
+    nonempty = np.flatnonzero(start.lengths > 0)
+    if len(nonempty) == 0:
+        return out_i, out_j, out_score
+    row_of = np.repeat(np.arange(n_rows), start.lengths)
+
+    def first_argmax(values: np.ndarray) -> np.ndarray:
+        row_max = np.zeros(n_rows, dtype=values.dtype)
+        row_max[nonempty] = np.maximum.reduceat(values, start.offsets[nonempty])
+        hits = np.flatnonzero(values == row_max[row_of])
+        rows_hit, first = np.unique(row_of[hits], return_index=True)
+        pos = np.full(n_rows, -1, dtype=np.int64)
+        pos[rows_hit] = hits[first] - start.offsets[rows_hit]
+        return pos
+
+    i, j = first_argmax(start.values), first_argmax(end.values)
+    keep = (i >= 0) & (j >= i)
+    out_i[keep], out_j[keep] = i[keep], j[keep]
+    rows = np.flatnonzero(keep)
+    out_score[rows] = start.values[start.offsets[rows] + i[rows]].astype(np.float64) * end.values[end.offsets[rows] + j[rows]]
+    return out_i, out_j, out_score
+
+
+def _candidate_lengths(ids: list[str], codes: np.ndarray, cand_index: np.ndarray, candidates: CandidateSpans) -> np.ndarray:
+    """Each row's candidate length in document words (end_token - start_token)."""
+    lengths = np.zeros(len(codes), dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(ids) + 1))
+    for k, ex_id in enumerate(ids):
+        rows = order[bounds[k] : bounds[k + 1]]
+        spans = candidates.get(ex_id)
+        ci = cand_index[rows]
+        if spans is None or (len(ci) and (ci.min() < 0 or ci.max() >= len(spans))):
+            raise KeyError(f"example {ex_id!r}: a candidate index outside the candidate table")
+        lengths[rows] = spans[ci, 1] - spans[ci, 0]
+    return lengths
+
+
 def decode(
     outputs: OutputsLike,
     candidates: CandidateSpans,
@@ -380,8 +461,13 @@ def decode(
     n_ex = len(uniques)
     ids = [str(u) for u in uniques]
     long = 1.0 - out.class_probs[:, AnswerClass.NOT_ANSWER].astype(np.float64)
-    # Highest long score first, then lowest candidate index: ties resolve the same way every run.
-    order = np.lexsort((out.candidate_index, -long, codes))
+    if config.decode == "original":
+        # Highest long score first; among equal ones the first visited: shortest, then lowest index.
+        lengths = _candidate_lengths(ids, codes, out.candidate_index.astype(np.int64), candidates)
+        order = np.lexsort((out.candidate_index, lengths, -long, codes))
+    else:
+        # Highest long score first, then lowest candidate index: ties resolve the same way every run.
+        order = np.lexsort((out.candidate_index, -long, codes))
     best_rows = order[group_starts(codes[order])]  # one per code, codes ascending
 
     p = out.class_probs[best_rows].astype(np.float64)
@@ -391,7 +477,11 @@ def decode(
     yes_no = np.where(is_yes_no, np.where(p_yes >= p_no, 1, 2), 0)
 
     span_rows = best_rows[~is_yes_no]
-    i, j, span_score = best_spans(*out.words(span_rows), config.max_answer_words)
+    words = out.words(span_rows)
+    if config.decode == "original":
+        i, j, span_score = independent_spans(*words)
+    else:
+        i, j, span_score = best_spans(*words, config.max_answer_words)
     short_start = np.full(n_ex, -1, dtype=np.int64)
     short_end = np.full(n_ex, -1, dtype=np.int64)
     span_scores = np.zeros(n_ex)
