@@ -50,14 +50,15 @@ def test_manifest_defaults_and_types(tmp_path):
 
 
 @pytest.mark.parametrize("text, mentions", [
-    ("alias: champion\n", "'models'"),                                                  # no models list
-    ("models:\n  - {name: a, backbone: b}\n", "'variant'"),                            # entry without variant
-    ("models:\n  - {variant: '1', backbone: b}\n", "'name'"),                          # entry without name
-    ("models:\n  - {name: a, variant: '1'}\n", "'backbone'"),                          # entry without backbone
-    ("models:\n  - {name: a, variant: '1', backbone: b, weight: heavy}\n", "heavy"),  # weight not a number
-    ("- just\n- a list\n", "manifest"),                                                 # not a mapping
-    ("models: [\n", "manifest"),                                                        # not YAML
-    ("", "manifest"),                                                                   # empty file
+    ("alias: champion\n", "field 'models'"),                                              # no models list
+    ("models:\n  - {name: a, backbone: b}\n", "field 'models[0].variant': missing"),     # entry without variant
+    ("models:\n  - {variant: '1', backbone: b}\n", "field 'models[0].name': missing"),   # entry without name
+    ("models:\n  - {name: a, variant: '1'}\n", "field 'models[0].backbone': missing"),   # entry without backbone
+    ("models:\n  - {name: a, variant: '1', backbone: b, weight: heavy}\n", "'heavy' is not a number"),
+    ("- just\n- a list\n", "expected a mapping"),                                       # not a mapping
+    ("models: [\n", "invalid YAML"),                                                    # not YAML
+    ("", "expected a mapping"),                                                         # empty file
+    ("modles: []\n", "field 'modles': unknown key"),                                    # a typo
 ])
 def test_manifest_errors_name_the_file(tmp_path, text, mentions):
     path = _write(tmp_path, text, "broken-manifest.yaml")
@@ -81,7 +82,7 @@ def test_duplicate_model_names_refused(tmp_path):
                             "  - {name: tfqa-x, variant: '3', backbone: b}\n", "dupes.yaml")
     with pytest.raises(ValueError) as info:
         EnsembleManifest.load(path)
-    assert str(path) in str(info.value) and "twice" in str(info.value)
+    assert str(path) in str(info.value) and "'tfqa-x' appears twice" in str(info.value)
 
 
 def test_entry_lookups_explain_what_is_missing():
@@ -233,3 +234,45 @@ def test_resolve_aliases_names_model_and_alias(client, prefix):
     other = EnsembleManifest("nightly", m.models)  # the manifest's own alias is the default
     with pytest.raises(LookupError, match=rf"'{prefix}-v1' has no version with alias 'nightly'"):
         resolve_aliases(other)
+
+
+ORIGINAL_MODELS = "models:\n" + "".join(f"  - {{name: m{k}, variant: '{k}', backbone: b}}\n" for k in "12345")
+
+
+def test_yaml_errors_give_line_and_column(tmp_path):
+    path = _write(tmp_path, ORIGINAL_MODELS + "cascade:\n  - {model: m1, top_k: 10\n", "bad-yaml.yaml")
+    with pytest.raises(ValueError) as info:
+        EnsembleManifest.load(path)
+    msg = str(info.value)
+    assert re.match(rf"{re.escape(str(path))}:\d+:\d+: not a valid ensemble manifest: invalid YAML: ", msg), msg
+    assert "Mark object" not in msg and "\n" not in msg
+
+
+def test_the_original_manifest_reproduces_the_original_procedure():
+    m = EnsembleManifest.load(REPO / "registry" / "original.yaml")
+    assert m.decode.decode == "original" and m.html_tokens == "original"
+    assert [(s.model, s.top_k, s.threshold) for s in m.cascade] == [
+        ("tfqa-v1-bert-base", 10, 0.2), ("tfqa-v4-bert-large", 4, 0.35)]
+    assert {e.variant: e.weight for e in m.models} == {"1": 0.0, "2": 0.3, "3": 0.3, "4": 0.2, "5": 0.2}
+
+
+@pytest.mark.parametrize("extra, field, reason", [
+    ("cascade:\n  - {model: m9, top_k: 10, threshold: 0.2}\n", "cascade[0].model", "'m9' is not one of the manifest's models"),
+    ("cascade:\n  - {model: m1, top_k: 0, threshold: 0.2}\n", "cascade[0].top_k", "must be an integer >= 1, got 0"),
+    ("cascade:\n  - {model: m1, top_k: 2, threshold: 0.2}\n  - {model: m4, top_k: 4, threshold: 1.5}\n",
+     "cascade[1].threshold", "must be a number in [0, 1], got 1.5"),
+    ("cascade:\n  - {model: m1, top_k: 2}\n", "cascade[0].threshold", "missing"),
+    ("cascade: all\n", "cascade", "expected a list of stages or 'none'"),
+    ("decode: best\n", "decode", "decode must be one of joint, original, got 'best'"),
+    ("html_tokens: html\n", "html_tokens", "must be one of tfqa, original, got 'html'"),
+])
+def test_cascade_decode_and_html_tokens_errors_name_file_and_field(tmp_path, extra, field, reason):
+    path = _write(tmp_path, ORIGINAL_MODELS + extra, "m.yaml")
+    with pytest.raises(ValueError) as info:
+        EnsembleManifest.load(path)
+    assert str(info.value).startswith(f"{path}: not a valid ensemble manifest: field '{field}': {reason}")
+
+
+def test_cascade_none_and_defaults(tmp_path):
+    m = EnsembleManifest.load(_write(tmp_path, ORIGINAL_MODELS + "cascade: none\n"))
+    assert m.cascade == () and m.decode.decode == "joint" and m.html_tokens == "tfqa"
