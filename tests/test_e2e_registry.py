@@ -368,3 +368,71 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
     if thresholds["long"] <= 0.0:  # long scores are probabilities: every example keeps its best candidate
         assert n_long == 6
     assert n_long + n_short > 0, f"no answers even at the official thresholds {thresholds}: the span checks saw nothing"
+
+
+def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
+    """A manifest with the original's cascade and decoding, and a non-default answer cap given to
+    validate: validate logs what reached each stage, and predict decodes exactly as validate did."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from tfqa import decode as dec
+    from tfqa import tracking
+    from tfqa.ensemble import ensemble
+    from tfqa.readers import read_examples
+    from tfqa.stages.predict import PredictConfig, run_predict
+
+    client = MlflowClient()
+    manifest = e2e.root / "original.yaml"
+    manifest.write_text(e2e.manifest.read_text().replace("weight: 0.2", "weight: 0.25").replace(
+        f"variant: \"1\", backbone: {BACKBONE}, weight: 0.25", f"variant: \"1\", backbone: {BACKBONE}, weight: 0.0")
+        + f"decode: original\ncascade:\n  - {{model: {NAMES['1']}, top_k: 6, threshold: 0.0}}\n"
+          f"  - {{model: {NAMES['4']}, top_k: 3, threshold: 0.0}}\n")
+    run_id, _ = mlflow_run(e2e, "validate", {"manifest": str(manifest), "dev_data": str(e2e.dev),
+                                             "output_dir": str(e2e.outputs), "max_answer_words": "7"})
+    run = client.get_run(run_id)
+    p, m = run.data.params, run.data.metrics
+    assert (p["decode.decode"], p["decode.max_answer_words"]) == ("original", "7")
+    assert m["cascade/stage1_scored"] == m["cascade/candidates_all"] > m["cascade/stage1_kept"]
+    assert m["cascade/stage2_scored"] == m["cascade/stage1_kept"] > m["cascade/stage2_kept"]
+    assert m["cascade/candidates_ensemble"] == m["cascade/stage2_kept"] <= 3 * 10
+    assert m["cascade/inference_seconds"] < m["cascade/inference_seconds_without"]
+    assert "ensemble_no_cascade/long-best-threshold-f1" in m
+    text = _download(run_id, "validation/predictions.txt", tmp_path / "v").read_text()
+    assert "decode: original (max_answer_words 7)" in text
+    assert f"cascade: {NAMES['1']} top 6 > 0.0 ({int(m['cascade/stage1_scored'])} -> {int(m['cascade/stage1_kept'])} candidates)" in text
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", e2e.uri)
+        mp.setenv("MLFLOW_EXPERIMENT_NAME", e2e.experiment)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        with tracking.start_run(run_name="predict-cascade", log_system_metrics=False) as logger:
+            path = run_predict(PredictConfig(run_id, str(e2e.test), str(e2e.outputs), "official"), logger)
+    prun = client.get_run(logger.run_id)
+    pp, pm = prun.data.params, prun.data.metrics
+    assert (pp["decode.decode"], pp["decode.max_answer_words"]) == ("original", "7")
+    examples = list(read_examples(e2e.test))
+    assert pm["predict/stage1_scored"] == sum(len(ex.candidates) for ex in examples)
+    assert pm["predict/stage2_scored"] == pm["predict/stage1_kept"]
+    assert pm["predict/candidates_ensemble"] == pm["predict/stage2_kept"]
+
+    # The submission is the voters' outputs on the survivors, ensembled and decoded with exactly
+    # the validation's settings and official thresholds.
+    thresholds = json.loads(_download(run_id, "validation/thresholds.json", tmp_path / "t").read_text())
+    assert thresholds["decode"] == {"max_answer_words": 7, "decode": "original"}
+    voters = [NAMES[k] for k in "2345"]
+    arts = sorted(a for a in _artifacts(client, prun.info.run_id, "outputs") if "-rows-" in a)
+    survivors = {n: [a for a in arts if a.startswith(f"outputs/{n}-v1-")] for n in voters}
+    outs = []
+    for n in voters:
+        ensemble_part = [a for a in survivors[n] if f"-rows-{int(pm['predict/candidates_ensemble'])}-" in a]
+        assert len(ensemble_part) == 1, (n, survivors[n])
+        outs.append(pd.read_parquet(_download(prun.info.run_id, ensemble_part[0], tmp_path / "o")))
+    ens = ensemble(outs, [0.25] * 4)
+    want = dec.apply_thresholds(dec.decode(ens, dec.candidate_spans(examples), dec.DecodeConfig(7, "original"),
+                                           example_ids=[ex.example_id for ex in examples]),
+                                thresholds["long"], thresholds["short"])
+    from tfqa.stages.predict import submission_rows
+
+    got = pd.read_csv(path, keep_default_na=False)
+    assert got.equals(submission_rows(want).astype(got.dtypes.to_dict()))

@@ -277,3 +277,29 @@ def test_predict_runs_only_the_models_that_vote():
         x, y = getattr(with_zero, ragged), getattr(without, ragged)
         for i, j in zip(key(with_zero), key(without)):
             assert np.array_equal(x.row(i), y.row(j))
+
+
+def test_run_cascade_scores_each_stage_on_the_survivors_of_the_one_before():
+    from tfqa.pruning import run_cascade
+    from tfqa.registry import CascadeStage
+
+    rng = np.random.default_rng(3)
+    fast = {f"e{e}": rng.random(12).round(3).tolist() for e in range(20)}
+    second = {ex: rng.random(12).round(3).tolist() for ex in fast}
+    full = {"fast": scored(fast), "second": scored(second).iloc[::-1]}
+    asked = []
+
+    def score(name, keys):
+        asked.append((name, None if keys is None else len(keys)))
+        return full[name], 1.5
+
+    stages = [CascadeStage("fast", 10, 0.2), CascadeStage("second", 4, 0.35)]
+    result = run_cascade(stages, score)
+    first, second = result.stages
+    assert asked == [("fast", None), ("second", first.kept)]
+    assert first.scored == 240 and first.kept <= 200
+    assert second.scored == first.kept and second.kept == len(result.keys) <= 80
+    # The same survivors as the pure cascade on the same outputs.
+    keys = cascade([full["fast"], full["second"]], [s.prune_stage() for s in stages])
+    assert result.keys.reset_index(drop=True).equals(keys.reset_index(drop=True))
+    assert run_cascade([], score).keys is None

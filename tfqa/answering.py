@@ -14,7 +14,7 @@ from pathlib import Path
 from tfqa import decode as dec
 from tfqa.candidates import find_candidates
 from tfqa.features import CandidateFeaturizer
-from tfqa.model_logging import read_feature_config, read_top_level_only
+from tfqa.model_logging import read_decode_config, read_feature_config, read_top_level_only
 from tfqa.readers import is_html_word
 from tfqa.records import Candidate, Example
 
@@ -46,6 +46,7 @@ class Answerer:
         self.tok = load_tokenizer(model_dir)
         self.cfg = read_feature_config(model_dir)
         self.top_level_only = read_top_level_only(model_dir)
+        self.decode = read_decode_config(model_dir)
         self.featurizer = CandidateFeaturizer(self.tok, self.cfg)
 
     def answer(self, question: str, document_text: str, candidates: list[dict] | None = None) -> Answer:
@@ -65,7 +66,7 @@ class Answerer:
         cols, _ = self.featurizer.featurize(ex, list(range(len(cands))))
         outputs = score_candidates(self.model, InMemoryFeatures(cols, self.cfg.max_seq_len), pad_id=int(self.tok.pad_token_id or 0), device="cpu",
                                    top_level_only=self.top_level_only)
-        [p] = dec.decode(outputs, dec.candidate_spans([ex]), example_ids=["0"])
+        [p] = dec.decode(outputs, dec.candidate_spans([ex]), self.decode, example_ids=["0"])
         out = Answer(long_answer_score=float(p.long_score), short_answer_score=float(p.short_score), yes_no_answer=p.yes_no)
         if p.has_long:
             out.long_answer = _text(words, is_html, p.long_start_token, p.long_end_token)

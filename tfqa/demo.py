@@ -71,11 +71,15 @@ def tiny_backbone(work_dir: Path) -> str:
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
 @click.option("--work-dir", default=None, help="Default: demo/ (demo-ci/ for the ci profile).")
 @click.option("--experiment", default="tfqa-demo", show_default=True)
+@click.option("--manifest", default=None,
+              help="Ensemble manifest (default: the profile's); registry/demo-original.yaml runs the 1st place's procedure.")
 @click.option("--prefork/--no-prefork", default=True, show_default=True,
               help="Start stages in a server that imported torch/transformers/MLflow once (tfqa.prefork).")
-def main(profile_name: str, work_dir: str | None, experiment: str, prefork: bool) -> None:
+def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str | None, prefork: bool) -> None:
     t0 = time.perf_counter()
     profile = PROFILES[profile_name](work_dir) if work_dir else PROFILES[profile_name]()
+    if manifest:
+        profile = Profile(**{**profile.__dict__, "manifest": str(Path(manifest).resolve())})
     if os.environ.get("TFQA_SQUAD_DATA"):
         profile = Profile(**{**profile.__dict__, "squad_data": os.environ["TFQA_SQUAD_DATA"]})
     work = Path(profile.work_dir).resolve()

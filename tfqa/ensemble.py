@@ -483,7 +483,7 @@ def cascade(
     for out, stage, name in zip(outputs, stages, names):
         out = as_outputs(out)
         if survivors is not None:
-            out = out.take(_rows_of_keys(out, survivors, name))
+            out = out.take(rows_of_keys(out, survivors, name))
         rows = prune(out, stage)
         survivors = pd.DataFrame({
             "example_id": pd.Series(out.example_id[rows], dtype=object).astype(str),
@@ -493,7 +493,7 @@ def cascade(
     return survivors
 
 
-def _rows_of_keys(out: CandidateOutputs, keys: pd.DataFrame, name: str) -> np.ndarray:
+def rows_of_keys(out: CandidateOutputs, keys: pd.DataFrame, name: str) -> np.ndarray:
     """Rows of ``out`` holding ``keys``, in the keys' order; raises when one is missing."""
     idx = pd.MultiIndex.from_arrays([out.example_id, out.candidate_index.astype(np.int64)])
     want = pd.MultiIndex.from_arrays([keys["example_id"].to_numpy(object), keys["candidate_index"].to_numpy(np.int64)])

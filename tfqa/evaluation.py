@@ -77,12 +77,13 @@ def headline(scored: ScoredAnswers, prefix: str) -> dict[str, float]:
 class DevEvaluator:
     """The training loop's periodic evaluation: official F1 on a dev subset."""
 
-    def __init__(self, dev: DevSet, store, pad_id: int, top_level_only: bool = False):
-        self.dev, self.store, self.pad_id, self.top_level_only = dev, store, pad_id, top_level_only
+    def __init__(self, dev: DevSet, store, pad_id: int, top_level_only: bool = False,
+                 decode: dec.DecodeConfig = dec.DecodeConfig()):
+        self.dev, self.store, self.pad_id, self.top_level_only, self.decode = dev, store, pad_id, top_level_only, decode
 
     @classmethod
     def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, features,
-                  top_level_only: bool = False) -> "DevEvaluator":
+                  top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()) -> "DevEvaluator":
         from tfqa.dataset import FeatureStore
         from tfqa.feature_cache import BuildConfig, build_features
         from tfqa.tokenization import load_tokenizer
@@ -91,7 +92,7 @@ class DevEvaluator:
         subset = Path(cache_root) / f"dev-subset-{Path(path).name}-{limit}.jsonl"
         write_subset(path, subset, limit)
         info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=features), progress=False)
-        return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only)
+        return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only, decode)
 
     def __call__(self, model, step: int) -> dict[str, float]:
         from tfqa.inference import score_candidates
@@ -99,7 +100,7 @@ class DevEvaluator:
         was_training = model.training
         outputs = score_candidates(model, self.store, pad_id=self.pad_id, top_level_only=self.top_level_only)
         model.train(was_training)
-        scored, _ = score_outputs(outputs, self.dev)
+        scored, _ = score_outputs(outputs, self.dev, self.decode)
         return headline(scored, "dev/")
 
 

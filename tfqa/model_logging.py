@@ -23,7 +23,7 @@ def serving_code_path() -> Path:
     return Path(__file__).with_name("serving.py")
 
 
-def _trained_settings(model_dir: str | Path) -> dict:
+def trained_settings(model_dir: str | Path) -> dict:
     path = Path(model_dir) / FEATURES_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -32,17 +32,24 @@ def read_feature_config(model_dir: str | Path):
     """The ``FeatureConfig`` a model folder was trained with (the defaults for folders without one)."""
     from tfqa.features import FeatureConfig
 
-    settings = _trained_settings(model_dir)
+    settings = trained_settings(model_dir)
     defaults = FeatureConfig()
     return FeatureConfig(int(settings.get("max_seq_len", defaults.max_seq_len)),
                          int(settings.get("max_question_len", defaults.max_question_len)),
                          str(settings.get("html_tokens", defaults.html_tokens)))
 
 
+def read_decode_config(model_dir: str | Path):
+    """How the model's own outputs are decoded when it answers alone (joint for older folders)."""
+    from tfqa.decode import DecodeConfig
+
+    return DecodeConfig.from_dict(trained_settings(model_dir).get("decode"))
+
+
 def read_top_level_only(model_dir: str | Path) -> bool:
     """Whether the model was trained on top-level candidates only, and so answers only with them
     (``score_candidates(top_level_only=...)``)."""
-    return bool(_trained_settings(model_dir).get("top_level_only", False))
+    return bool(trained_settings(model_dir).get("top_level_only", False))
 
 
 def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:

@@ -98,6 +98,10 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
     manifest = EnsembleManifest.load(profile.manifest)
     work = Path(profile.work_dir).resolve()
     common = {"output_dir": str(work / "outputs")}
+    # The manifest names the procedure: the tag tokens every model is trained with, and how
+    # each model's own outputs are decoded (as the ensemble's are).
+    procedure = {"html_tokens": manifest.html_tokens}
+    decode = {"decode": manifest.decode.decode}
     name_override = {"backbone_name": profile.backbone_name} if profile.backbone_name else {}
 
     def train(variant: str, extra: Callable[[PipelineResult], dict] = lambda r: {}):
@@ -106,7 +110,8 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
             mined = {"mining_run": r.run_id("mine_hard_negatives")} if v.negatives == "hard" else {}
             return {"backbone": profile.backbones[v.entry_point], "train_data": data["train"],
                     **({"variant": variant} if variant != "bert_base" else {}),
-                    "dev_data": data["dev"], **common, **profile.train_overrides, **name_override, **mined, **extra(r)}
+                    "dev_data": data["dev"], **common, **procedure, **decode, **profile.train_overrides, **name_override,
+                    **mined, **extra(r)}
         return (f"train_{variant}", v.entry_point, params)
 
     squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
@@ -117,13 +122,13 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
             "input": data["train"], "tokenizer": profile.backbones["train_bert_base"],
             "cache_dir": str(work / "outputs" / "features"), "strategy": base.negatives,
             "negatives": base.negatives_per_example, "seed": base.seed,
-            "max_seq_len": profile.train_overrides.get("max_seq_len", base.max_seq_len)}),
+            "max_seq_len": profile.train_overrides.get("max_seq_len", base.max_seq_len), **procedure}),
         train("bert_base", lambda r: {"train_data": r.run_id("prepare")}),
         ("mine_hard_negatives", "mine_hard_negatives",
          lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
         train("1", warm),
         ("finetune_squad", "finetune_squad",
-         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common,
+         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common, **procedure,
                     **profile.squad_overrides, **warm(r)}),
         train("2", squad_init),
         train("3", squad_init),

@@ -56,6 +56,18 @@ class Variant:
     max_question_len: int = 64
     html_tokens: str = "tfqa"
     """``original`` or ``tfqa`` tag tokens (``FeatureConfig.html_tokens``)."""
+    decode: str = "joint"
+    """How this model's own outputs are decoded (``DecodeConfig.decode``): its dev evaluation and
+    when it is served alone. An ensemble decodes as its manifest says."""
+
+    def __post_init__(self) -> None:
+        # Checked here so a bad -P value fails before any model or data is loaded.
+        from tfqa.decode import DECODE_MODES
+        from tfqa.tokenization import check_html_tokens
+
+        check_html_tokens(self.html_tokens)
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
 
 
 VARIANTS: dict[str, Variant] = {

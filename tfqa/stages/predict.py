@@ -1,6 +1,7 @@
 """The ``predict`` stage: a test jsonl + a finished ``validate`` run -> Kaggle ``submission.csv``.
 
-The same model versions, weights and thresholds the validation chose; rows
+The same model versions, weights, cascade, decoding and thresholds the validation chose (the
+cascade's models run on the survivors of the stage before only); rows
 ``<id>_long`` / ``<id>_short`` with ``start:end`` token spans, ``YES``, ``NO`` or blank.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 from tfqa import decode as dec
 from tfqa.ensemble import ensemble
 from tfqa.readers import read_examples
-from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT, ValidateConfig, model_outputs
+from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT
 from tfqa.upstream import download_run_artifact
 
 
@@ -47,8 +48,19 @@ def voting_models(report: dict) -> list[tuple[str, str, float]]:
     return [(n, str(report["versions"][n]), float(w)) for n, w in zip(report["names"], report["weights"]) if w > 0]
 
 
+def cascade_of(report: dict):
+    """The cascade stages a validation ran, as ``CascadeStage``s with their model versions."""
+    from tfqa.registry import CascadeStage
+
+    return [(CascadeStage(st["model"], int(st["top_k"]), float(st["threshold"])), str(st["version"]))
+            for st in report.get("cascade", [])]
+
+
 def run_predict(cfg: PredictConfig, run) -> Path:
     from mlflow.tracking import MlflowClient
+
+    from tfqa.model_scores import score_model
+    from tfqa.pruning import run_cascade
 
     vrun = MlflowClient().get_run(cfg.validate_run)
     if vrun.info.status != "FINISHED":
@@ -57,25 +69,40 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     report = json.loads(download_run_artifact(cfg.validate_run, ENSEMBLE_ARTIFACT).read_text())
     t_long, t_short = ((thresholds["kaggle_long"], thresholds["kaggle_short"]) if cfg.thresholds == "kaggle"
                        else (thresholds["long"], thresholds["short"]))
-    run.log_params({"predict": asdict(cfg), "threshold": {"long": t_long, "short": t_short}})
+    # The thresholds were chosen under the validation's decoding: decode exactly so.
+    dcfg = dec.DecodeConfig.from_dict(thresholds.get("decode") or report.get("decode"))
+    stages = cascade_of(report)
+    run.log_params({"predict": asdict(cfg), "threshold": {"long": t_long, "short": t_short}, "decode": dcfg.to_dict(),
+                    "cascade": [asdict(st) for st, _ in stages] or "none"})
     run.set_tags({"tfqa.stage": "predict", "tfqa.upstream.validate": cfg.validate_run})
 
     examples = list(read_examples(cfg.test_data))
-    vcfg = ValidateConfig(manifest="", dev_data=cfg.test_data, output_dir=cfg.output_dir)
+    versions = {n: str(v) for n, v in report["versions"].items()}
+
+    def score(name: str, keys):
+        sc = score_model(f"models:/{name}/{versions[name]}", f"{name}-v{versions[name]}", cfg.test_data,
+                         cfg.output_dir, keys=keys)
+        run.log_artifact(str(sc.cache_path), "outputs")
+        return sc.outputs, sc.seconds
+
+    # Each stage's model runs on the survivors of the stage before only, as in the original.
+    casc = run_cascade([st for st, _ in stages], score)
     voters = voting_models(report)
-    outputs = []
-    for name, version, _ in voters:
-        out, _ = model_outputs(f"models:/{name}/{version}", f"{name}-v{version}", Path(cfg.test_data), vcfg, run, name)
-        outputs.append(out)
-    ens = ensemble(outputs, [w for _, _, w in voters], names=[n for n, _, _ in voters])
-    decoded = dec.decode(ens, dec.candidate_spans(examples), example_ids=[ex.example_id for ex in examples])
+    outputs, seconds = zip(*(score(name, casc.keys) for name, _, _ in voters))
+    ens = ensemble(list(outputs), [w for _, _, w in voters], names=[n for n, _, _ in voters])
+    decoded = dec.decode(ens, dec.candidate_spans(examples), dcfg, example_ids=[ex.example_id for ex in examples])
     decoded = dec.apply_thresholds(decoded, t_long, t_short)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "submission.csv"
     sub = submission_rows(decoded)
     sub.to_csv(path, index=False)
-    run.log_metrics({"predict/examples": len(examples), "predict/long_answers": int((sub.PredictionString != "")[::2].sum()),
-                     "predict/short_answers": int((sub.PredictionString != "")[1::2].sum())}, step=0)
+    metrics = {"predict/examples": len(examples), "predict/long_answers": int((sub.PredictionString != "")[::2].sum()),
+               "predict/short_answers": int((sub.PredictionString != "")[1::2].sum()),
+               "predict/candidates_ensemble": len(ens), "predict/ensemble_seconds": float(sum(seconds))}
+    for k, st in enumerate(casc.stages, 1):
+        metrics.update({f"predict/stage{k}_scored": st.scored, f"predict/stage{k}_kept": st.kept,
+                        f"predict/stage{k}_seconds": st.seconds})
+    run.log_metrics(metrics, step=0)
     run.log_artifact(str(path), "submission")
     return path

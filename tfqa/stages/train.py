@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tfqa.decode import DecodeConfig
 from tfqa.feature_cache import MANIFEST, BuildConfig, build_features
 from tfqa.features import FeatureConfig
 from tfqa.selection import SelectionConfig
@@ -135,7 +136,8 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         final = out_dir / "final"
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
-        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only})
+        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only,
+                                             "decode": DecodeConfig(decode=v.decode).to_dict()})
     return result.metrics
 
 
@@ -146,4 +148,4 @@ def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
 
     return DevEvaluator.from_file(cfg.dev_data, str(store.tokenizer_dir), Path(cfg.output_dir) / "features",
                                   limit=cfg.dev_examples, features=FeatureConfig(**store.manifest["features"]),
-                                  top_level_only=top_level_only)
+                                  top_level_only=top_level_only, decode=DecodeConfig(decode=cfg.variant.decode))

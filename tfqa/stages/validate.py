@@ -1,9 +1,12 @@
 """The ``validate`` stage: the registered models, pulled by alias, ensembled on the dev set.
 
-For each model: dev features with its own tokenizer, per-candidate outputs (cached per model
-version and data fingerprint), official NQ metrics alone. Then the weighted word-level ensemble
-(weights from the manifest, or fitted cross-validated over halves of the dev set), its metrics,
-the best long/short thresholds, and two model-free baselines, all logged to the run.
+For each model: dev features built as it was trained, per-candidate outputs on every candidate
+(cached per model version and data fingerprint, with the seconds they took), official NQ metrics
+alone. Then the manifest's procedure: its pruning cascade (each stage keeps the best few
+candidates per example), the weighted word-level ensemble of the survivors (weights from the
+manifest, or fitted cross-validated over halves of the dev set), decoded as the manifest says;
+its metrics and best long/short thresholds, the same ensemble without the cascade, the
+candidates and inference seconds of each stage, and two model-free baselines.
 """
 from __future__ import annotations
 
@@ -36,41 +39,17 @@ class ValidateConfig:
     fit_weights: bool = False
     """Fit the ensemble weights on the dev set, cross-validated over its two halves."""
     dev_examples: int = 0
-    max_answer_words: int = 30
+    decode: str = ""
+    """``joint`` or ``original`` (empty: the manifest's)."""
+    max_answer_words: int = 0
+    """Longest short answer of the joint decoding (0: the manifest's)."""
     batch_tokens: int = 16384
     promotions: str = ""
     """Run ids of the promotions this validation follows (recorded so reuse sees new versions)."""
 
-
-def model_outputs(model_uri: str, cache_key: str, dev_path: Path, cfg: ValidateConfig, run, name: str):
-    """Per-candidate dev outputs of one model version, from the cache when it has them."""
-    from tfqa.dataset import FeatureStore
-    from tfqa.feature_cache import BuildConfig, build_features
-    from tfqa.inference import InferenceConfig, score_candidates
-    from tfqa.loading import load_tfqa_model
-    from tfqa.model_logging import read_feature_config, read_top_level_only
-    from tfqa.tokenization import load_tokenizer
-
-    loaded = load_tfqa_model(model_uri)
-    fcfg = read_feature_config(loaded.model_dir)
-    info = build_features(dev_path, loaded.model_dir, Path(cfg.output_dir) / "features", BuildConfig(features=fcfg), progress=False)
-    cache = Path(cfg.output_dir) / "inference" / f"{cache_key}-{info.fingerprint}.parquet"
-    if cache.exists():
-        outputs = pd.read_parquet(cache)
-        reused = True
-    else:
-        store = FeatureStore(info.path)
-        outputs = score_candidates(loaded.model, store, cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
-                                   pad_id=int(load_tokenizer(loaded.model_dir).pad_token_id or 0), progress=True,
-                                   top_level_only=read_top_level_only(loaded.model_dir))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".part")
-        outputs.to_parquet(tmp, index=False)
-        tmp.replace(cache)
-        reused = False
-    run.log_artifact(str(cache), "outputs")
-    run.set_tags({f"tfqa.outputs.{name}": cache.name, f"{FINGERPRINT_TAG}.{name}": info.fingerprint})
-    return outputs, reused
+    def decode_config(self, manifest: EnsembleManifest) -> dec.DecodeConfig:
+        return dec.DecodeConfig(self.max_answer_words or manifest.decode.max_answer_words,
+                                self.decode or manifest.decode.decode)
 
 
 def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
@@ -98,33 +77,52 @@ def null_baseline(dev: DevSet) -> list[dec.Prediction]:
 
 def run_validate(cfg: ValidateConfig, run) -> dict:
     from tfqa.evaluation import write_subset
+    from tfqa.model_scores import score_model
+    from tfqa.pruning import restrict, run_cascade
 
-    manifest = EnsembleManifest.load(cfg.manifest)
+    manifest = EnsembleManifest.load(cfg.manifest)  # every manifest error before any model loads
+    dcfg = cfg.decode_config(manifest)
     alias = cfg.alias or manifest.alias
     versions = resolve_aliases(manifest, alias)
     dev = DevSet.read(cfg.dev_data, cfg.dev_examples)
     dev_path = Path(cfg.dev_data)
     if cfg.dev_examples:
         dev_path = write_subset(cfg.dev_data, Path(cfg.output_dir) / "features" / f"dev-{cfg.dev_examples}.jsonl", cfg.dev_examples)
-    run.log_params({"validate": asdict(cfg), "alias": alias,
+    run.log_params({"validate": asdict(cfg), "alias": alias, "decode": dcfg.to_dict(),
+                    "cascade": [asdict(st) for st in manifest.cascade] or "none",
                     **{f"weight.{m.name}": m.weight for m in manifest.models}})
     run.set_tags({"tfqa.stage": "validate",
                   **{f"tfqa.model_version.{n}": mv.version for n, mv in versions.items()},
                   **{f"tfqa.upstream.{n}": mv.run_id for n, mv in versions.items()}})
-    dcfg = dec.DecodeConfig(cfg.max_answer_words)
     metrics: dict[str, float] = {}
-    outputs, names = [], []
+    scores = {}
     for m in manifest.models:
         mv = versions[m.name]
-        out, reused = model_outputs(f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg, run, m.name)
-        scored, _ = score_outputs(out, dev, dcfg)
+        sc = score_model(f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg.output_dir,
+                         batch_tokens=cfg.batch_tokens)
+        run.log_artifact(str(sc.cache_path), "outputs")
+        run.set_tags({f"tfqa.outputs.{m.name}": sc.cache_path.name, f"{FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
+                      f"tfqa.html_tokens.{m.name}": sc.settings["html_tokens"]})
+        scored, _ = score_outputs(sc.outputs, dev, dcfg)
         metrics.update(headline(scored, f"model/{m.name}/"))
-        metrics[f"model/{m.name}/outputs_reused"] = float(reused)
-        outputs.append(out)
-        names.append(m.name)
-
+        metrics.update({f"model/{m.name}/outputs_reused": float(sc.reused), f"model/{m.name}/inference_seconds": sc.seconds})
+        scores[m.name] = sc
+    names = [m.name for m in manifest.models]
     weights = normalise_weights([m.weight for m in manifest.models], len(names))
-    report: dict = {"names": names, "versions": {n: versions[n].version for n in names}, "manifest_weights": weights.tolist()}
+
+    # The cascade from the outputs on every candidate (needed anyway for the figures without
+    # it): each stage's seconds are its model's measured rate here times the candidates it scores.
+    def from_every_candidate(name: str, keys):
+        sc = scores[name]
+        out = restrict(sc.outputs, keys, name)
+        return out, sc.seconds * len(out) / max(sc.rows, 1)
+
+    casc = run_cascade(manifest.cascade, from_every_candidate)
+    outputs = [restrict(scores[n].outputs, casc.keys, n) for n in names]
+    report: dict = {"names": names, "versions": {n: versions[n].version for n in names},
+                    "manifest_weights": weights.tolist(), "decode": dcfg.to_dict(),
+                    "cascade": [{**asdict(st), "version": versions[st.model].version} for st in manifest.cascade],
+                    "model_settings": {n: scores[n].settings for n in names}}
     if cfg.fit_weights:
         def objective(ens) -> float:
             part = dev.subset(pd.unique(ens.example_id))
@@ -143,6 +141,11 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     metrics.update(headline(scored, "ensemble/"))
     official = scored.official_metrics()
     metrics.update({f"ensemble/{mlflow_metric_name(k)}": float(v) for k, v in official.items() if isinstance(v, (int, float))})
+    metrics.update(cascade_metrics(casc, scores, names, weights))
+    if manifest.cascade:
+        every = ensemble([scores[n].outputs for n in names], weights, names=names)
+        metrics.update(headline(score_outputs(every, dev, dcfg)[0], "ensemble_no_cascade/"))
+        report["cascade_counts"] = [asdict(st) for st in casc.stages]
     kaggle = scored.best_kaggle_micro_f1()
     thresholds = {
         "long": float(official["long-best-threshold"]), "short": float(official["short-best-threshold"]),
@@ -155,7 +158,8 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id / "validation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=1))
+    # predict decodes with exactly these settings: the thresholds only hold under them.
+    (out_dir / "thresholds.json").write_text(json.dumps({**thresholds, "decode": dcfg.to_dict()}, indent=1))
     (out_dir / "ensemble.json").write_text(json.dumps(report, indent=1))
     (out_dir / "predictions.json").write_text(json.dumps(dec.nq_predictions_json(decoded, dev.offsets)))
     (out_dir / "predictions.txt").write_text(predictions_report(metrics, official, thresholds, report))
@@ -165,6 +169,23 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     return {**metrics, **{f"thresholds.{k}": v for k, v in thresholds.items()}}
 
 
+def cascade_metrics(casc, scores: dict, names: list[str], weights) -> dict[str, float]:
+    """Candidates reaching each stage and the inference seconds each took, beside the seconds
+    without the cascade (then only the voting models run, on every candidate)."""
+    voters = [n for n, w in zip(names, weights) if w > 0]
+    n_all = max(sc.rows for sc in scores.values())
+    n_ens = n_all if casc.keys is None else len(casc.keys)
+    out: dict[str, float] = {"cascade/candidates_all": n_all, "cascade/candidates_ensemble": n_ens}
+    for k, st in enumerate(casc.stages, 1):
+        out.update({f"cascade/stage{k}_scored": st.scored, f"cascade/stage{k}_kept": st.kept,
+                    f"cascade/stage{k}_seconds": st.seconds})
+    voting = sum(scores[n].seconds * n_ens / max(scores[n].rows, 1) for n in voters)
+    out["cascade/ensemble_seconds"] = voting
+    out["cascade/inference_seconds"] = voting + sum(st.seconds for st in casc.stages)
+    out["cascade/inference_seconds_without"] = sum(scores[n].seconds for n in voters)
+    return out
+
+
 def predictions_report(metrics: dict, official: dict, thresholds: dict, report: dict) -> str:
     """The original's ``predictions.txt``: per model and ensemble F1, then the thresholds."""
     lines = ["model                              long-F1  short-F1  kaggle-F1"]
@@ -172,7 +193,15 @@ def predictions_report(metrics: dict, official: dict, thresholds: dict, report: 
     for r in rows:
         lines.append(f"{r:<34} {metrics[r + '/long-best-threshold-f1']:.4f}   {metrics[r + '/short-best-threshold-f1']:.4f}    "
                      f"{metrics.get(r + '/kaggle-micro-f1', float('nan')):.4f}")
-    lines += ["", "ensemble weights: " + ", ".join(f"{n}={w:.3f}" for n, w in zip(report["names"], report["weights"])),
+    d = report.get("decode", {})
+    lines += ["", f"decode: {d.get('decode', 'joint')} (max_answer_words {d.get('max_answer_words', 30)})",
+              "html_tokens: " + ", ".join(f"{n}={s.get('html_tokens', 'tfqa')}" for n, s in report.get("model_settings", {}).items())]
+    counts = report.get("cascade_counts", [])
+    stages = [f"{st['model']} top {st['top_k']} > {st['threshold']}"
+              + (f" ({counts[k]['scored']} -> {counts[k]['kept']} candidates)" if k < len(counts) else "")
+              for k, st in enumerate(report.get("cascade", []))]
+    lines.append("cascade: " + (" -> ".join(stages) if stages else "none"))
+    lines += ["ensemble weights: " + ", ".join(f"{n}={w:.3f}" for n, w in zip(report["names"], report["weights"])),
               f"long threshold  {thresholds['long']:.4f}   short threshold  {thresholds['short']:.4f}",
               f"kaggle thresholds: long {thresholds['kaggle_long']:.4f}  short {thresholds['kaggle_short']:.4f}  "
               f"micro-F1 {thresholds['kaggle_micro_f1']:.4f}", "", json.dumps(official, indent=1)]
