@@ -17,6 +17,7 @@ from tfqa.stages.validate import ValidateConfig, run_validate
 @click.option("--dev-examples", default=0, show_default=True, help="Only the first N dev examples (0: all).")
 @click.option("--decode", type=click.Choice(["", "joint", "original"]), default="", help="Decoding (default: the manifest's).")
 @click.option("--max-answer-words", default=0, show_default=True, help="Joint decoding's longest answer (0: the manifest's).")
+@click.option("--cascade", type=click.Choice(["", "none"]), default="", help="none: skip the manifest's pruning cascade.")
 @click.option("--promotions", default="", help="Upstream promote run ids (recorded).")
 @click.option("--manifest-digest", default="", help="Hash of the manifest's content (recorded: a pipeline reuse key).")
 def main(manifest_digest, **opts):

@@ -10,6 +10,7 @@ positions, which is what lets models with different tokenizers be averaged per w
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -83,24 +84,54 @@ class CandidateFeaturizer:
         self.cls_id, self.sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
         self.unk_id = tokenizer.unk_token_id
         self._html = HtmlTokens.of(tokenizer, cfg.html_tokens)
+        # In ``original`` mode a word is a tag by its spelling alone (the original's regex), so its
+        # cache entry is already its tag id and a page needs one dict lookup per word. In ``tfqa``
+        # mode the input's per-token html flag decides: entries are the text pieces, and flagged
+        # positions take their tag id from ``_tag_cache`` instead.
+        self._tags_by_spelling = cfg.html_tokens == "original"
         self._cache: dict[str, tuple[int, ...]] = {}
+        self._tag_cache: dict[str, tuple[int]] = {}
         self._cache_size = word_cache_size
 
     # -- tokenisation ---------------------------------------------------------------------------
     def _word_ids(self, words: list[str]) -> list[tuple[int, ...]]:
+        """The ids of each word as read when the input does not flag it html (see __init__)."""
         cache = self._cache
-        todo = list({w for w in words if w not in cache})
+        todo = set(words).difference(cache)
         if todo and len(cache) + len(todo) > self._cache_size:
             # Bounded memory on 300k-document runs: start afresh, then refill with this call's words.
             cache.clear()
-            todo = list(set(words))
+            self._tag_cache.clear()
+            todo = set(words)
         if todo:
-            encoded = self.tok(todo, add_special_tokens=False)["input_ids"]
-            for w, ids in zip(todo, encoded):
-                # A word made only of characters the tokenizer drops (zero-width space, control
-                # characters) still needs a position for its start/end probability.
-                cache[w] = tuple(ids) if ids else (self.unk_id,)
-        return [cache[w] for w in words]
+            text = list(todo)
+            if self._tags_by_spelling:
+                flags = self._html.tag_flags(text, [], range(len(text)))
+                for k in [k for k in range(len(text)) if flags[k]]:
+                    cache[text[k]] = (self._html.id_for(text[k]),)
+                text = [w for k, w in enumerate(text) if not flags[k]]
+            if text:
+                encoded = self.tok(text, add_special_tokens=False)["input_ids"]
+                for w, ids in zip(text, encoded):
+                    # A word made only of characters the tokenizer drops (zero-width space, control
+                    # characters) still needs a position for its start/end probability.
+                    cache[w] = tuple(ids) if ids else (self.unk_id,)
+        return list(map(cache.__getitem__, words))
+
+    def _piece_ids(self, ex: Example, word_idx: list[int]) -> list[tuple[int, ...]]:
+        """Subword ids of the words ``word_idx`` of ``ex``, a tag word's being its one tag id."""
+        words = ex.words
+        pieces = self._word_ids([words[i] for i in word_idx])
+        if not self._tags_by_spelling:
+            is_html, tags = ex.is_html, self._tag_cache
+            for k, i in enumerate(word_idx):
+                if is_html[i]:
+                    w = words[i]
+                    tag = tags.get(w)
+                    if tag is None:
+                        tag = tags[w] = (self._html.id_for(w),)
+                    pieces[k] = tag
+        return pieces
 
     def question_ids(self, question: str) -> list[int]:
         ids = self.tok(question, add_special_tokens=False)["input_ids"]
@@ -111,44 +142,40 @@ class CandidateFeaturizer:
         """Feature columns for the chosen candidates of one example, with their counts."""
         cfg = self.cfg
         q_ids = self.question_ids(ex.question)
-        prefix = [self.cls_id, *q_ids, self.sep_id]
+        prefix = np.array([self.cls_id, *q_ids, self.sep_id], dtype=np.int32)
+        sep = prefix[-1:]
         budget = cfg.max_seq_len - len(prefix) - 1
         n_doc = len(ex.words)
+        cands = [ex.candidates[ci] for ci in candidate_indices]
+        first = np.array([c.start_token for c in cands], dtype=np.int64)
+        last = np.array([c.end_token for c in cands], dtype=np.int64)
 
         # Only words that can land in some input are tokenised: each word costs >= 1 subword,
         # so at most ``budget`` words of a candidate can be kept.
-        needed = np.zeros(n_doc + 1, dtype=np.int32)
-        for ci in candidate_indices:
-            c = ex.candidates[ci]
-            needed[c.start_token] += 1
-            needed[min(c.end_token, c.start_token + budget)] -= 1
+        reach = np.minimum(last, first + budget)
+        needed = np.bincount(first, minlength=n_doc + 1) - np.bincount(reach, minlength=n_doc + 1)
         word_idx = np.flatnonzero(np.cumsum(needed[:n_doc]) > 0)
-        lengths = np.zeros(n_doc, dtype=np.int64)
-        piece_ids: list[tuple[int, ...]] = []
-        html = self._html
-        is_tag = html.tag_flags(ex.words, ex.is_html, word_idx)
-        text_words = [i for i in word_idx if not is_tag[i]]
-        text_ids = dict(zip(text_words, self._word_ids([ex.words[i] for i in text_words])))
-        for i in word_idx:
-            ids = (html.id_for(ex.words[i]),) if is_tag[i] else text_ids[i]
-            piece_ids.append(ids)
-            lengths[i] = len(ids)
-        flat = np.fromiter((t for ids in piece_ids for t in ids), dtype=np.int32)
+        piece_ids = self._piece_ids(ex, word_idx.tolist())
+        lengths = np.zeros(n_doc, dtype=np.int32)
+        lengths[word_idx] = np.fromiter(map(len, piece_ids), dtype=np.int32, count=len(piece_ids))
+        flat = np.fromiter(chain.from_iterable(piece_ids), dtype=np.int32)
         # starts[i] = offset of word i's first piece in ``flat`` (words not needed have length 0).
-        starts = np.zeros(n_doc + 1, dtype=np.int64)
+        starts = np.zeros(n_doc + 1, dtype=np.int32)
         np.cumsum(lengths, out=starts[1:])
 
+        # Words s..s+k-1 of a candidate fit when starts[s+k] <= starts[s] + budget; starts never
+        # decreases, so the count comes from one search over the whole page for all candidates,
+        # capped at the words the candidate has (or the budget allows).
+        fits = np.searchsorted(starts, starts[first] + budget, side="right") - 1
+        kept = np.minimum(fits - first, reach - first)
         label_of = candidate_labels(ex)
         cols: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
         counts = FeatureCounts(examples=1)
-        for ci in candidate_indices:
-            c = ex.candidates[ci]
+        for ci, c, n_kept in zip(candidate_indices, cands, kept.tolist()):
             s, e = c.start_token, c.end_token
-            # Number of leading words whose pieces fit: ends[k] = pieces used by words s..s+k.
-            ends = starts[s + 1 : min(e, s + budget) + 1] - starts[s]
-            n_kept = int(np.searchsorted(ends, budget, side="right"))
-            ids = np.concatenate(([self.cls_id], q_ids, [self.sep_id], flat[starts[s] : starts[s + n_kept]], [self.sep_id]))
-            positions = (starts[s : s + n_kept] - starts[s] + len(prefix)).astype(np.int32)
+            a, b = starts[s], starts[s + n_kept]
+            ids = np.concatenate((prefix, flat[a:b], sep))
+            positions = starts[s : s + n_kept] - (a - len(prefix))
 
             label, start_w, end_w = AnswerClass.NOT_ANSWER, -1, -1
             gold = label_of.get(ci)
@@ -176,6 +203,6 @@ class CandidateFeaturizer:
             cols["label"].append(int(label))
             cols["start_word"].append(start_w)
             cols["end_word"].append(end_w)
-            cols["input_ids"].append(ids.astype(np.int32))
+            cols["input_ids"].append(ids)
             cols["word_positions"].append(positions)
         return cols, counts

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +43,15 @@ class ValidateConfig:
     """``joint`` or ``original`` (empty: the manifest's)."""
     max_answer_words: int = 0
     """Longest short answer of the joint decoding (0: the manifest's)."""
+    cascade: str = ""
+    """``none``: skip the manifest's pruning cascade (empty: run it)."""
     batch_tokens: int = 16384
     promotions: str = ""
     """Run ids of the promotions this validation follows (recorded so reuse sees new versions)."""
+
+    def __post_init__(self) -> None:
+        if self.cascade not in ("", "none"):
+            raise ValueError(f"cascade must be empty (the manifest's) or 'none', got {self.cascade!r}")
 
     def decode_config(self, manifest: EnsembleManifest) -> dec.DecodeConfig:
         return dec.DecodeConfig(self.max_answer_words or manifest.decode.max_answer_words,
@@ -81,6 +87,8 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     from tfqa.pruning import restrict, run_cascade
 
     manifest = EnsembleManifest.load(cfg.manifest)  # every manifest error before any model loads
+    if cfg.cascade == "none":
+        manifest = replace(manifest, cascade=())
     dcfg = cfg.decode_config(manifest)
     alias = cfg.alias or manifest.alias
     versions = resolve_aliases(manifest, alias)

@@ -1,0 +1,116 @@
+"""The original's procedure against tfqa's, one switch at a time, on the demo's dev set.
+
+Reads what two finished demos left (each ``validate`` run's cached per-candidate outputs of the
+five variants, its dev file): the default demo (``html_tokens=tfqa``) and the demo run with
+``registry/demo-original.yaml`` (every model retrained with ``html_tokens=original``). For each,
+every combination of decoding (joint / original), cascade (off / the original's: variant 1 keeps
+each example's top 10 above 0.2, variant 4 the top 4 of those above 0.35) and weights (equal /
+the original's 0, .3, .3, .2, .2) is decoded and scored with the official metric; the table also
+gives the candidates that reach the ensemble and the inference seconds they cost (each model's
+measured rate on this dev set times the candidates it scores).
+
+    python -m tfqa.demo && python -m tfqa.demo --manifest registry/demo-original.yaml --work-dir demo-original
+    python benchmarks/procedure.py --work-dir demo --work-dir demo-original
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+WEIGHTS = {"equal": [0.2] * 5, "original": [0.0, 0.3, 0.3, 0.2, 0.2]}
+
+
+def latest_validate(work_dir: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work_dir.resolve() / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id], "tags.`tfqa.stage` = 'validate' and attributes.status = 'FINISHED'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)]
+    if not runs:
+        raise SystemExit(f"{work_dir}: no finished validate run (run the demo first)")
+    return max(runs, key=lambda r: r.info.start_time)
+
+
+def load(work_dir: Path):
+    """(html_tokens, model names in variant order, outputs, seconds per model, DevSet)."""
+    import pandas as pd
+
+    from tfqa.evaluation import DevSet
+    from tfqa.registry import EnsembleManifest
+
+    run = latest_validate(work_dir)
+    tags, params = run.data.tags, run.data.params
+    manifest = EnsembleManifest.load(params["validate.manifest"])
+    names = [m.name for m in sorted(manifest.models, key=lambda m: m.variant)]
+    inference = work_dir / "outputs" / "inference"
+    outputs, seconds = {}, {}
+    for n in names:
+        path = inference / tags[f"tfqa.outputs.{n}"]
+        outputs[n] = pd.read_parquet(path)
+        seconds[n] = json.loads(path.with_suffix(".json").read_text())["seconds"]
+    html = {tags.get(f"tfqa.html_tokens.{n}", "tfqa") for n in names}
+    dev = DevSet.read(params["validate.dev_data"], int(float(params.get("validate.dev_examples", 0))))
+    return "/".join(sorted(html)), names, outputs, seconds, dev
+
+
+def evaluate(names, outputs, seconds, dev, decode: str, cascade: bool, weights: str) -> dict:
+    from tfqa import decode as dec
+    from tfqa.ensemble import ensemble
+    from tfqa.evaluation import score_outputs
+    from tfqa.pruning import restrict, run_cascade
+    from tfqa.registry import CascadeStage
+
+    stages = [CascadeStage(names[0], 10, 0.2), CascadeStage(names[3], 4, 0.35)] if cascade else []
+    n_all = len(outputs[names[0]])
+
+    def from_every_candidate(name, keys):
+        out = restrict(outputs[name], keys, name)
+        return out, seconds[name] * len(out) / n_all
+
+    casc = run_cascade(stages, from_every_candidate)
+    w = WEIGHTS[weights]
+    ens = ensemble([restrict(outputs[n], casc.keys, n) for n in names], w, names=names)
+    official = score_outputs(ens, dev, dec.DecodeConfig(decode=decode))[0].official_metrics()
+    n_ens = len(ens)
+    cost = sum(st.seconds for st in casc.stages) + sum(seconds[n] * n_ens / n_all for n, wk in zip(names, w) if wk > 0)
+    return {"long_f1": official["long-best-threshold-f1"], "short_f1": official["short-best-threshold-f1"],
+            "candidates": n_ens, "of": n_all, "seconds": cost}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work-dir", action="append", required=True, help="a finished demo's work dir (repeat)")
+    args = ap.parse_args()
+    rows = []
+    for wd in args.work_dir:
+        html, names, outputs, seconds, dev = load(Path(wd))
+        for n in names:
+            from tfqa import decode as dec
+            from tfqa.evaluation import score_outputs
+
+            for decode in ("joint", "original"):
+                o = score_outputs(outputs[n], dev, dec.DecodeConfig(decode=decode))[0].official_metrics()
+                rows.append({"html_tokens": html, "model": n, "decode": decode, "cascade": "-", "weights": "-",
+                             "long_f1": o["long-best-threshold-f1"], "short_f1": o["short-best-threshold-f1"]})
+        for decode, cascade, weights in itertools.product(("joint", "original"), (False, True), WEIGHTS):
+            r = evaluate(names, outputs, seconds, dev, decode, cascade, weights)
+            rows.append({"html_tokens": html, "model": "ensemble", "decode": decode, "cascade": "on" if cascade else "off",
+                         "weights": weights, **r})
+    print("| html_tokens | model | decode | cascade | weights | long F1 | short F1 | candidates | inference s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cand = f"{r['candidates']} / {r['of']}" if "candidates" in r else ""
+        secs = f"{r['seconds']:.1f}" if "seconds" in r else ""
+        print(f"| {r['html_tokens']} | {r['model']} | {r['decode']} | {r['cascade']} | {r['weights']} | "
+              f"{r['long_f1']:.4f} | {r['short_f1']:.4f} | {cand} | {secs} |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
