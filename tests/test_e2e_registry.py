@@ -421,8 +421,9 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
     thresholds = json.loads(_download(run_id, "validation/thresholds.json", tmp_path / "t").read_text())
     assert thresholds["decode"] == {"max_answer_words": 7, "decode": "original"}
     voters = [NAMES[k] for k in "2345"]
+    versions = json.loads(_download(run_id, "validation/ensemble.json", tmp_path / "e").read_text())["versions"]
     arts = sorted(a for a in _artifacts(client, prun.info.run_id, "outputs") if "-rows-" in a)
-    survivors = {n: [a for a in arts if a.startswith(f"outputs/{n}-v1-")] for n in voters}
+    survivors = {n: [a for a in arts if a.startswith(f"outputs/{n}-v{versions[n]}-")] for n in voters}
     outs = []
     for n in voters:
         ensemble_part = [a for a in survivors[n] if f"-rows-{int(pm['predict/candidates_ensemble'])}-" in a]

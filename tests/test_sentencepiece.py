@@ -133,15 +133,18 @@ def check_row(ref: WordReference, ex: Example, row: Row, cfg: FeatureConfig, cou
     where = (ex.example_id, row.candidate_index)
     cand = ex.candidates[row.candidate_index]
     assert (row.word_offset, row.n_words) == (cand.start_token, cand.end_token - cand.start_token), where
-    question = tok(ex.question, add_special_tokens=False)["input_ids"][: cfg.max_question_len]
+    question = tok(ex.question, add_special_tokens=False)["input_ids"]
+    counts["question_cut"] += len(question) > cfg.max_question_len
+    question = question[: cfg.max_question_len]
     prefix = [tok.cls_token_id, *question, tok.sep_token_id]
     ids, pos = row.input_ids, row.positions
     assert ids[: len(prefix)] == prefix and ids[-1] == tok.sep_token_id and len(ids) <= cfg.max_seq_len, where
     assert len(pos) == row.n_kept, where
     want = [ref.ids(ex, cand.start_token + k) for k in range(row.n_kept)]
     lengths = [len(w) for w, _ in want]
-    # Consecutive first subwords lie exactly one word's pieces apart, starting right after [SEP].
-    assert pos == (len(prefix) + np.concatenate(([0], np.cumsum(lengths[:-1])))).tolist()[: row.n_kept], where
+    # The first word starts right after [SEP]; consecutive first subwords lie exactly one word's
+    # pieces apart.
+    assert pos[:1] == [len(prefix)][: row.n_kept] and np.diff(pos).tolist() == lengths[:-1], where
     for k, (p, (w, _)) in enumerate(zip(pos, want)):
         assert ids[p : p + len(w)] == w, (*where, k, ex.words[cand.start_token + k])
     assert len(prefix) + sum(lengths) == len(ids) - 1, where  # nothing but the kept words' pieces
@@ -197,7 +200,12 @@ def test_albert_tokenizer_is_the_trained_sentencepiece_model(backbones):
     # jamo the piece set never saw.
     assert same_as_spm >= 0.999 * len(words) and unk <= 0.001 * len(words)
     assert np.mean([len(ids) > 1 for ids in encoded]) > 0.5  # real subword segmentation, not whole words
+    # ALBERT has no single-piece "<", hence the tenth added token of the original vocabulary.
+    albert_original = load_tokenizer(albert_dir, "original")
+    assert albert_original.tokenize("<") == ["▁", "<"] and albert_original.convert_tokens_to_ids("qw99") == sa.SPM_VOCAB_SIZE + 9
 
+
+def test_both_backbone_folders_load_as_tfqa_models(backbones):
     for kind, mode, n_added in (("albert", "original", 10), ("albert", "tfqa", 10), ("bert", "original", 9)):
         t = load_tokenizer(backbones.dirs[kind], mode)
         model = CandidateQAModel.from_backbone(backbones.dirs[kind], vocab_size=len(t))
@@ -206,9 +214,6 @@ def test_albert_tokenizer_is_the_trained_sentencepiece_model(backbones):
         ids = torch.tensor([t("who sang", "the song")["input_ids"]])
         cls, start, end = model(ids)
         assert cls.shape == (1, 5) and start.shape == end.shape == ids.shape
-    # ALBERT has no single-piece "<", hence the tenth added token of the original vocabulary.
-    albert_original = load_tokenizer(backbones.dirs["albert"], "original")
-    assert albert_original.tokenize("<") == ["▁", "<"] and albert_original.convert_tokens_to_ids("qw99") == sa.SPM_VOCAB_SIZE + 9
 
 
 # ------------------------------------------------------------------------------------ 2. word maps
@@ -254,7 +259,8 @@ class Trained:
 # still meet at the word level.
 HTML_MODE = {"bert": "tfqa", "albert": "original"}
 SYNTH = dict(min_candidates=8, max_candidates=14, min_tokens=150, max_tokens=400)
-# Short inputs, so many candidates are cut, and cut at different words by the two tokenizers.
+# Short inputs, so many candidates are cut, and cut at different words by the two tokenizers;
+# questions (made-up names: many pieces) are cut at 10.
 E2E_SEQ_LEN = 64
 
 
@@ -267,7 +273,7 @@ def trained(backbones, tmp_path_factory) -> Trained:
     dev = DevSet.read(dev_src)
     out = Trained(dev, {}, {}, {}, {}, {}, {}, {}, {})
     for kind in BACKBONES:
-        fcfg = FeatureConfig(max_seq_len=E2E_SEQ_LEN, max_question_len=24, html_tokens=HTML_MODE[kind])
+        fcfg = FeatureConfig(max_seq_len=E2E_SEQ_LEN, max_question_len=10, html_tokens=HTML_MODE[kind])
         build = BuildConfig(features=fcfg, selection=SelectionConfig("random", negatives=3, seed=0), workers=1)
         info = run_prepare(PrepareConfig(str(train_src), str(backbones.dirs[kind]), str(tmp / "features"), build), progress=False)
         store = FeatureStore(info.path)
@@ -341,7 +347,8 @@ def test_prepare_train_and_score_both_backbones(trained):
         assert _keys(dec.as_outputs(out)) == _dev_keys(dev)
         # One start/end probability per kept document word (not per subword), normalised per row.
         n_kept = store.meta["n_kept"].to_numpy()
-        assert _lengths(out).tolist() == n_kept.tolist() and (n_kept <= store.meta["n_words"].to_numpy()).all()
+        assert _lengths(out).tolist() == [len(e) for e in out["end_probs"]] == n_kept.tolist()
+        assert (n_kept <= store.meta["n_words"].to_numpy()).all()
         assert np.allclose([s.sum() for s in out["start_probs"]], 1, atol=1e-5)
         assert np.allclose(np.stack(out["class_probs"]).sum(1), 1, atol=1e-5)
     # The dev inputs are word maps like any other: check them, then read the model at them.
@@ -359,7 +366,7 @@ def test_prepare_train_and_score_both_backbones(trained):
                     _, start, _ = trained.models[kind](ids, torch.ones_like(ids), types)
                 want = torch.softmax(start[0, row.positions], -1).numpy()
                 np.testing.assert_allclose(trained.outputs[kind]["start_probs"][r], want, rtol=1e-4, atol=1e-6)
-        assert counts["rows"] == len(_dev_keys(dev)) and counts["truncated"] > 0
+        assert counts["rows"] == len(_dev_keys(dev)) and counts["truncated"] > 0 and counts["question_cut"] > 0
     # The two tokenizers split words differently, so they keep different numbers of words of the
     # same long candidates: the rows the ensemble has to pad.
     assert (_lengths(trained.outputs["albert"]) != _lengths(trained.outputs["bert"])).sum() >= 10
@@ -405,7 +412,7 @@ def test_decoded_spans_are_document_words_for_each_model_and_the_ensemble(traine
             s, e = out.start_probs.offsets[r], out.start_probs.offsets[r + 1]
             i, j = _brute_best_span(out.start_probs.values[s:e], out.end_probs.values[s:e], cfg.max_answer_words)
             assert (p.short_start_token, p.short_end_token) == (cand.start_token + i, cand.start_token + j + 1), name
-            assert cand.start_token <= p.short_start_token < p.short_end_token <= cand.end_token
+            assert cand.start_token <= p.short_start_token < p.short_end_token <= cand.start_token + (e - s), name
             assert ex.words[p.short_start_token : p.short_end_token]
             spans_checked += 1
     assert spans_checked >= 6

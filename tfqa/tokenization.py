@@ -123,6 +123,12 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if (path / "spiece.model").exists() and not (path / "tokenizer.json").exists():
+        try:  # transformers' own error here would blame a missing `tiktoken`
+            import sentencepiece  # noqa: F401
+        except ImportError:
+            raise ValueError(f"{path}: holds only spiece.model (no tokenizer.json); converting it needs the "
+                             "sentencepiece package (pip install sentencepiece)") from None
     tok = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"{path}: a fast (Rust) tokenizer is required, got {type(tok).__name__}")
