@@ -182,11 +182,26 @@ def _parse_annotations(
             f.span(s, f"{prefix}short_answers[{j}].", n_words, allow_null=False)  # type: ignore[misc]
             for j, s in enumerate(f.get(ann, "short_answers", prefix, list))
         )
+        _check_shorts_inside(f, shorts, long_span, prefix)
         yes_no = ann.get("yes_no_answer", "NONE")
         if yes_no not in ("NONE", "YES", "NO"):
             raise f.fail(f"{prefix}yes_no_answer", f"{yes_no!r} is not NONE, YES or NO")
         out.append(Annotation(long_span, cand_index, shorts, yes_no, str(ann.get("annotation_id", ""))))
     return out
+
+
+def _check_shorts_inside(f: _Fields, shorts: tuple[Span, ...], long_span: Span | None, prefix: str) -> None:
+    """A short answer lies inside its own long answer: anything else is a broken annotation, not
+    a truncated span (which the features would otherwise take it for)."""
+    if shorts and long_span is None:
+        raise f.fail(f"{prefix}short_answers", f"{len(shorts)} short answers given for a null long answer")
+    for j, s in enumerate(shorts):
+        assert long_span is not None
+        inside = f"its long answer [{long_span.start_token}, {long_span.end_token})"
+        if s.start_token < long_span.start_token:
+            raise f.fail(f"{prefix}short_answers[{j}].start_token", f"{s.start_token} is before {inside}")
+        if s.end_token > long_span.end_token:
+            raise f.fail(f"{prefix}short_answers[{j}].end_token", f"{s.end_token} is past the end of {inside}")
 
 
 def _parse_candidates(f: _Fields, obj: dict, n_words: int) -> list[Candidate]:
