@@ -1,11 +1,22 @@
 """Command-line plumbing shared by the entry point scripts, which import it before anything heavy."""
 import sys
 
+from tfqa.errors import RefusingCommand
 from tfqa.prefork import delegate_if_configured
 
 # Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
 # process only waits for its exit status.
 delegate_if_configured()
+
+
+class StageCommand(RefusingCommand):
+    """An entry point: a refusal is one line (tfqa.errors) and is recorded on the MLflow run that
+    `mlflow run` made for it, also when it came before the stage re-attached to that run."""
+
+    def on_refusal(self, exc: BaseException) -> None:
+        from tfqa.tracking import record_failure
+
+        record_failure(exc)
 
 
 def normalised_argv(argv=None) -> list[str]:

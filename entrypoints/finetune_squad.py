@@ -1,12 +1,12 @@
 """MLflow entry point `finetune_squad`: SQuAD 2.0 fine-tuning, the ALBERT variants' starting point."""
 import click
-from _args import normalised_argv, format_metrics
+from _args import StageCommand, normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.squad import SquadStageConfig, run_squad
 
 
-@click.command()
+@click.command(cls=StageCommand)
 @click.option("--backbone", required=True, help="Local dir of the pretrained backbone.")
 @click.option("--init-model", default="", help="Start from this tfqa model (run id / models:/ URI) instead of the backbone.")
 @click.option("--squad-data", required=True, help="SQuAD 2.0 JSON (train, or one file to split by article).")

@@ -4,14 +4,14 @@ Under torchrun each rank scores its share of the shards; rank 0 merges and logs.
 import os
 
 import click
-from _args import normalised_argv, format_metrics
+from _args import StageCommand, normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.mine import MineConfig, run_mine
 from tfqa.upstream import latest_finished_run_id
 
 
-@click.command()
+@click.command(cls=StageCommand)
 @click.option("--model", default="", help="Scoring model (run id, runs:/, models:/ or dir). Default: the newest finished bert_base run.")
 @click.option("--train-data", required=True, help="NQ training file.")
 @click.option("--output-dir", default="outputs", show_default=True)

@@ -1,12 +1,12 @@
 """MLflow entry point `predict`: Kaggle submission.csv from a finished validate run."""
 import click
-from _args import normalised_argv
+from _args import StageCommand, normalised_argv
 
 from tfqa import tracking
 from tfqa.stages.predict import PredictConfig, run_predict
 
 
-@click.command()
+@click.command(cls=StageCommand)
 @click.option("--validate-run", required=True, help="A finished validate run id.")
 @click.option("--test-data", required=True, help="Test jsonl (Kaggle simplified format).")
 @click.option("--output-dir", default="outputs", show_default=True)

@@ -1,12 +1,12 @@
 """MLflow entry point `promote`: register a finished training run's model and move the alias."""
 import click
-from _args import normalised_argv
+from _args import StageCommand, normalised_argv
 
 from tfqa import tracking
 from tfqa.registry import EnsembleManifest, promote
 
 
-@click.command()
+@click.command(cls=StageCommand)
 @click.option("--run-id", required=True, help="The finished training run.")
 @click.option("--manifest", default="registry/ensemble.yaml", show_default=True)
 @click.option("--name", default="", help="Registered model name (default: the manifest's entry for the run's variant).")

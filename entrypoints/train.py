@@ -5,7 +5,7 @@ One script for all of them: the entry point picks the row of the variants table,
 e.g. `mlflow run . -e train_albert -P variant=2 -P lr=1e-5 -P epochs=1`.
 """
 import click
-from _args import normalised_argv, format_metrics
+from _args import StageCommand, normalised_argv, format_metrics
 
 from tfqa import tracking
 from tfqa.stages.train import TrainStageConfig, run_train
@@ -22,7 +22,7 @@ def _overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command(cls=StageCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--entry-point", required=True, type=click.Choice(["train_bert_base", "train_bert", "train_albert", "train_bert_large"]))
 @click.option("--variant", default="", help="Variant key (1..5); train_bert_base takes none.")
 @click.option("--backbone", required=True, help="Local dir of the pretrained backbone.")

@@ -2,13 +2,13 @@
 import json
 
 import click
-from _args import normalised_argv
+from _args import StageCommand, normalised_argv
 
 from tfqa import tracking
 from tfqa.stages.validate import ValidateConfig, run_validate
 
 
-@click.command()
+@click.command(cls=StageCommand)
 @click.option("--manifest", default="registry/ensemble.yaml", show_default=True)
 @click.option("--dev-data", required=True, help="NQ dev file (original jsonl.gz or simplified).")
 @click.option("--alias", default="", help="Alias to pull (default: the manifest's).")

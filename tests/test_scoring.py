@@ -622,6 +622,18 @@ def test_kaggle_as_dict_is_json_safe():
 
 
 # -- the CLI function ------------------------------------------------------------------------------
+def _long_answer_holding_its_shorts(ann: dict, doc: Doc) -> None:
+    """The reader refuses a short answer outside its long answer (no real NQ file has one):
+    make the long answer the smallest candidate holding the shorts, or drop them if none does."""
+    lo, hi = min(s["start_token"] for s in ann["short_answers"]), max(s["end_token"] for s in ann["short_answers"])
+    holding = [(e - s, ci) for ci, (s, e) in enumerate(doc.candidates) if s <= lo and hi <= e]
+    if not holding:
+        ann["short_answers"] = []
+        return
+    ci = min(holding)[1]
+    ann["long_answer"] = {**doc.span(*doc.candidates[ci], ann["long_answer"]["start_byte"] >= 0), "candidate_index": ci}
+
+
 def test_main_reads_gold_with_tfqa_readers_and_prints_json(tmp_path, capsys):
     pytest.importorskip("tfqa.readers")
     rng = random.Random(5)
@@ -633,6 +645,8 @@ def test_main_reads_gold_with_tfqa_readers_and_prints_json(tmp_path, capsys):
             a["short_answers"] = [s for s in a["short_answers"] if s["start_token"] >= 0]
             if a["long_answer"]["candidate_index"] < 0:
                 a["short_answers"], a["yes_no_answer"] = [], "NONE"
+            elif a["short_answers"]:
+                _long_answer_holding_its_shorts(a, doc)
         lines.append(line)
         preds.append(random_prediction(rng, line, doc, pool, score_source(rng)))
     gold_path, pred_path = write_files(tmp_path, lines, preds)

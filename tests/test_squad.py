@@ -194,7 +194,7 @@ def test_malformed_input_names_file_path_and_qid(tmp_path, how, json_path, words
     with pytest.raises(SquadFormatError) as err:
         read_squad(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: {json_path}")
+    assert msg.startswith(f"{path}: field '{json_path}': ")
     assert err.value.json_path == json_path
     for w in words:
         assert w in msg
@@ -202,7 +202,7 @@ def test_malformed_input_names_file_path_and_qid(tmp_path, how, json_path, words
 
 def test_invalid_json(tmp_path):
     path = write_json(tmp_path, '{"data": [')
-    with pytest.raises(SquadFormatError, match=r"<json>: invalid JSON.*line 1"):
+    with pytest.raises(SquadFormatError, match=r"field '<json>': invalid JSON.*line 1"):
         read_squad(path)
 
 

@@ -1,4 +1,7 @@
-"""`tfqa` command line: tools that need no MLflow run (convert, generate, score)."""
+"""`tfqa` command line: tools that need no MLflow run (convert, generate, score).
+
+Every refusal is one line on stderr and a non-zero exit (see tfqa.errors); ``--debug`` shows the
+traceback."""
 from __future__ import annotations
 
 import json
@@ -6,8 +9,10 @@ import sys
 
 import click
 
+from tfqa.errors import RefusingGroup, echo_skipped
 
-@click.group()
+
+@click.group(cls=RefusingGroup)
 def main() -> None:
     """tfqa: Natural Questions tools."""
 
@@ -15,17 +20,15 @@ def main() -> None:
 @main.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--max-bad-lines", default=0, show_default=True)
-def convert(src: str, dst: str, max_bad_lines: int) -> None:
-    """Original NQ jsonl(.gz) -> Kaggle simplified jsonl(.gz)."""
-    from tfqa.readers import BadInputError, convert_file
+@click.option("--max-bad-lines", default=0, show_default=True, help="Skip up to N malformed lines (each is printed).")
+@click.option("--force", is_flag=True, help="Replace DST if it exists (never SRC itself).")
+@click.option("--allow-empty", is_flag=True, help="Accept a SRC without a single line.")
+def convert(src: str, dst: str, max_bad_lines: int, force: bool, allow_empty: bool) -> None:
+    """Original NQ jsonl(.gz) -> Kaggle simplified jsonl(.gz). DST's folder must exist."""
+    from tfqa.readers import convert_file
 
-    try:
-        report = convert_file(src, dst, max_bad_lines=max_bad_lines)
-    except BadInputError as err:
-        raise click.ClickException(str(err)) from None
-    for err in report.skipped:
-        click.echo(f"skipped {err}", err=True)
+    report = convert_file(src, dst, max_bad_lines=max_bad_lines, force=force, allow_empty=allow_empty)
+    echo_skipped(report.skipped)
     click.echo(json.dumps({"lines": report.lines, "examples": report.examples, "skipped": len(report.skipped)}))
 
 
@@ -34,15 +37,12 @@ def convert(src: str, dst: str, max_bad_lines: int) -> None:
 @click.option("--predictions", required=True, help="Official NQ prediction JSON.")
 def score(gold: str, predictions: str) -> None:
     """Official NQ metrics + Kaggle micro-F1; the last stdout line is one JSON object."""
-    from tfqa.predictions import PredictionError
-    from tfqa.readers import BadInputError
-    from tfqa.scoring import GoldError
+    from tfqa.readers import require_file
     from tfqa.scoring import main as score_main
 
-    try:
-        score_main(gold, predictions)
-    except (BadInputError, PredictionError, GoldError) as err:
-        raise click.ClickException(str(err)) from None
+    require_file(gold)
+    require_file(predictions)  # before the gold, which may take a while to read
+    score_main(gold, predictions)
 
 
 @main.command()
@@ -51,15 +51,20 @@ def score(gold: str, predictions: str) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["original", "simplified", "test"]), default="simplified", show_default=True)
 @click.option("--annotations", default=1, show_default=True, help="Annotations per example (original format).")
-def generate(dst: str, examples: int, seed: int, fmt: str, annotations: int) -> None:
+@click.option("--force", is_flag=True, help="Replace DST if it exists.")
+def generate(dst: str, examples: int, seed: int, fmt: str, annotations: int, force: bool) -> None:
     """Generated NQ-like data (see tfqa.synth): original (.jsonl.gz), simplified, or test (no answers)."""
+    from tfqa.destinations import check_destination, written_whole
     from tfqa.synth import SynthConfig, write_original, write_simplified
 
+    check_destination(dst, force=force)
     cfg = SynthConfig(n_examples=examples, seed=seed, n_annotations=annotations)
-    if fmt == "original":
-        write_original(dst, cfg)
-    else:
-        write_simplified(dst, cfg, with_annotations=fmt == "simplified")
+    compress = dst.endswith(".gz")
+    with written_whole(dst) as tmp:
+        if fmt == "original":
+            write_original(tmp, cfg, compress=compress)
+        else:
+            write_simplified(tmp, cfg, with_annotations=fmt == "simplified", compress=compress)
     click.echo(dst)
 
 

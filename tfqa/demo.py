@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from tfqa.errors import RefusingCommand
 from tfqa.profiles import BACKBONE_STAGES, PROFILES, Profile
 
 
@@ -67,7 +68,7 @@ def tiny_backbone(work_dir: Path) -> str:
     return str(path)
 
 
-@click.command()
+@click.command(cls=RefusingCommand)
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
 @click.option("--work-dir", default=None, help="Default: demo/ (demo-ci/ for the ci profile).")
 @click.option("--experiment", default="tfqa-demo", show_default=True)

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from tfqa.features import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
-from tfqa.readers import BadInputError, BadLineBudget, ReadReport, iter_lines, parse_line
+from tfqa.errors import UserError
+from tfqa.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
 from tfqa.selection import SelectionConfig, load_score_table, select_candidates
 from tfqa.tokenization import load_tokenizer, tokenizer_fingerprint
 
@@ -62,6 +63,8 @@ class BuildConfig:
     workers: int = 0
     """Worker processes; 0 = one per CPU core."""
     chunk_lines: int = 64
+    allow_empty: bool = False
+    """Accept an input without a single line (0 rows); refused otherwise."""
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -182,10 +185,13 @@ class CacheInfo:
     reused: bool
 
 
-def _chunks(src: str, size: int, max_lines: int = 0) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+def _chunks(src: str, size: int, max_lines: int = 0, breaks: list[BadInputError] | None = None,
+            ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+    """Chunks of raw lines. A gzip stream that breaks off ends them; the break goes to ``breaks``
+    (this runs in a pool's feeder thread, so the parent handles it once every chunk is in)."""
     buf: list[tuple[int, bytes]] = []
     chunk_id = 0
-    for n, item in enumerate(iter_lines(src)):
+    for n, item in enumerate(iter_lines(src, None if breaks is None else breaks.append)):
         if max_lines and n >= max_lines:
             break
         buf.append(item)
@@ -208,6 +214,9 @@ def build_features(
     src, cache_root = str(src), Path(cache_root)
     if cfg.selection.strategy == "hard" and not cfg.scores_path:
         raise ValueError("selection strategy 'hard' needs scores_path (the mining stage's scores table)")
+    require_file(src)
+    if cache_root.exists() and not cache_root.is_dir():
+        raise UserError("the feature cache folder is a file, not a folder", cache_root)
     tok = load_tokenizer(tokenizer_dir, cfg.features.html_tokens)
     input_digest = file_digest(src)
     scores_digest = file_digest(cfg.scores_path) if cfg.scores_path else None
@@ -216,11 +225,14 @@ def build_features(
     if (final / MANIFEST).exists():
         return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=True)
 
-    cache_root.mkdir(parents=True, exist_ok=True)
-    remove_dead_builds(cache_root)
     tmp = cache_root / f"{fp}.tmp-{socket.gethostname()}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        remove_dead_builds(cache_root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise UserError(f"cannot write the feature cache here: {exc.strerror or exc}", cache_root) from None
     try:
         tok.save_pretrained(str(tmp / "tokenizer"))
         manifest = _build_into(tmp, src, cfg, progress)
@@ -275,7 +287,8 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
     seen: dict[str, int] = {}
     shards: list[dict] = []
     t0 = time.perf_counter()
-    jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines)
+    breaks: list[BadInputError] = []
+    jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines, breaks)
     init_args = (str(out / "tokenizer"), cfg, str(out), src)
     bar = tqdm(desc=f"features {Path(src).name}", unit="ex", disable=not progress, mininterval=2.0)
     pool = None
@@ -312,6 +325,9 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
             elif res.shard:
                 (out / res.shard).unlink()
             bar.update(len(res.examples) + len(res.bad))
+        for err in breaks:  # after every line before it, as a one-process read would see it
+            budget.skip(err)
+        check_not_empty(src, report, cfg.allow_empty)
     finally:
         bar.close()
         if pool is not None:

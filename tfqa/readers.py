@@ -11,10 +11,12 @@ import io
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tfqa.convert import clean_token
+from tfqa.errors import UserError
 from tfqa.records import Annotation, Candidate, Example, Span
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -23,12 +25,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _HTML_RE = re.compile(r"^</?[A-Za-z!][^<>\s]*>$")
 
 
-class BadInputError(ValueError):
-    """A malformed input line; ``str()`` names the file, the line number and the field."""
+class BadInputError(UserError, ValueError):
+    """A malformed input line; ``str()`` names the file, the line number and the field (None
+    when the problem is not one field's, e.g. a gzip stream that breaks off)."""
 
-    def __init__(self, path: str, line: int, field: str, reason: str):
-        self.path, self.line, self.field, self.reason = str(path), line, field, reason
-        super().__init__(f"{self.path}:{line}: field '{field}': {reason}")
+    def __init__(self, path: str | os.PathLike, line: int, field: str | None, reason: str):
+        super().__init__(reason, path=path, line=line, field=field)
 
 
 @dataclass
@@ -44,21 +46,74 @@ def is_html_word(word: str) -> bool:
     return bool(_HTML_RE.match(word))
 
 
+def _open_input(path: str | os.PathLike) -> io.BufferedIOBase:
+    """``open(path, "rb")`` whose failures say what is wrong with the path, as a ``UserError``."""
+    try:
+        return open(path, "rb")  # type: ignore[return-value]
+    except IsADirectoryError:
+        raise UserError("is a directory, not a file", path) from None
+    except FileNotFoundError:
+        raise UserError("no such file", path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read it: {exc.strerror or exc}", path) from None
+
+
+def require_file(path: str | os.PathLike) -> None:
+    """Refuse, naming the path, unless it is a file this process can read."""
+    _open_input(path).close()
+
+
 def open_binary(path: str | os.PathLike) -> io.BufferedIOBase:
     """Open a file for binary reading, transparently un-gzipping it."""
-    with open(path, "rb") as probe:
+    with _open_input(path) as probe:
         magic = probe.read(2)
     if magic == _GZIP_MAGIC:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw bytes) of every non-blank line."""
+# What reading a damaged gzip raises: EOFError when it is cut short (which click would otherwise
+# take for Ctrl-D), BadGzipFile for a bad CRC or length, zlib.error for corrupt blocks.
+GZIP_BREAKS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def gzip_break_reason(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "truncated gzip: the compressed data ends before its end-of-stream marker"
+    return f"corrupt gzip data ({exc})"
+
+
+def iter_lines(
+    path: str | os.PathLike, on_break: Callable[[BadInputError], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes) of every non-blank line.
+
+    A gzip stream that breaks off raises ``BadInputError`` at the line after the last one read;
+    with ``on_break`` that error goes to ``on_break`` instead (a ``--max-bad-lines`` budget, which
+    may raise it) and the lines before the break are all the file gives.
+    """
+    lineno = 0
     with open_binary(path) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if raw.strip():
-                yield lineno, raw
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                if raw.strip():
+                    yield lineno, raw
+        except GZIP_BREAKS as exc:
+            err = BadInputError(path, lineno + 1, None, f"{gzip_break_reason(exc)}; {lineno} lines were read before it")
+            if on_break is None:
+                raise err from None
+            on_break(err)
+
+
+def empty_file_error(path: str | os.PathLike) -> UserError:
+    return UserError("the file is empty (no lines)", path)
+
+
+def check_not_empty(path: str | os.PathLike, report: "ReadReport", allow_empty: bool) -> None:
+    """After a whole read: refuse a file without a single non-blank line (a broken gzip that gave
+    none is reported as broken, not as empty)."""
+    if not (allow_empty or report.lines or report.skipped):
+        raise empty_file_error(path)
 
 
 class _Fields:
@@ -127,11 +182,26 @@ def _parse_annotations(
             f.span(s, f"{prefix}short_answers[{j}].", n_words, allow_null=False)  # type: ignore[misc]
             for j, s in enumerate(f.get(ann, "short_answers", prefix, list))
         )
+        _check_shorts_inside(f, shorts, long_span, prefix)
         yes_no = ann.get("yes_no_answer", "NONE")
         if yes_no not in ("NONE", "YES", "NO"):
             raise f.fail(f"{prefix}yes_no_answer", f"{yes_no!r} is not NONE, YES or NO")
         out.append(Annotation(long_span, cand_index, shorts, yes_no, str(ann.get("annotation_id", ""))))
     return out
+
+
+def _check_shorts_inside(f: _Fields, shorts: tuple[Span, ...], long_span: Span | None, prefix: str) -> None:
+    """A short answer lies inside its own long answer: anything else is a broken annotation, not
+    a truncated span (which the features would otherwise take it for)."""
+    if shorts and long_span is None:
+        raise f.fail(f"{prefix}short_answers", f"{len(shorts)} short answers given for a null long answer")
+    for j, s in enumerate(shorts):
+        assert long_span is not None
+        inside = f"its long answer [{long_span.start_token}, {long_span.end_token})"
+        if s.start_token < long_span.start_token:
+            raise f.fail(f"{prefix}short_answers[{j}].start_token", f"{s.start_token} is before {inside}")
+        if s.end_token > long_span.end_token:
+            raise f.fail(f"{prefix}short_answers[{j}].end_token", f"{s.end_token} is past the end of {inside}")
 
 
 def _parse_candidates(f: _Fields, obj: dict, n_words: int) -> list[Candidate]:
@@ -216,8 +286,14 @@ def parse_line(raw: bytes, path: str, line: int) -> Example:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInputError(path, line, "<json>", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        raise BadInputError(path, line, "<json>", json_error_reason(exc)) from None
     return parse_example(obj, path, line)
+
+
+def json_error_reason(exc: json.JSONDecodeError, *, with_line: bool = False) -> str:
+    # Some of json's messages end in " at", ready for a position to follow.
+    where = f"line {exc.lineno} column {exc.colno}" if with_line else f"column {exc.colno}"
+    return f"invalid JSON: {exc.msg.removesuffix(' at')} at {where}"
 
 
 class BadLineBudget:
@@ -232,63 +308,86 @@ class BadLineBudget:
         self.report.skipped.append(err)
 
 
+class UniqueIds:
+    """The example ids of one file so far: a second line with one of them is a bad line."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, int] = {}
+
+    def check(self, example_id: str, path: str, line: int) -> None:
+        if example_id in self.lines:
+            raise BadInputError(path, line, "example_id", f"duplicate of line {self.lines[example_id]}")
+
+    def add(self, example_id: str, line: int) -> None:
+        self.lines[example_id] = line
+
+
 def read_examples(
-    path: str | os.PathLike, *, max_bad_lines: int = 0, report: ReadReport | None = None
+    path: str | os.PathLike, *, max_bad_lines: int = 0, report: ReadReport | None = None, allow_empty: bool = False
 ) -> Iterator[Example]:
     """Stream the examples of an NQ file of either format.
 
-    With ``max_bad_lines`` > 0, up to that many malformed lines (including duplicate example ids)
-    are skipped and recorded in ``report.skipped``; the next one raises.
+    With ``max_bad_lines`` > 0, up to that many malformed lines (including duplicate example ids,
+    and a gzip stream that breaks off) are skipped and recorded in ``report.skipped``; the next
+    one raises. A file without a single line raises unless ``allow_empty``.
     """
     path = str(path)
     report = report if report is not None else ReadReport()
     budget = BadLineBudget(max_bad_lines, report)
-    seen: dict[str, int] = {}
-    for lineno, raw in iter_lines(path):
+    ids = UniqueIds()
+    for lineno, raw in iter_lines(path, budget.skip):
         report.lines += 1
         try:
             ex = parse_line(raw, path, lineno)
-            if ex.example_id in seen:
-                raise BadInputError(path, lineno, "example_id", f"duplicate of line {seen[ex.example_id]}")
+            ids.check(ex.example_id, path, lineno)
         except BadInputError as err:
             budget.skip(err)
             continue
-        seen[ex.example_id] = lineno
+        ids.add(ex.example_id, lineno)
         report.examples += 1
         yield ex
+    check_not_empty(path, report, allow_empty)
 
 
-def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_lines: int = 0) -> ReadReport:
-    """Write the simplified form of an original-format file (gzip when ``dst`` ends in .gz)."""
+def convert_file(
+    src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_lines: int = 0, force: bool = False,
+    allow_empty: bool = False,
+) -> ReadReport:
+    """Write the simplified form of an original-format file (gzip when ``dst`` ends in .gz).
+
+    Refuses to write over ``src`` (also through a link), over an existing ``dst`` unless
+    ``force``, or into a folder that does not exist; ``dst`` is only ever replaced whole.
+    """
+    from tfqa.destinations import check_destination, written_whole
+
+    require_file(src)
+    check_destination(dst, inputs=[src], force=force)
     report = ReadReport()
     budget = BadLineBudget(max_bad_lines, report)
-    tmp = f"{dst}.tmp"
     opener = gzip.open if str(dst).endswith(".gz") else open
-    try:
+    with written_whole(dst) as tmp:
         _convert_lines(src, tmp, opener, budget, report)
-    except BaseException:
-        # The destination is only ever replaced whole; a failed conversion leaves nothing behind.
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    os.replace(tmp, dst)
+        check_not_empty(src, report, allow_empty)
     return report
 
 
 def _convert_lines(src, tmp: str, opener, budget: "BadLineBudget", report: ReadReport) -> None:
     from tfqa.convert import simplify_nq_example
 
+    ids = UniqueIds()
     with opener(tmp, "wt", encoding="utf-8") as out:
-        for lineno, raw in iter_lines(src):
+        for lineno, raw in iter_lines(src, budget.skip):
             report.lines += 1
             try:
-                parse_line(raw, str(src), lineno)  # validates, with file/line/field errors
+                ex = parse_line(raw, str(src), lineno)  # validates, with file/line/field errors
+                ids.check(ex.example_id, str(src), lineno)
                 obj = json.loads(raw)
                 if "document_tokens" not in obj:
                     raise BadInputError(str(src), lineno, "document_tokens", "missing: not an original-format line")
             except BadInputError as err:
                 budget.skip(err)
                 continue
+            ids.add(ex.example_id, lineno)
             out.write(json.dumps(simplify_nq_example(obj)) + "\n")
             report.examples += 1
 

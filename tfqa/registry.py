@@ -9,6 +9,10 @@ import yaml
 from tfqa.decode import DecodeConfig
 from tfqa.model_logging import MODEL_ARTIFACT
 from tfqa.tokenization import HTML_TOKEN_MODES
+from tfqa.upstream import require_stage
+from tfqa.variants import VARIANTS
+
+TRAINING_STAGES = frozenset(v.entry_point for v in VARIANTS.values())
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,8 @@ class Promotion:
 def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None, alias: str | None = None) -> Promotion:
     """Register a finished training run's model and move the alias to the new version.
 
-    Refuses runs that did not finish, that logged no model, or whose variant/backbone tags do
-    not match the manifest entry the model is registered under.
+    Refuses runs of other stages than training, runs that did not finish, that logged no model,
+    or whose variant/backbone tags do not match the manifest entry the model is registered under.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -178,6 +182,7 @@ def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None,
     tags = run.data.tags
     if run.info.status != "FINISHED":
         raise ValueError(f"run {run_id} is {run.info.status}, not FINISHED: only finished runs are promoted")
+    require_stage(run, TRAINING_STAGES, "training")
     variant = tags.get("tfqa.variant")
     entry = manifest.entry(name) if name else manifest.entry_for_variant(variant or "?")
     if variant != entry.variant:

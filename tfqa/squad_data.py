@@ -33,7 +33,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from tfqa.readers import open_binary
+from tfqa.errors import UserError
+from tfqa.readers import GZIP_BREAKS, gzip_break_reason, json_error_reason, open_binary
 
 SQUAD_FEATURE_COLUMNS = (
     "input_ids",
@@ -49,13 +50,13 @@ SQUAD_FEATURE_COLUMNS = (
 
 
 # --------------------------------------------------------------------------------------- records
-class SquadFormatError(ValueError):
-    """Malformed SQuAD input; ``str()`` names the file, the JSON path and (if known) the qid."""
+class SquadFormatError(UserError, ValueError):
+    """Malformed SQuAD input; ``str()`` names the file, the JSON path (as the field) and (if
+    known) the qid: ``<file>: field '<json path>': <reason> (qid <id>)``."""
 
-    def __init__(self, path: str, json_path: str, reason: str, qid: str | None = None):
-        self.path, self.json_path, self.reason, self.qid = str(path), json_path, reason, qid
-        where = f" (qid {qid})" if qid is not None else ""
-        super().__init__(f"{self.path}: {json_path}{where}: {reason}")
+    def __init__(self, path: str | os.PathLike, json_path: str | None, reason: str, qid: str | None = None):
+        self.json_path, self.qid = json_path, qid
+        super().__init__(reason + (f" (qid {qid})" if qid is not None else ""), path=path, field=json_path)
 
 
 class SquadAnswer(NamedTuple):
@@ -141,9 +142,11 @@ def iter_squad(path: str | os.PathLike) -> Iterator[SquadExample]:
         with open_binary(path) as fh:
             doc = json.load(fh)
     except json.JSONDecodeError as exc:
-        raise SquadFormatError(path, "<json>", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise SquadFormatError(path, "<json>", json_error_reason(exc, with_line=True)) from None
     except UnicodeDecodeError as exc:
         raise SquadFormatError(path, "<json>", f"not valid UTF-8 at byte {exc.start}") from None
+    except GZIP_BREAKS as exc:
+        raise SquadFormatError(path, None, gzip_break_reason(exc)) from None
     chk = _Checker(path)
     seen: dict[str, str] = {}
     for a, article in enumerate(chk.get(doc, "data", "", list)):
@@ -173,7 +176,11 @@ def iter_squad(path: str | os.PathLike) -> Iterator[SquadExample]:
 
 
 def read_squad(path: str | os.PathLike) -> list[SquadExample]:
-    return list(iter_squad(path))
+    """Every question of the file; a file without any is refused (nothing to train or score)."""
+    examples = list(iter_squad(path))
+    if not examples:
+        raise SquadFormatError(path, "data", "holds no questions")
+    return examples
 
 
 def split_by_article(

@@ -766,12 +766,33 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
             raise
         except BaseException as e:
             status = "FAILED"
-            logger.set_tags({ERROR_TAG: f"{type(e).__name__}: {e}"})
+            logger.set_tags({ERROR_TAG: failure_tag(e)})
             raise
         finally:
             if sampler is not None:
                 sampler.stop()
             logger.close(status, timeout)
+
+
+def failure_tag(exc: BaseException) -> str:
+    """What tag ``tfqa.error`` of a failed run says."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def record_failure(exc: BaseException) -> None:
+    """Tag the run ``mlflow run`` handed this process (``$MLFLOW_RUN_ID``) with the error that
+    stops it, for errors raised before :func:`start_run` re-attached to it (after, ``start_run``
+    has tagged it already and the same value again changes nothing). Never raises."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id or _rank() != 0:
+        return
+    from mlflow.tracking import MlflowClient
+
+    with _http_defaults():
+        try:
+            MlflowClient().set_tag(run_id, ERROR_TAG, _truncate(failure_tag(exc), MAX_TAG_VAL_LENGTH, "the error tag"))
+        except Exception as e:  # the server may be what is failing: the one-line message still goes out
+            _log.warning("could not record the error on run %s: %s", run_id, e)
 
 
 # ----------------------------------------------------------------------------------------- reuse

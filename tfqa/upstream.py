@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Collection
+
+from tfqa.errors import UserError
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -60,6 +63,19 @@ def run_tag(run_id: str, tag: str) -> str:
     if value is None:
         raise LookupError(f"run {run_id} has no tag {tag!r}: is it the right kind of run?")
     return value
+
+
+def require_stage(run, stages: Collection[str], what: str) -> None:
+    """Refuse a run of another stage than ``stages`` (the ``tfqa.stage`` tag every stage sets),
+    naming what it is: "run X is a validate run (entry point validate), not a training run"."""
+    tags = run.data.tags
+    stage = tags.get("tfqa.stage")
+    if stage in stages:
+        return
+    if stage is None:
+        raise UserError(f"run {run.info.run_id} is not a {what} run: it has no tfqa.stage tag (not a tfqa stage's run)")
+    entry_point = tags.get("mlflow.project.entryPoint") or stage
+    raise UserError(f"run {run.info.run_id} is a {stage} run (entry point {entry_point}), not a {what} run")
 
 
 def resolve_model(ref: str, artifact_path: str = "model") -> Resolved:

@@ -16,7 +16,7 @@ from tfqa import decode as dec
 from tfqa.ensemble import ensemble
 from tfqa.readers import read_examples
 from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT
-from tfqa.upstream import download_run_artifact
+from tfqa.upstream import download_run_artifact, require_stage
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,20 @@ def cascade_of(report: dict):
             for st in report.get("cascade", [])]
 
 
+def require_validate_run(run_id: str) -> None:
+    """Refuse, naming what it is, a run that is not a validate run (its artifacts are not there)."""
+    from mlflow.tracking import MlflowClient
+
+    require_stage(MlflowClient().get_run(run_id), {"validate"}, "validate")
+
+
 def run_predict(cfg: PredictConfig, run) -> Path:
     from mlflow.tracking import MlflowClient
 
     from tfqa.model_scores import score_model
     from tfqa.pruning import run_cascade
 
+    require_validate_run(cfg.validate_run)
     vrun = MlflowClient().get_run(cfg.validate_run)
     if vrun.info.status != "FINISHED":
         raise ValueError(f"validate run {cfg.validate_run} is {vrun.info.status}, not FINISHED")

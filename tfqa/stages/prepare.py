@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from tfqa.feature_cache import BuildConfig, CacheInfo, build_features
 from tfqa.features import FeatureConfig
@@ -23,8 +22,9 @@ class PrepareConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
 
     def __post_init__(self) -> None:
-        if not Path(self.input).is_file():
-            raise FileNotFoundError(f"input file not found: {self.input}")
+        from tfqa.readers import require_file
+
+        require_file(self.input)
 
 
 def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInfo:
@@ -52,10 +52,18 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
     return info
 
 
+def skipped_errors(cfg: PrepareConfig, info: CacheInfo) -> list:
+    """The lines the build skipped (``--max-bad-lines``), as the errors they were."""
+    from tfqa.readers import BadInputError
+
+    return [BadInputError(cfg.input, s["line"], s["field"], s["reason"]) for s in info.manifest.get("skipped", [])]
+
+
 def build_config(
     *, max_seq_len: int, max_question_len: int, strategy: str, negatives: int, top_level_only: bool,
     seed: int, scores: str | None, max_bad_lines: int, workers: int, random_negatives: int = 0,
     html_tokens: str = "tfqa",
+    allow_empty: bool = False,
 ) -> BuildConfig:
     return BuildConfig(
         features=FeatureConfig(max_seq_len=max_seq_len, max_question_len=max_question_len, html_tokens=html_tokens),
@@ -64,4 +72,5 @@ def build_config(
         scores_path=scores or None,
         max_bad_lines=max_bad_lines,
         workers=workers,
+        allow_empty=allow_empty,
     )

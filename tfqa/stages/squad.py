@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfqa.errors import UserError
 from tfqa.records import AnswerClass
 from tfqa.squad_data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad_eval import evaluate
@@ -106,13 +107,17 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.tokenization import load_tokenizer
     from tfqa.train_loop import TrainConfig, train
 
-    start = StartingPoint.of(cfg.backbone, cfg.init_model)
-    tok = load_tokenizer(start.dir, cfg.html_tokens)
+    # The data first: a file with nothing to train on is refused before any model loads.
     examples = read_squad(cfg.squad_data)
     if cfg.squad_dev:
         train_ex, dev_ex = examples, read_squad(cfg.squad_dev)
     else:
         train_ex, dev_ex = split_by_article(examples, cfg.dev_fraction, seed=cfg.seed)
+        if not dev_ex:
+            raise UserError(f"its {len({e.title for e in examples})} article(s) leave no dev questions after the split "
+                            "by article: pass --squad-dev", cfg.squad_data)
+    start = StartingPoint.of(cfg.backbone, cfg.init_model)
+    tok = load_tokenizer(start.dir, cfg.html_tokens)
     rng = random.Random(cfg.seed)
     if cfg.max_questions and len(train_ex) > cfg.max_questions:
         train_ex = sorted(rng.sample(train_ex, cfg.max_questions), key=lambda e: e.qid)
