@@ -25,6 +25,7 @@ from tfqa.decode import (
 from tfqa.records import Candidate, Example
 
 F32 = np.float32
+JOINT = DecodeConfig(decode="joint")
 
 
 def row(ex: str, ci: int, off: int, cls, start, end=None) -> dict:
@@ -71,7 +72,7 @@ def test_long_is_highest_one_minus_p0_and_short_score_is_of_that_candidate():
         row("e", 1, 10, [0.2, 0.7, 0.1, 0.0, 0.0], one_hot(4, 1)),  # long 0.8, short 0.1
         row("e", 2, 20, [0.3, 0.1, 0.6, 0.0, 0.0], one_hot(4, 2)),  # long 0.7, short 0.6
     )
-    (p,) = decode(df, spans_of(df))
+    (p,) = decode(df, spans_of(df), JOINT)
     assert (p.long_candidate_index, p.long_start_token, p.long_end_token) == (1, 10, 60)
     assert p.long_score == pytest.approx(0.8)
     assert p.short_score == pytest.approx(0.1)  # of candidate 1, not the better short candidate 2
@@ -90,7 +91,7 @@ def test_long_is_highest_one_minus_p0_and_short_score_is_of_that_candidate():
 )
 def test_yes_no_versus_span(cls, yes_no):
     df = frame(row("e", 0, 5, cls, one_hot(3, 1)))
-    (p,) = decode(df, spans_of(df))
+    (p,) = decode(df, spans_of(df), JOINT)
     assert p.yes_no == yes_no
     assert p.short_score == pytest.approx(1 - cls[0] - cls[1])
     if yes_no == "NONE":
@@ -104,12 +105,12 @@ def test_span_respects_max_answer_words():
     start = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
     end = np.array([0.01, 0.01, 0.01, 0.01, 0.96])
     df = frame(row("e", 0, 100, SHORT, start, end))
-    (wide,) = decode(df, spans_of(df), DecodeConfig(max_answer_words=5))
+    (wide,) = decode(df, spans_of(df), DecodeConfig(decode="joint", max_answer_words=5))
     assert (wide.short_start_token, wide.short_end_token) == (100, 105)  # words 0..4
-    (narrow,) = decode(df, spans_of(df), DecodeConfig(max_answer_words=3))
+    (narrow,) = decode(df, spans_of(df), DecodeConfig(decode="joint", max_answer_words=3))
     # Spans of at most 3 words: 0.6 * 0.01 (from word 0) loses to 0.1 * 0.96 (words 2..4).
     assert (narrow.short_start_token, narrow.short_end_token) == (102, 105)
-    (single,) = decode(df, spans_of(df), DecodeConfig(max_answer_words=1))
+    (single,) = decode(df, spans_of(df), DecodeConfig(decode="joint", max_answer_words=1))
     assert single.short_end_token - single.short_start_token == 1
     with pytest.raises(ValueError):
         DecodeConfig(max_answer_words=0)
@@ -119,7 +120,7 @@ def test_end_before_start_is_excluded():
     start = np.array([0.01, 0.01, 0.01, 0.97])  # start peaks at the last word
     end = np.array([0.94, 0.01, 0.01, 0.04])  # end peaks at the first
     df = frame(row("e", 0, 0, SHORT, start, end))
-    (p,) = decode(df, spans_of(df))
+    (p,) = decode(df, spans_of(df), JOINT)
     assert p.short_start_token < p.short_end_token
     # (3, 0) would score 0.91; of the allowed spans 0.97 * 0.04 at (3, 3) is best.
     assert (p.short_start_token, p.short_end_token) == (3, 4)
@@ -130,7 +131,7 @@ def test_ties_are_deterministic_whatever_the_row_order():
     rows = [row("e", ci, 10 * ci, SHORT, flat) for ci in (3, 1, 2)]  # equal long scores everywhere
     for perm in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
         df = frame(*[rows[k] for k in perm])
-        (p,) = decode(df, spans_of(df))
+        (p,) = decode(df, spans_of(df), JOINT)
         # Lowest candidate index wins a long tie; the earliest start then the shortest span wins a span tie.
         assert p.long_candidate_index == 1
         assert (p.short_start_token, p.short_end_token) == (10, 11)
@@ -141,7 +142,7 @@ def test_examples_without_rows_or_words():
         row("a", 0, 0, SHORT, []),  # a candidate whose words were all truncated away
         row("b", 0, 3, SHORT, one_hot(2, 0)),
     )
-    preds = decode(df, spans_of(df), example_ids=["c", "b", "a"])
+    preds = decode(df, spans_of(df), JOINT, example_ids=["c", "b", "a"])
     assert [p.example_id for p in preds] == ["c", "b", "a"]
     assert preds[0] == Prediction("c")
     assert not preds[0].has_long and not preds[0].has_short
@@ -161,11 +162,11 @@ def test_order_of_first_appearance_and_input_forms_agree():
                             rng.dirichlet(np.ones(n)) if n else []))
     df = frame(*rows)
     spans = spans_of(df)
-    a = decode(df, spans)
+    a = decode(df, spans, JOINT)
     assert [p.example_id for p in a] == ["z", "y", "x"]
-    assert decode(pa.Table.from_pandas(df), spans) == a
-    assert decode(as_outputs(df), spans) == a
-    assert decode(as_outputs(df).to_frame(), spans) == a
+    assert decode(pa.Table.from_pandas(df), spans, JOINT) == a
+    assert decode(as_outputs(df), spans, JOINT) == a
+    assert decode(as_outputs(df).to_frame(), spans, JOINT) == a
 
 
 def test_candidate_table_must_match_the_outputs():
@@ -263,12 +264,12 @@ def test_candidate_outputs_take_and_roundtrip():
 def test_parquet_roundtrip_both_backends_and_integer_ids(tmp_path):
     df = frame(row("-5", 0, 0, SHORT, [0.2, 0.8]), row("7", 1, 4, [0.1, 0.1, 0.2, 0.1, 0.5], [1.0]))
     spans = {"-5": np.array([[0, 2]]), "7": np.array([[0, 4], [4, 6]])}
-    expected = decode(df, spans)
+    expected = decode(df, spans, JOINT)
     path = tmp_path / "outputs.parquet"
     df.to_parquet(path)
-    assert decode(pd.read_parquet(path), spans) == expected
-    assert decode(pd.read_parquet(path, dtype_backend="pyarrow"), spans) == expected
-    assert decode(df.assign(example_id=[-5, 7]), spans) == expected  # ids are matched as strings
+    assert decode(pd.read_parquet(path), spans, JOINT) == expected
+    assert decode(pd.read_parquet(path, dtype_backend="pyarrow"), spans, JOINT) == expected
+    assert decode(df.assign(example_id=[-5, 7]), spans, JOINT) == expected  # ids are matched as strings
 
 
 def test_empty_outputs_and_unequal_word_lists():
@@ -362,7 +363,7 @@ def test_original_decoding_reversed_span_is_no_span_and_one_word_spans_are_kept(
     assert (a.short_start_token, a.short_end_token) == (-1, -1) and a.yes_no == "NONE"
     assert (b.short_start_token, b.short_end_token) == (21, 22)
     # The joint decoding never returns a reversed span: it finds the best forward one instead.
-    ja, _ = decode(df, spans_of(df))
+    ja, _ = decode(df, spans_of(df), JOINT)
     assert ja.short_start_token >= 10
 
 
@@ -370,7 +371,7 @@ def test_original_decoding_prefers_the_shorter_of_equal_long_scores():
     df = frame(row("e", 0, 0, SHORT, one_hot(4, 0)), row("e", 1, 5, SHORT, one_hot(4, 1)))
     spans = {"e": np.array([[0, 40], [5, 9]], dtype=np.int64)}  # candidate 1 is nested and shorter
     (orig,) = decode(df, spans, DecodeConfig(decode="original"))
-    (joint,) = decode(df, spans, DecodeConfig())
+    (joint,) = decode(df, spans, JOINT)
     assert (orig.long_candidate_index, joint.long_candidate_index) == (1, 0)
 
 

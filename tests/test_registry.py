@@ -275,4 +275,4 @@ def test_cascade_decode_and_html_tokens_errors_name_file_and_field(tmp_path, ext
 
 def test_cascade_none_and_defaults(tmp_path):
     m = EnsembleManifest.load(_write(tmp_path, ORIGINAL_MODELS + "cascade: none\n"))
-    assert m.cascade == () and m.decode.decode == "joint" and m.html_tokens == "tfqa"
+    assert m.cascade == () and m.decode.decode == "original" and m.html_tokens == "tfqa"

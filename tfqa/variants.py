@@ -56,7 +56,7 @@ class Variant:
     max_question_len: int = 64
     html_tokens: str = "tfqa"
     """``original`` or ``tfqa`` tag tokens (``FeatureConfig.html_tokens``)."""
-    decode: str = "joint"
+    decode: str = "original"
     """How this model's own outputs are decoded (``DecodeConfig.decode``): its dev evaluation and
     when it is served alone. An ensemble decodes as its manifest says."""
 
