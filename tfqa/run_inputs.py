@@ -79,14 +79,16 @@ def data_digest(path: str | os.PathLike, limit: int = 0) -> str:
     return h.hexdigest()
 
 
-def nq_input(path: str | os.PathLike, examples: Sequence, context: str, limit: int = 0) -> DataInput:
-    """NQ examples as a stage read them; positives by class follow the training labels' rule
-    (``tfqa.labels``), so an annotated file's profile is comparable to its features'."""
+def nq_input(path: str | os.PathLike, examples: Iterable, context: str, limit: int = 0) -> DataInput:
+    """NQ examples as a stage read them (any iterable: they are counted, not kept); positives by
+    class follow the training labels' rule (``tfqa.labels``), so an annotated file's profile is
+    comparable to its features'."""
     from tfqa.labels import candidate_labels
 
     by_class: Counter = Counter()
-    candidates = top_level = with_long = annotated = 0
+    n = candidates = top_level = with_long = annotated = 0
     for ex in examples:
+        n += 1
         candidates += len(ex.candidates)
         top_level += sum(c.top_level for c in ex.candidates)
         annotated += bool(ex.annotations)
@@ -94,7 +96,7 @@ def nq_input(path: str | os.PathLike, examples: Sequence, context: str, limit: i
         with_long += bool(labels)
         by_class.update(lab.label for lab in labels.values())
     by_class[AnswerClass.NOT_ANSWER] = candidates - sum(by_class.values())
-    profile = {"examples": len(examples), "candidates": candidates, "top_level_candidates": top_level,
+    profile = {"examples": n, "candidates": candidates, "top_level_candidates": top_level,
                "annotated_examples": annotated, "examples_with_long_answer": with_long, **_class_counts(by_class)}
     if limit:
         profile["first_lines"] = limit
@@ -102,15 +104,13 @@ def nq_input(path: str | os.PathLike, examples: Sequence, context: str, limit: i
 
 
 def read_nq_input(path: str | os.PathLike, context: str, limit: int = 0) -> DataInput:
-    """``nq_input`` of the first ``limit`` examples of ``path`` (all when 0), read here."""
+    """``nq_input`` of the first ``limit`` examples of ``path`` (all when 0), streamed from it."""
+    from itertools import islice
+
     from tfqa.readers import read_examples
 
-    examples = []
-    for ex in read_examples(str(path)):
-        if limit and len(examples) >= limit:
-            break
-        examples.append(ex)
-    return nq_input(path, examples, context, limit)
+    examples = read_examples(str(path))
+    return nq_input(path, islice(examples, limit) if limit else examples, context, limit)
 
 
 def squad_input(path: str | os.PathLike, examples: Sequence, features: dict, context: str) -> DataInput:
