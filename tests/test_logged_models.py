@@ -183,6 +183,7 @@ def test_promote_registers_the_logged_model_and_the_alias_loads(in_store):
     assert loaded.cache_key == f"{name}-v1" and (loaded.model_dir / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # a server stop and start: 33-50 s on the shared machine
 def test_a_model_logged_while_the_server_is_away_arrives_when_it_returns(mlflow_tracking, mlflow_server, tmp_path):
     model_dir = _model_dir(tmp_path)
     with tracking.start_run(log_system_metrics=False) as run:
