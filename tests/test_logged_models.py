@@ -352,6 +352,8 @@ def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
     from tfqa.feature_cache import file_digest
 
     assert head.digest == file_digest(write_subset(str(dev), tmp_path / "dev-3.jsonl", 3))
+    # A limit past the end reads the whole file: the same dataset as reading it all.
+    assert read_nq_input(dev, EVALUATION, limit=100) == read_nq_input(dev, EVALUATION)
 
 
 def test_validate_and_predict_record_their_data_and_the_models_they_used(in_store, tmp_path):

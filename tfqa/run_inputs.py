@@ -65,7 +65,9 @@ def features_input(manifest: dict, context: str) -> DataInput:
 
 
 def data_digest(path: str | os.PathLike, limit: int = 0) -> str:
-    """blake2b of the file, or of its first ``limit`` lines as plain jsonl (``write_subset``'s bytes)."""
+    """blake2b of the file, or of its first ``limit`` lines as plain jsonl (``write_subset``'s
+    bytes) when it has more: a read of every line has the file's digest, limit or not (a training
+    run's 200-example dev subset of a 100-example file is the file validate reads)."""
     from tfqa.feature_cache import file_digest
     from tfqa.readers import iter_lines
 
@@ -74,9 +76,9 @@ def data_digest(path: str | os.PathLike, limit: int = 0) -> str:
     h = hashlib.blake2b(digest_size=16)
     for n, (_, raw) in enumerate(iter_lines(str(path))):
         if n >= limit:
-            break
+            return h.hexdigest()
         h.update(raw if raw.endswith(b"\n") else raw + b"\n")
-    return h.hexdigest()
+    return file_digest(path)
 
 
 def nq_input(path: str | os.PathLike, examples: Iterable, context: str, limit: int = 0) -> DataInput:
@@ -98,8 +100,6 @@ def nq_input(path: str | os.PathLike, examples: Iterable, context: str, limit: i
     by_class[AnswerClass.NOT_ANSWER] = candidates - sum(by_class.values())
     profile = {"examples": n, "candidates": candidates, "top_level_candidates": top_level,
                "annotated_examples": annotated, "examples_with_long_answer": with_long, **_class_counts(by_class)}
-    if limit:
-        profile["first_lines"] = limit
     return DataInput(Path(path).name, data_digest(path, limit), str(Path(path).resolve()), context, profile)
 
 
