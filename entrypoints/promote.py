@@ -17,6 +17,8 @@ def main(run_id, manifest, name, alias):
         p = promote(run_id, m, name=name or None, alias=alias or None)
         run.log_params({"run_id": run_id, "manifest": manifest, "name": p.name, "alias": p.alias})
         run.set_tags({"tfqa.registered_model": p.name, "tfqa.model_version": p.version})
+        run.set_tags({f"tfqa.model_id.{p.name}": p.model_id})
+        run.log_inputs(model_ids=[p.model_id])
     click.echo(f"{p.name} version {p.version} is now @{p.alias} (run {run_id})")
 
 

@@ -169,7 +169,10 @@ def test_promote_entry_point_registers_and_sets_alias(e2e):
 
     mv = client.get_model_version_by_alias(solo, ALIAS)
     assert mv.version == "1" and mv.run_id == e2e.runs["2"]
-    assert mv.source == f"runs:/{e2e.runs['2']}/model"
+    # MLflow 3: the version is made from the training run's LoggedModel (models:/<model_id>).
+    (lm,) = client.search_logged_models([client.get_run(e2e.runs["2"]).info.experiment_id],
+                                        f"source_run_id = '{e2e.runs['2']}'")
+    assert mv.source == f"models:/{lm.model_id}" and str(lm.status) == "READY"
     assert mv.tags == {"tfqa.backbone": BACKBONE, "tfqa.variant": "2"}
     assert client.get_registered_model(solo).tags == {"tfqa.backbone": BACKBONE, "tfqa.variant": "2"}
 
@@ -179,6 +182,8 @@ def test_promote_entry_point_registers_and_sets_alias(e2e):
     assert tags["mlflow.project.entryPoint"] == "promote" and tags["tfqa.stage"] == "promote"
     assert tags["tfqa.upstream.train"] == e2e.runs["2"]
     assert tags["tfqa.registered_model"] == solo and tags["tfqa.model_version"] == "1"
+    assert tags[f"tfqa.model_id.{solo}"] == lm.model_id
+    assert [m.model_id for m in promote_run.inputs.model_inputs] == [lm.model_id]
     assert promote_run.data.params["name"] == solo and promote_run.data.params["alias"] == ALIAS
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -96,8 +97,10 @@ def test_entry_lookups_explain_what_is_missing():
 
 # ------------------------------------------------------------------------- runs on the server
 def _run(client: MlflowClient, *, status: str = "FINISHED", variant: str | None = "1",
-         backbone: str | None = "tiny", model: bool = True) -> str:
-    """A training-like run: its tags, optionally a ``model/`` artifact, ended with ``status``."""
+         backbone: str | None = "tiny", model: str | None = "READY") -> str:
+    """A training-like run: its tags, optionally a LoggedModel named ``model`` with a stub
+    ``MLmodel`` (left in status ``model``: READY as a finished upload leaves it, PENDING as one
+    cut short), ended with ``status``."""
     name = os.environ["MLFLOW_EXPERIMENT_NAME"]
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
@@ -109,7 +112,12 @@ def _run(client: MlflowClient, *, status: str = "FINISHED", variant: str | None 
     run = client.create_run(exp_id, tags=tags)
     run_id = run.info.run_id
     if model:
-        client.log_text(run_id, "flavors: {}\n", f"{MODEL_ARTIFACT}/MLmodel")
+        lm = client.create_logged_model(exp_id, name=MODEL_ARTIFACT, source_run_id=run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "MLmodel").write_text("flavors: {}\n")
+            client.log_model_artifacts(lm.model_id, tmp)
+        if model != "PENDING":
+            client.finalize_logged_model(lm.model_id, model)
     if status != "RUNNING":
         client.set_terminated(run_id, status)
     return run_id
@@ -137,7 +145,9 @@ def test_promote_registers_and_moves_the_alias(client, prefix):
     rm = client.get_registered_model(p1.name)
     assert rm.tags == {"tfqa.backbone": "tiny", "tfqa.variant": "2"}
     mv = client.get_model_version_by_alias(p1.name, "champion")
-    assert mv.version == "1" and mv.run_id == first and mv.source == f"runs:/{first}/{MODEL_ARTIFACT}"
+    # MLflow 3: the version is made from the run's LoggedModel, not from a runs:/<id>/model folder.
+    (lm,) = client.search_logged_models([client.get_run(first).info.experiment_id], f"source_run_id = '{first}'")
+    assert mv.version == "1" and mv.run_id == first and mv.source == f"models:/{lm.model_id}" == f"models:/{p1.model_id}"
     assert mv.tags == {"tfqa.backbone": "tiny", "tfqa.variant": "2"}
 
     p2 = promote(second, m)  # the registered model exists already: a new version, the alias moves
@@ -204,9 +214,13 @@ def test_promote_refuses_a_variant_the_manifest_lacks(client, prefix):
 
 
 def test_promote_refuses_a_run_without_a_model(client, prefix):
-    run_id = _run(client, variant="5", model=False)
-    with pytest.raises(ValueError, match=rf"run {run_id} logged no 'model' artifact"):
+    run_id = _run(client, variant="5", model=None)
+    with pytest.raises(ValueError, match=rf"run {run_id} logged no model \(no LoggedModel 'model' from this run\)"):
         promote(run_id, _manifest(prefix))
+    for status in ("PENDING", "FAILED"):  # an upload cut short, or one that gave up
+        run_id = _run(client, variant="5", model=status)
+        with pytest.raises(ValueError, match=rf"run {run_id}'s model m-[0-9a-f]+ is {status}, not READY"):
+            promote(run_id, _manifest(prefix))
     assert _no_versions(client, f"{prefix}-v5")
 
 

@@ -2,8 +2,10 @@
 
 The MLflow model is a code-based pyfunc (``tfqa/serving.py``) whose artifact is the model folder:
 safetensors weights, encoder config, head config and tokenizer files. It is saved locally, then
-uploaded as the run's ``model`` artifact folder, so registering it is
-``create_model_version(source="runs:/<id>/model")`` and serving it is
+logged as the run's MLflow 3 LoggedModel named ``model`` (``models:/<model_id>``; MLflow also
+resolves ``runs:/<run id>/model`` to it), carrying the run's key settings as its params and, at run
+end, the run's ``dev/`` and ``squad/`` metrics. Registering it is
+``create_model_version(source="models:/<model_id>")``; serving it is
 ``mlflow models serve -m models:/<name>@<alias>``.
 """
 from __future__ import annotations
@@ -13,6 +15,10 @@ import shutil
 from pathlib import Path
 
 MODEL_ARTIFACT = "model"
+"""The LoggedModel's name (MLflow's ``runs:/<run id>/model`` finds the run's model by it)."""
+MODEL_TYPE = "tfqa-candidate-qa"
+MODEL_METRIC_PREFIXES = ("dev/", "squad/")
+"""The run metrics a LoggedModel carries: how good the model is, not how training went."""
 WEIGHTS_KEY = "tfqa_model"
 HEAD_FILE = "tfqa_head.json"
 FEATURES_FILE = "tfqa_features.json"
@@ -76,17 +82,29 @@ def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     return dst
 
 
-def log_tfqa_model(run, model_dir: Path, features: dict) -> str:
-    """Save the MLflow model beside ``model_dir`` and upload it as the run's ``model`` folder.
+def log_tfqa_model(run, model_dir: Path, features: dict, *, params: dict | None = None,
+                   tags: dict | None = None) -> Path:
+    """Save the MLflow model beside ``model_dir`` and queue it as the run's LoggedModel.
 
-    The folder stays on disk: a logger that lost its server retries uploads from it later.
-    Returns the model's ``runs:/`` URI.
+    Its params are the feature settings it was trained with plus ``params`` (the stage's key
+    settings); ``tags`` go on the model. The folder stays on disk: a logger that lost its server
+    retries from it later. Returns the saved folder.
     """
     dst = Path(model_dir).parent / "mlflow_model"
     shutil.rmtree(dst, ignore_errors=True)
     save_tfqa_model(Path(model_dir), dst, features)
-    run.log_artifacts(str(dst), MODEL_ARTIFACT)
-    return f"runs:/{run.run_id}/{MODEL_ARTIFACT}"
+    run.log_model(dst, name=MODEL_ARTIFACT, params={**features, **(params or {})}, tags=tags, model_type=MODEL_TYPE,
+                  metric_prefixes=MODEL_METRIC_PREFIXES)
+    return dst
+
+
+def variant_model_info(v) -> dict:
+    """``params`` and ``tags`` of a training run's LoggedModel: what tells it from the others (the
+    variant row's deciding settings; the feature settings come with ``features``)."""
+    return {"params": {"variant": v.key, "entry_point": v.entry_point, "backbone": v.backbone_name, "init": v.init,
+                       "negatives": v.negatives, "random_negatives": v.random_negatives, "seed": v.seed, "lr": v.lr,
+                       "epochs": v.epochs, "batch_size": v.batch_size},
+            "tags": {"tfqa.stage": v.entry_point, "tfqa.variant": v.key, "tfqa.backbone": v.backbone_name}}
 
 
 def find_model_dir(path: Path) -> Path:

@@ -16,6 +16,13 @@ Consequences for callers:
   first.
 * If the process is killed outright (SIGKILL, ``os._exit``) whatever is still queued is lost;
   exceptions and Ctrl-C go through the context manager, which flushes.
+
+Models and datasets travel the same queue. ``log_model`` turns a saved MLflow model folder into an
+MLflow 3 LoggedModel of the run (create, link as the run's output, upload, mark READY: what
+``mlflow.<flavor>.log_model(name=...)`` does), one step at a time so that a retry after an outage
+resumes at the step that failed instead of creating a second model; at run end the run's latest
+metrics under the model's prefixes (``dev/``, ``squad/``) are logged on the model too.
+``log_inputs`` records datasets (``mlflow.log_input``) and models the run consumed.
 """
 from __future__ import annotations
 
@@ -46,6 +53,10 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 CODE_VERSION_TAG = "tfqa.code_version"
 # Set by `mlflow run` on the runs it creates; tfqa's own stages also tag themselves tfqa.stage.
 ENTRY_POINT_TAGS = ("mlflow.project.entryPoint", "tfqa.stage")
+MODEL_ID_TAG = "tfqa.model_id"
+"""The run's LoggedModel, tagged once it is READY."""
+LOG_TOKEN_TAG = "tfqa.log_token"
+"""On a LoggedModel: which ``log_model`` call made it, so a retry finds it instead of making another."""
 UNKNOWN_COMMIT = "unknown"
 
 # MLflow's own limits (mlflow.utils.validation); the server rejects anything beyond them.
@@ -149,6 +160,17 @@ def _http_defaults() -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+def stamp_mlmodel(model_dir: Path, model_id: str, run_id: str, artifact_location: str) -> None:
+    """Write the LoggedModel's identity into a saved model's ``MLmodel`` (as ``log_model`` does
+    when it saves the model after creating the LoggedModel)."""
+    from mlflow.models import Model
+
+    path = Path(model_dir) / "MLmodel"
+    m = Model.load(str(path))
+    m.model_id, m.model_uuid, m.run_id, m.artifact_path = model_id, model_id, run_id, artifact_location
+    m.save(str(path))
+
+
 # ------------------------------------------------------------------------------------- the queue
 @dataclasses.dataclass
 class _Batch:
@@ -163,6 +185,41 @@ class _Upload:
     artifact_path: str | None
     contents: bool = False  # a directory whose *contents* go under artifact_path (log_artifacts)
     spooled: bool = False  # a file this logger wrote (log_dict / log_text): removed once uploaded
+
+
+@dataclasses.dataclass
+class _ModelJob:
+    """One ``log_model`` call. Each step is done once; the job keeps what it has done, so a retry
+    after an outage picks up at the failed step (one LoggedModel per call, linked once)."""
+
+    local: Path
+    name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    model_type: str | None
+    step: int
+    metric_prefixes: tuple[str, ...]
+    token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    model_id: str | None = None
+    artifact_location: str = ""
+    created_tried: bool = False
+    link_tried: bool = False
+    linked: bool = False
+    uploaded: bool = False
+    ready: bool = False
+
+
+@dataclasses.dataclass
+class _ModelMetrics:
+    """At run end: the run's latest metrics under ``model.metric_prefixes``, logged on the model."""
+
+    model: _ModelJob
+
+
+@dataclasses.dataclass
+class _Inputs:
+    datasets: list  # mlflow.entities.DatasetInput
+    model_ids: list[str]
 
 
 @dataclasses.dataclass
@@ -205,7 +262,9 @@ class RunLogger:
         self._params: dict[str, str] = {}
         self._tags: dict[str, str] = {}
         self._metrics: deque = deque()
-        self._uploads: deque[_Upload] = deque()
+        self._jobs: deque[_Upload | _ModelJob | _ModelMetrics | _Inputs] = deque()
+        self._models: list[_ModelJob] = []
+        self._experiment_id: str | None = None
         self._terminal: _Terminate | None = None
         self._inflight: object | None = None
         self._kick = False
@@ -303,6 +362,38 @@ class RunLogger:
         parent = str(Path(artifact_file).parent).replace(os.sep, "/")
         self._queue_upload(_Upload(local, None if parent in ("", ".") else parent, spooled=True))
 
+    def log_model(self, local_dir: str | os.PathLike, *, name: str, params: Mapping[str, Any] | None = None,
+                  tags: Mapping[str, Any] | None = None, model_type: str | None = None, step: int = 0,
+                  metric_prefixes: Iterable[str] = ()) -> None:
+        """Queue a saved MLflow model folder as a LoggedModel ``name`` of this run, with its own
+        ``params`` (flattened like ``log_params``) and ``tags``; keep the folder until flushed.
+
+        At run end the run's latest value of every metric whose name starts with one of
+        ``metric_prefixes`` is logged on the model as well, whenever it was logged."""
+        path = self._existing(local_dir)
+        if not (path / "MLmodel").is_file():
+            raise FileNotFoundError(f"not an MLflow model folder (no MLmodel file): {path}")
+        job = _ModelJob(path, name,
+                        {k: _truncate(v, MAX_PARAM_VAL_LENGTH, f"model param {k!r}") for k, v in flatten_params(params or {}).items()},
+                        {str(k): _truncate(str(v), MAX_TAG_VAL_LENGTH, f"model tag {k!r}") for k, v in (tags or {}).items()},
+                        model_type, int(step), tuple(metric_prefixes))
+        with self._cond:
+            self._models.append(job)
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None:
+        """Record what the run read: ``mlflow.entities.DatasetInput``s (what ``mlflow.log_input``
+        logs: name, digest, source, profile, context tag) and LoggedModel ids it consumed."""
+        job = _Inputs(list(datasets), [m for m in model_ids if m])
+        if job.datasets or job.model_ids:
+            self._queue_upload(job)
+
+    def logged_model_ids(self) -> list[str]:
+        """The ids of the LoggedModels this logger has created so far (READY or not)."""
+        with self._cond:
+            return [m.model_id for m in self._models if m.model_id]
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is delivered (or dropped as undeliverable).
 
@@ -354,8 +445,7 @@ class RunLogger:
     def pending(self) -> dict[str, int]:
         """What is still queued, by kind (for tests and progress messages)."""
         with self._cond:
-            return {"params": len(self._params), "tags": len(self._tags), "metrics": len(self._metrics),
-                    "artifacts": len(self._uploads), "inflight": int(self._inflight is not None)}
+            return {**self._pending_locked(), "inflight": int(self._inflight is not None)}
 
     @property
     def online(self) -> bool:
@@ -368,6 +458,8 @@ class RunLogger:
         if status not in _TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {_TERMINAL_STATUSES}")
         with self._cond:
+            # After every model job (the queue is in order), before the final status.
+            self._jobs.extend(_ModelMetrics(m) for m in self._models if m.metric_prefixes)
             self._terminal = _Terminate(status)
             self._stopping = True
             self._cond.notify_all()
@@ -392,19 +484,21 @@ class RunLogger:
             raise FileNotFoundError(f"nothing to log at {p}")
         return p.resolve()
 
-    def _queue_upload(self, upload: _Upload) -> None:
+    def _queue_upload(self, upload: _Upload | _Inputs) -> None:
         with self._cond:
-            self._uploads.append(upload)
+            self._jobs.append(upload)
             self._cond.notify_all()
 
     def _pending_locked(self) -> dict[str, int]:
+        kinds = [type(j) for j in self._jobs]
         return {"params": len(self._params), "tags": len(self._tags), "metrics": len(self._metrics),
-                "artifacts": len(self._uploads)}
+                "artifacts": kinds.count(_Upload), "models": kinds.count(_ModelJob) + kinds.count(_ModelMetrics),
+                "inputs": kinds.count(_Inputs)}
 
     def _has_work_locked(self) -> bool:
         if self._dead:
             return False
-        return bool(self._params or self._tags or self._metrics or self._uploads or self._terminal)
+        return bool(self._params or self._tags or self._metrics or self._jobs or self._terminal)
 
     def _enforce_bound_locked(self) -> None:
         # Only metric points are dropped: params and tags are few and define the run.
@@ -426,8 +520,8 @@ class RunLogger:
             room = MAX_ENTITIES_PER_BATCH - len(params) - len(tags)
             metrics = [self._metrics.popleft() for _ in range(min(room, len(self._metrics)))]
             return _Batch(params + tags + metrics)
-        if self._uploads:
-            return self._uploads.popleft()
+        if self._jobs:
+            return self._jobs.popleft()
         return self._terminal
 
     def _requeue_locked(self, job: object, undelivered: list) -> None:
@@ -439,8 +533,8 @@ class RunLogger:
             self._tags = {**{k: v for kind, k, v in (x for x in undelivered if isinstance(x, tuple)) if kind == "t"},
                           **self._tags}
             self._enforce_bound_locked()
-        elif isinstance(job, _Upload):
-            self._uploads.appendleft(job)
+        elif isinstance(job, (_Upload, _ModelJob, _ModelMetrics, _Inputs)):
+            self._jobs.appendleft(job)  # a model job keeps the steps it has done
 
     # --------------------------------------------------------------------------- the thread
     def _loop(self) -> None:
@@ -490,6 +584,12 @@ class RunLogger:
             self._send_batch(job.items)
         elif isinstance(job, _Upload):
             self._upload(job)
+        elif isinstance(job, _ModelJob):
+            self._deliver_model(job)
+        elif isinstance(job, _ModelMetrics):
+            self._deliver_model_metrics(job)
+        elif isinstance(job, _Inputs):
+            self._deliver_inputs(job)
         elif isinstance(job, _Terminate):
             try:
                 self._client.set_terminated(self.run_id, status=job.status)
@@ -541,6 +641,92 @@ class RunLogger:
         if up.spooled:
             shutil.rmtree(up.local.parent, ignore_errors=True)
 
+    def _run_experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._client.get_run(self.run_id).info.experiment_id
+        return self._experiment_id
+
+    def _deliver_model(self, job: _ModelJob) -> None:
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        try:
+            if job.model_id is None:
+                found = self._find_model(job) if job.created_tried else None
+                if found is None:
+                    job.created_tried = True
+                    from mlflow.tracking.context.registry import resolve_tags
+
+                    found = self._client.create_logged_model(
+                        self._run_experiment_id(), name=job.name, source_run_id=self.run_id,
+                        tags=resolve_tags({**job.tags, LOG_TOKEN_TAG: job.token}), params=job.params,
+                        model_type=job.model_type)
+                job.model_id, job.artifact_location = found.model_id, found.artifact_location
+            if not job.linked:
+                # log_outputs adds a row per call: after a failed call, look before linking again.
+                if not (job.link_tried and self._is_linked(job.model_id)):
+                    job.link_tried = True
+                    self._client.log_outputs(self.run_id, [LoggedModelOutput(job.model_id, job.step)])
+                job.linked = True
+            if not job.uploaded:
+                stamp_mlmodel(job.local, job.model_id, self.run_id, job.artifact_location)
+                self._client.log_model_artifacts(job.model_id, str(job.local))
+                job.uploaded = True
+            self._client.finalize_logged_model(job.model_id, LoggedModelStatus.READY)
+        except Exception as e:
+            if not _is_permanent(e):
+                raise _Transient([], e) from e
+            _log.warning("run %s: could not log model %s from %s: %s", self.run_id, job.name, job.local, e)
+            if job.model_id is not None:
+                try:
+                    self._client.finalize_logged_model(job.model_id, LoggedModelStatus.FAILED)
+                except Exception:
+                    pass
+            return
+        job.ready = True
+        self.set_tags({MODEL_ID_TAG: job.model_id})
+
+    def _find_model(self, job: _ModelJob):
+        """The LoggedModel an earlier try of ``job`` created (its request may have gone through)."""
+        found = self._client.search_logged_models(
+            experiment_ids=[self._run_experiment_id()],
+            filter_string=f"source_run_id = '{self.run_id}' AND tags.`{LOG_TOKEN_TAG}` = '{job.token}'")
+        return found[0] if found else None
+
+    def _is_linked(self, model_id: str) -> bool:
+        outputs = self._client.get_run(self.run_id).outputs
+        return any(o.model_id == model_id for o in (outputs.model_outputs if outputs else []))
+
+    def _deliver_model_metrics(self, job: _ModelMetrics) -> None:
+        from mlflow.entities import Metric
+
+        model = job.model
+        if not model.ready:
+            return  # the model never made it (reported when it failed)
+        try:
+            keys = [k for k in self._client.get_run(self.run_id).data.metrics if k.startswith(model.metric_prefixes)]
+            points = []
+            for key in keys:
+                last = max(self._client.get_metric_history(self.run_id, key), key=lambda m: (m.step, m.timestamp))
+                points.append(Metric(key, last.value, last.timestamp, last.step, model_id=model.model_id))
+            for lo in range(0, len(points), MAX_ENTITIES_PER_BATCH):
+                self._client.log_batch(self.run_id, metrics=points[lo:lo + MAX_ENTITIES_PER_BATCH], synchronous=True)
+        except Exception as e:
+            if not _is_permanent(e):
+                raise _Transient([], e) from e
+            _log.warning("run %s: could not log metrics on model %s: %s", self.run_id, model.model_id, e)
+
+    def _deliver_inputs(self, job: _Inputs) -> None:
+        from mlflow.entities import LoggedModelInput
+
+        try:
+            self._client.log_inputs(self.run_id, datasets=job.datasets or None,
+                                    models=[LoggedModelInput(m) for m in job.model_ids] or None)
+        except Exception as e:
+            if not _is_permanent(e):
+                raise _Transient([], e) from e
+            _log.warning("run %s: could not record inputs %s: %s", self.run_id,
+                         [d.dataset.name for d in job.datasets] + job.model_ids, e)
+
     def _run_is_gone(self) -> bool:
         """A deleted run rejects everything: stop trying instead of bisecting every batch."""
         try:
@@ -553,7 +739,7 @@ class RunLogger:
                 self._params.clear()
                 self._tags.clear()
                 self._metrics.clear()
-                self._uploads.clear()
+                self._jobs.clear()
                 self._terminal = None
             _log.error("run %s no longer exists or was deleted; tracking disabled for it", self.run_id)
         return gone
@@ -576,6 +762,11 @@ class NullRunLogger:
     def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None: ...
     def log_dict(self, dictionary: Any, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_model(self, local_dir: str | os.PathLike, **kwargs: Any) -> None: ...
+    def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None: ...
+
+    def logged_model_ids(self) -> list[str]:
+        return []
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
@@ -589,7 +780,7 @@ class NullRunLogger:
     def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None: ...
 
     def pending(self) -> dict[str, int]:
-        return {"params": 0, "tags": 0, "metrics": 0, "artifacts": 0, "inflight": 0}
+        return {"params": 0, "tags": 0, "metrics": 0, "artifacts": 0, "models": 0, "inputs": 0, "inflight": 0}
 
 
 Tracker = RunLogger | NullRunLogger

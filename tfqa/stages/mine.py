@@ -12,6 +12,7 @@ import pandas as pd
 from tfqa.feature_cache import BuildConfig, build_features
 from tfqa.features import FeatureConfig
 from tfqa.inference import InferenceConfig
+from tfqa.run_inputs import TRAINING, features_input, log_data_inputs
 from tfqa.selection import SelectionConfig
 from tfqa.sharded_scoring import merge_shards, missing_shards, score_shards
 from tfqa.stages.prepare import FINGERPRINT_TAG
@@ -75,6 +76,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
         run.set_tags({"tfqa.stage": "mine_hard_negatives", FINGERPRINT_TAG: info.fingerprint,
                       **({"tfqa.upstream.model": loaded.source.run_id} if loaded.source.run_id else {}),
                       **({"tfqa.model_version": loaded.source.model_version} if loaded.source.model_version else {})})
+        log_data_inputs(run, [features_input(info.manifest, TRAINING)], model_ids=[loaded.source.model_id])
 
     t0 = time.perf_counter()
     scored_rows = [0]

@@ -15,6 +15,8 @@ import pandas as pd
 from tfqa import decode as dec
 from tfqa.ensemble import ensemble
 from tfqa.readers import read_examples
+from tfqa.registry import model_versions, record_models_used
+from tfqa.run_inputs import TEST, log_data_inputs, nq_input
 from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT
 from tfqa.upstream import download_run_artifact, require_stage
 
@@ -86,6 +88,9 @@ def run_predict(cfg: PredictConfig, run) -> Path:
 
     examples = list(read_examples(cfg.test_data))
     versions = {n: str(v) for n, v in report["versions"].items()}
+    used = {n for n, _, _ in voting_models(report)} | {st.model for st, _ in stages}
+    record_models_used(run, model_versions({n: versions[n] for n in sorted(used)}))
+    log_data_inputs(run, [nq_input(cfg.test_data, examples, TEST)])
 
     def score(name: str, keys):
         sc = score_model(f"models:/{name}/{versions[name]}", f"{name}-v{versions[name]}", cfg.test_data,

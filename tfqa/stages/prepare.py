@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from tfqa.feature_cache import BuildConfig, CacheInfo, build_features
 from tfqa.features import FeatureConfig
+from tfqa.run_inputs import TRAINING, features_input, log_data_inputs
 from tfqa.selection import SelectionConfig
 
 FEATURES_PATH_TAG = "tfqa.features_path"
@@ -49,6 +50,7 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
             metrics["prepare/candidates_per_s"] = m["counts"]["candidates"] / m["build_seconds"]
         run.log_metrics(metrics, step=0)
         run.log_dict(m, "features/manifest.json")
+        log_data_inputs(run, [features_input(m, TRAINING)])
     return info
 
 

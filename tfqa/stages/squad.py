@@ -13,6 +13,7 @@ import numpy as np
 
 from tfqa.errors import UserError
 from tfqa.records import AnswerClass
+from tfqa.run_inputs import EVALUATION, TRAINING, log_data_inputs, squad_input
 from tfqa.squad_data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad_eval import evaluate
 
@@ -126,6 +127,9 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     fcfg = SquadFeatureConfig(cfg.max_seq_len, cfg.doc_stride, cfg.max_question_len)
     train_feats, dev_feats = build_features(train_ex, tok, fcfg), build_features(dev_ex, tok, fcfg)
 
+    log_data_inputs(run, [squad_input(cfg.squad_data, train_ex, train_feats, TRAINING),
+                          squad_input(cfg.squad_dev or cfg.squad_data, dev_ex, dev_feats, EVALUATION)],
+                    model_ids=[start.source.model_id] if start.source else [])
     model = start.build(len(tok))
     tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps or None, batch_size=cfg.batch_size,
                        seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
@@ -145,5 +149,8 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     model.save_pretrained(final)
     tok.save_pretrained(str(final))
     log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
-                                             "html_tokens": cfg.html_tokens})
+                                         "html_tokens": cfg.html_tokens},
+                   params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
+                           "epochs": cfg.epochs, "max_questions": cfg.max_questions},
+                   tags={"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name})
     return metrics

@@ -14,6 +14,7 @@ from pathlib import Path
 from tfqa.decode import DecodeConfig
 from tfqa.feature_cache import MANIFEST, BuildConfig, build_features
 from tfqa.features import FeatureConfig
+from tfqa.run_inputs import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
 from tfqa.selection import SelectionConfig
 from tfqa.stages.mine import SCORES_ARTIFACT
 from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG
@@ -91,7 +92,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
 
     from tfqa.dataset import CandidateDataset, FeatureStore
     from tfqa.loading import StartingPoint
-    from tfqa.model_logging import log_tfqa_model
+    from tfqa.model_logging import log_tfqa_model, variant_model_info
     from tfqa.tokenization import load_tokenizer
     from tfqa.train_loop import TrainConfig, train
 
@@ -123,6 +124,9 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         FINGERPRINT_TAG: store.fingerprint, "tfqa.registered_model": v.registered_model,
         **{f"tfqa.upstream.{k}": val for k, val in upstream.items()},
     })
+    log_data_inputs(run, [features_input(store.manifest, TRAINING),
+                          *([read_nq_input(cfg.dev_data, EVALUATION, cfg.dev_examples)] if cfg.dev_data else [])],
+                    model_ids=[start.source.model_id] if start.source else [])
     # What the features were built with decides (a prepared cache may differ from the variant row).
     top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
     eval_fn = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data and cfg.eval_every else None
@@ -137,7 +141,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
         log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only,
-                                             "decode": DecodeConfig(decode=v.decode).to_dict()})
+                                             "decode": DecodeConfig(decode=v.decode).to_dict()}, **variant_model_info(v))
     return result.metrics
 
 

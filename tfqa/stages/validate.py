@@ -21,7 +21,8 @@ import pandas as pd
 from tfqa import decode as dec
 from tfqa.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.evaluation import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
-from tfqa.registry import EnsembleManifest, resolve_aliases
+from tfqa.registry import EnsembleManifest, record_models_used, resolve_aliases
+from tfqa.run_inputs import EVALUATION, log_data_inputs, nq_input
 from tfqa.scoring import ScoredAnswers, score_answers
 from tfqa.stages.prepare import FINGERPRINT_TAG
 
@@ -102,6 +103,8 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     run.set_tags({"tfqa.stage": "validate",
                   **{f"tfqa.model_version.{n}": mv.version for n, mv in versions.items()},
                   **{f"tfqa.upstream.{n}": mv.run_id for n, mv in versions.items()}})
+    record_models_used(run, versions)
+    log_data_inputs(run, [nq_input(cfg.dev_data, dev.examples, EVALUATION, cfg.dev_examples)])
     metrics: dict[str, float] = {}
     scores = {}
     for m in manifest.models:
