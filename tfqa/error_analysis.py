@@ -273,7 +273,8 @@ def write(analysis: ErrorAnalysis, out_dir: str | Path) -> list[Path]:
         if name == "agreement":
             frame = frame.reset_index()
         frame.to_csv(out / f"{name}.csv", index=False)
-        frame.to_json(out / f"{name}.json", orient="split", index=False)
+        # pandas' default keeps 10 decimals; 15 (its most) keeps a logged F1 as the metric has it.
+        frame.to_json(out / f"{name}.json", orient="split", index=False, double_precision=15)
         files += [out / f"{name}.csv", out / f"{name}.json"]
     files.append(slices_plot(analysis, out / "slices.png"))
     files.append(agreement_plot(analysis, out / "agreement.png"))
