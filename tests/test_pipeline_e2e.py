@@ -64,6 +64,10 @@ def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypa
         assert run.data.tags["tfqa.variant"] == m.variant and run.data.tags["tfqa.backbone"] == m.backbone
         assert validate.data.tags[f"tfqa.model_version.{m.name}"] == mv.version
         assert f"model/{m.name}/long-best-threshold-f1" in validate.data.metrics
+        # The training run's final dev evaluation saw validate's 60 dev examples, decoded as validate does.
+        for part in ("long", "short"):
+            assert run.data.metrics[f"dev/{part}_f1"] == pytest.approx(
+                validate.data.metrics[f"model/{m.name}/{part}-best-threshold-f1"], abs=1e-9), (m.name, part)
     analysis = {a.path for a in client.list_artifacts(validate.info.run_id, "validation/error_analysis")}
     assert {f"validation/error_analysis/{n}" for n in ("slices.json", "ensemble_changes.csv", "agreement.png")} <= analysis
     # Every training run ends with the dev evaluation; the CI profile's eval_every=10 adds step 10.

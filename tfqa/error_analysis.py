@@ -310,17 +310,19 @@ def slices_plot(analysis: ErrorAnalysis, path: Path) -> Path:
             ax = axes[r][c]
             for k, model in enumerate(models):
                 rows = part[part["model"] == model].set_index("slice").reindex(labels)
-                ax.bar(np.arange(len(labels)) + (k - (len(models) - 1) / 2) * width, rows[metric].fillna(0.0),
-                       width, label=model)
+                x = np.arange(len(labels)) + (k - (len(models) - 1) / 2) * width
+                ax.bar(x, rows[metric].fillna(0.0), width, label=model)
+                for xi in x[rows[metric].isna().to_numpy()]:  # no gold of that kind: not a zero
+                    ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
             ax.set_xticks(np.arange(len(labels)),
                           [f"{lab}\nn={int(n)}" for lab, n in zip(labels, part.groupby("slice", sort=False)["n"].first())],
                           fontsize=8)
             ax.set_ylim(0, 1.02)
-            ax.set_title(f"{metric} by {by.replace('_', ' ')}", fontsize=10)
+            ax.set_title(f"{metric} by {'gold answer type' if by == 'answer_type' else 'document length (tokens)'}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"best member: {analysis.best_member}; empty bar where a slice has no gold of that type", fontsize=10)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=len(models), fontsize=8)
+    fig.suptitle(f"best member: {analysis.best_member}; n/a: the slice has no gold answer of that kind", fontsize=10, x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
