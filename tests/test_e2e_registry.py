@@ -248,6 +248,48 @@ def test_validate_entry_point_metrics_tags_artifacts(e2e, first_validate, tmp_pa
     assert png.startswith(b"\x89PNG")
 
 
+def test_validate_logs_the_error_analysis(e2e, first_validate, tmp_path):
+    """The tables (CSV and MLflow tables), the plots, and figures that agree with the run's metrics."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    run, _ = first_validate
+    run_id, m = run.info.run_id, run.data.metrics
+    arts = _artifacts(MlflowClient(), run_id)
+    base = "validation/error_analysis"
+    for name in ("slices", "agreement", "ensemble_changes"):
+        assert {f"{base}/{name}.csv", f"{base}/{name}.json"} <= arts, sorted(arts)
+    for png in ("slices.png", "agreement.png"):
+        assert _download(run_id, f"{base}/{png}", tmp_path).read_bytes().startswith(b"\x89PNG")
+    logged_tables = {t["path"] for t in json.loads(run.data.tags["mlflow.loggedArtifacts"]) if t["type"] == "table"}
+    assert logged_tables == {f"{base}/{n}.json" for n in ("slices", "agreement", "ensemble_changes")}
+
+    slices = mlflow.load_table(f"{base}/slices.json", run_ids=[run_id])
+    names = [*NAMES.values(), "ensemble"]
+    assert list(dict.fromkeys(slices.model)) == names
+    whole = slices[slices.by == "all"].set_index("model")
+    for name in names:  # over every example, at each model's thresholds: its logged best-threshold F1
+        prefix = "ensemble/" if name == "ensemble" else f"model/{name}/"
+        assert whole.loc[name, "long_f1"] == pytest.approx(m[prefix + "long-best-threshold-f1"], abs=1e-12)
+        assert whole.loc[name, "short_f1"] == pytest.approx(m[prefix + "short-best-threshold-f1"], abs=1e-12)
+        for by in ("answer_type", "doc_length"):
+            assert slices[(slices.model == name) & (slices.by == by)].n.sum() == 10, (name, by)
+
+    agreement = pd.read_csv(_download(run_id, f"{base}/agreement.csv", tmp_path), index_col="model")
+    assert list(agreement.index) == list(agreement.columns) == names
+    assert (agreement.to_numpy().diagonal() == 1).all() and (agreement.to_numpy() == agreement.to_numpy().T).all()
+
+    summary = json.loads(_download(run_id, f"{base}/summary.json", tmp_path).read_text())
+    objective = {n: m[f"model/{n}/long-best-threshold-f1"] + m[f"model/{n}/short-best-threshold-f1"] for n in NAMES.values()}
+    assert summary["best_member"] == max(objective, key=objective.get)
+    changes = mlflow.load_table(f"{base}/ensemble_changes.json", run_ids=[run_id])
+    assert (changes.change == "fixed").sum() == summary["fixed"] and (changes.change == "broken").sum() == summary["broken"]
+    # The ensemble's accuracy minus its best member's is what it fixed minus what it broke.
+    accuracy = whole["accuracy"]
+    assert accuracy["ensemble"] - accuracy[summary["best_member"]] == pytest.approx((summary["fixed"] - summary["broken"]) / 10)
+
+
 def test_validate_logs_official_recall_at_precision_keys(first_validate):
     """The official PR-curve keys are spelled 'long-recall-at-precision>=0.75'; MLflow metric names
     may not hold '>' or '=', so they are logged as '...-ge-0.75' (MLflow would drop them otherwise)."""

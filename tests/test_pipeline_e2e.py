@@ -64,6 +64,20 @@ def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypa
         assert run.data.tags["tfqa.variant"] == m.variant and run.data.tags["tfqa.backbone"] == m.backbone
         assert validate.data.tags[f"tfqa.model_version.{m.name}"] == mv.version
         assert f"model/{m.name}/long-best-threshold-f1" in validate.data.metrics
+        # The training run's final dev evaluation saw validate's 60 dev examples, decoded as validate does.
+        for part in ("long", "short"):
+            assert run.data.metrics[f"dev/{part}_f1"] == pytest.approx(
+                validate.data.metrics[f"model/{m.name}/{part}-best-threshold-f1"], abs=1e-9), (m.name, part)
+    analysis = {a.path for a in client.list_artifacts(validate.info.run_id, "validation/error_analysis")}
+    assert {f"validation/error_analysis/{n}" for n in ("slices.json", "ensemble_changes.csv", "agreement.png")} <= analysis
+    # Every training run ends with the dev evaluation; the CI profile's eval_every=10 adds step 10.
+    train_runs = client.search_runs([validate.info.experiment_id], "tags.`tfqa.stage` LIKE 'train_%'")
+    assert len(train_runs) == 6
+    for run in train_runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "dev/long_f1")]
+        assert steps == [10, 20], (run.data.tags["tfqa.variant"], steps)
+        assert {"dev/short_f1", "dev/long_threshold", "dev/short_threshold", "dev/acc_all"} <= run.data.metrics.keys()
+        assert sum(run.data.metrics[f"dev/n_{t}"] for t in ("null", "long_only", "short_span", "yes", "no")) == 60
     # Hard negatives come from the mining run, the ALBERT variants start from the SQuAD run.
     v2 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v2", "champion").run_id).data.tags
     assert v2["tfqa.upstream.mine_hard_negatives"] and v2["tfqa.upstream.init"]

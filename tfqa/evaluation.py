@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tfqa import decode as dec
+from tfqa.error_analysis import Thresholds, accuracy_by_type, example_right
 from tfqa.predictions import Prediction, predictions_from_json
 from tfqa.readers import read_examples
 from tfqa.records import Example
@@ -74,12 +75,36 @@ def headline(scored: ScoredAnswers, prefix: str) -> dict[str, float]:
     return out
 
 
+def dev_metrics(scored: ScoredAnswers, gold: GoldTable, prefix: str = "dev/") -> dict[str, float]:
+    """What a training run reports on its dev subset: the official best-threshold long/short F1
+    and their thresholds, Kaggle's micro-F1, and per gold answer type (``null``, ``long_only``,
+    ``short_span``, ``yes``, ``no``) the examples of that type (``n_<type>``) and the fraction the
+    model gets right at those thresholds (``acc_<type>``; ``acc_all`` over every example).
+    "Right" and the types are defined in ``tfqa.error_analysis``; a type without examples gets no
+    ``acc_`` metric."""
+    official = scored.official_metrics()
+    t = Thresholds(float(official["long-best-threshold"]), float(official["short-best-threshold"]))
+    out = {f"{prefix}long_f1": float(official["long-best-threshold-f1"]),
+           f"{prefix}short_f1": float(official["short-best-threshold-f1"]),
+           f"{prefix}long_threshold": t.long, f"{prefix}short_threshold": t.short,
+           f"{prefix}kaggle_micro_f1": float(scored.best_kaggle_micro_f1().f1),
+           f"{prefix}acc_all": float(example_right(scored, t).mean())}
+    for name, (n, acc) in accuracy_by_type(gold, scored, t).items():
+        out[f"{prefix}n_{name}"] = float(n)
+        if n:
+            out[f"{prefix}acc_{name}"] = acc
+    return out
+
+
 class DevEvaluator:
-    """The training loop's periodic evaluation: official F1 on a dev subset."""
+    """A training run's dev evaluation (``dev_metrics`` on a dev subset): the loop's periodic one
+    and the final one. ``last_step`` is the step it last evaluated, so the final evaluation is not
+    repeated when the loop's last periodic one was at the last step."""
 
     def __init__(self, dev: DevSet, store, pad_id: int, top_level_only: bool = False,
                  decode: dec.DecodeConfig = dec.DecodeConfig()):
         self.dev, self.store, self.pad_id, self.top_level_only, self.decode = dev, store, pad_id, top_level_only, decode
+        self.last_step: int | None = None
 
     @classmethod
     def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, features,
@@ -95,13 +120,17 @@ class DevEvaluator:
         return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only, decode)
 
     def __call__(self, model, step: int) -> dict[str, float]:
+        import time
+
         from tfqa.inference import score_candidates
 
+        t0 = time.perf_counter()
         was_training = model.training
         outputs = score_candidates(model, self.store, pad_id=self.pad_id, top_level_only=self.top_level_only)
         model.train(was_training)
         scored, _ = score_outputs(outputs, self.dev, self.decode)
-        return headline(scored, "dev/")
+        self.last_step = step
+        return {**dev_metrics(scored, self.dev.gold), "dev/eval_seconds": time.perf_counter() - t0}
 
 
 def write_subset(src: str, dst: Path, limit: int) -> Path:

@@ -70,8 +70,10 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         # backbone, 0.69 after 5,000); the later models fine-tune it briefly (warm_start).
         # Checkpoints only at epoch ends and the end: each is weights + AdamW state (~270 MB for
         # MiniLM), written and logged as an artifact, seconds apiece on this disk.
+        # Every training run ends with the dev evaluation on all 100 dev examples (dev/long_f1,
+        # dev/acc_* in the runs table); no periodic one, which would cost that again each time.
         train_overrides={"max_steps": "40", "batch_size": "20", "max_seq_len": "128", "lr": "1e-4",
-                         "checkpoint_every": "0", "eval_every": "0"},
+                         "checkpoint_every": "0", "eval_every": "0", "dev_examples": "100"},
         # Mining and the variants after it use the first 300 examples: a 40-step variant reads
         # 800 rows, 3/4 of their ~1,100; mining all 600 scored twice the candidates for nothing.
         step_overrides={"train_bert_base": {"max_steps": "230", "lr": "3e-4"},
@@ -102,8 +104,9 @@ def ci_profile(work_dir: str = "demo-ci") -> Profile:
            "name": "ci",
            "backbones": {},  # filled with a tiny BERT built from a config at run time
            "synth": {"n_train": 200, "n_dev": 60, "n_test": 20, "seed": 5},
+           # The dev evaluation halfway and at the end: CI sees the curve and the final metrics.
            "train_overrides": {"max_steps": "20", "batch_size": "16", "max_seq_len": "96", "lr": "5e-4",
-                               "checkpoint_every": "10", "eval_every": "0"},
+                               "checkpoint_every": "10", "eval_every": "10", "dev_examples": "60"},
            "squad_overrides": {"max_steps": "10", "batch_size": "8", "max_seq_len": "128", "doc_stride": "32", "max_questions": "120"},
            "mine_overrides": {"n_shards": "2"},
            "step_overrides": {},

@@ -31,7 +31,8 @@ class TrainStageConfig:
     train_data: str
     """NQ train file, a feature cache dir, or a ``prepare`` run id."""
     dev_data: str = ""
-    """NQ dev file for the periodic evaluation (empty: none)."""
+    """NQ dev file: the run ends with an evaluation on its first ``dev_examples`` examples, and
+    evaluates every ``eval_every`` steps as well when that is set (empty: no evaluation)."""
     dev_examples: int = 200
     mining_run: str = ""
     """Run id of ``mine_hard_negatives`` (needed when the variant samples hard negatives)."""
@@ -129,25 +130,37 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
                     model_ids=[start.source.model_id] if start.source else [])
     # What the features were built with decides (a prepared cache may differ from the variant row).
     top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
-    eval_fn = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data and cfg.eval_every else None
+    evaluator = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data else None
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps({"run_id": run.run_id, "variant": v.key}))
     result = train(model, CandidateDataset(store), train_cfg, out_dir=out_dir / "checkpoints", logger=run,
-                   eval_fn=eval_fn, resume=cfg.resume if cfg.resume != "none" else None, pad_id=tok.pad_token_id)
+                   eval_fn=evaluator, resume=cfg.resume if cfg.resume != "none" else None, pad_id=tok.pad_token_id)
+    metrics = {**result.metrics, **final_dev_evaluation(evaluator, model, result.step, run)}
     if int(os.environ.get("RANK", "0")) == 0:
         final = out_dir / "final"
         model.save_pretrained(final)
         tok.save_pretrained(str(final))
         log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only,
                                              "decode": DecodeConfig(decode=v.decode).to_dict()}, **variant_model_info(v))
-    return result.metrics
+    return metrics
+
+
+def final_dev_evaluation(evaluator, model, step: int, run) -> dict[str, float]:
+    """The final model's dev metrics, logged at the last step (rank 0). The loop's own evaluation
+    already ran there when ``eval_every`` is set: it is not repeated, and its metrics are the
+    loop's last ones (the caller has them)."""
+    if evaluator is None or int(os.environ.get("RANK", "0")) != 0 or evaluator.last_step == step:
+        return {}
+    metrics = evaluator(model, step)
+    run.log_metrics(metrics, step)
+    return metrics
 
 
 def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
-    """Periodic evaluation: official NQ long/short F1 on the first ``dev_examples`` dev examples,
-    with inputs built as the training features were."""
+    """The dev evaluation (``tfqa.evaluation.dev_metrics``) on the first ``dev_examples`` dev
+    examples, with inputs built as the training features were."""
     from tfqa.evaluation import DevEvaluator
 
     return DevEvaluator.from_file(cfg.dev_data, str(store.tokenizer_dir), Path(cfg.output_dir) / "features",

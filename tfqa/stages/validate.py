@@ -6,7 +6,8 @@ alone. Then the manifest's procedure: its pruning cascade (each stage keeps the 
 candidates per example), the weighted word-level ensemble of the survivors (weights from the
 manifest, or fitted cross-validated over halves of the dev set), decoded as the manifest says;
 its metrics and best long/short thresholds, the same ensemble without the cascade, the
-candidates and inference seconds of each stage, and two model-free baselines.
+candidates and inference seconds of each stage, and two model-free baselines. Last, the error
+analysis (``tfqa.error_analysis``) of the models and the ensemble, under ``validation/error_analysis``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tfqa import decode as dec
+from tfqa import error_analysis
 from tfqa.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.evaluation import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
 from tfqa.registry import EnsembleManifest, record_models_used, resolve_aliases
@@ -107,6 +109,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     log_data_inputs(run, [nq_input(cfg.dev_data, dev.examples, EVALUATION, cfg.dev_examples)])
     metrics: dict[str, float] = {}
     scores = {}
+    answers = []  # each model's dev answers, for the error analysis
     for m in manifest.models:
         mv = versions[m.name]
         sc = score_model(f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg.output_dir,
@@ -114,7 +117,8 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
         run.log_artifact(str(sc.cache_path), "outputs")
         run.set_tags({f"tfqa.outputs.{m.name}": sc.cache_path.name, f"{FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
                       f"tfqa.html_tokens.{m.name}": sc.settings["html_tokens"]})
-        scored, _ = score_outputs(sc.outputs, dev, dcfg)
+        scored, decoded = score_outputs(sc.outputs, dev, dcfg)
+        answers.append(error_analysis.ModelAnswers(m.name, scored, decoded))
         metrics.update(headline(scored, f"model/{m.name}/"))
         metrics.update({f"model/{m.name}/outputs_reused": float(sc.reused), f"model/{m.name}/inference_seconds": sc.seconds})
         scores[m.name] = sc
@@ -175,6 +179,9 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     (out_dir / "predictions.json").write_text(json.dumps(dec.nq_predictions_json(decoded, dev.offsets)))
     (out_dir / "predictions.txt").write_text(predictions_report(metrics, official, thresholds, report))
     pr_plot(scored, out_dir / "precision_recall.png")
+    analysis = error_analysis.analyse(dev.examples, dev.gold, answers, error_analysis.ModelAnswers("ensemble", scored, decoded))
+    error_analysis.write(analysis, out_dir / "error_analysis")
+    run.set_tags(error_analysis.table_tags("validation/error_analysis"))
     run.log_metrics(metrics, step=0)
     run.log_artifacts(str(out_dir), "validation")
     return {**metrics, **{f"thresholds.{k}": v for k, v in thresholds.items()}}
