@@ -175,7 +175,7 @@ def settings_for(profile: Profile, data: dict[str, str], result, experiment: str
     backbones: dict[str, str] = {}
     by_entry_point: dict[str, list[dict]] = {}
     for name, entry_point, make in build_steps(profile, data):
-        params = {k: str(v) for k, v in make(result).items()}
+        params = {k: _scalar(str(v)) for k, v in make(result).items()}
         if entry_point == "finetune_squad" and profile.backbone_name:
             params["backbone_name"] = profile.backbone_name  # so a bare run looks up the same backbone
         variant = name.partition("_")[2] if entry_point.startswith("train_") else "2"
@@ -193,6 +193,18 @@ def settings_for(profile: Profile, data: dict[str, str], result, experiment: str
                                 "squad": data.get("squad")}.items() if v}
     return {"tracking": {"uri": os.environ["MLFLOW_TRACKING_URI"], "experiment": experiment},
             "backbones": backbones, "data": files, "parameters": parameters}
+
+
+def _scalar(text: str):
+    """A number as a number (a flag as a flag), so the written file reads as a person writes it."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def write_settings(profile: Profile, data: dict[str, str], result, experiment: str, work: Path) -> Path:

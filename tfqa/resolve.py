@@ -196,8 +196,9 @@ class StageResolver:
             return None
         run = found.run
         self.notes += [f"{param}: newer {s}" for s in found.skipped]
-        self._take(param, run.info.run_id,
-                   f"the latest FINISHED {_stage_of(run)} run ({run.info.run_name}) in experiment {experiment!r}")
+        stage = _stage_of(run)
+        named = f" {run.info.run_name!r}" if run.info.run_name and run.info.run_name != stage else ""
+        self._take(param, run.info.run_id, f"the latest FINISHED {stage} run{named} in experiment {experiment!r}")
         return run
 
     def fill_from_run(self, param: str, run, name: str, what: str) -> None:
