@@ -1,9 +1,19 @@
 """Command-line plumbing shared by the entry point scripts, which import it before anything heavy."""
 import sys
+from pathlib import Path
 
-from tfqa.errors import RefusingCommand
-from tfqa.prefork import delegate_if_configured
+# The stage runs the code of the checkout it was started from, whatever environment runs it:
+# `--env-manager uv` installs a snapshot of tfqa into an environment that is kept across code
+# changes (it is keyed by the dependencies), and an editable install may point at another clone.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tfqa.errors import RefusingCommand  # noqa: E402
+from tfqa.prefork import delegate_if_configured  # noqa: E402
+from tfqa.progress import quiet_library_bars  # noqa: E402
+
+# A stage's log is read in a file as often as on a terminal: library bars off where they would
+# be noise; tfqa's own progress (tfqa.progress) reports instead.
+quiet_library_bars()
 # Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
 # process only waits for its exit status.
 delegate_if_configured()
@@ -34,3 +44,51 @@ def format_metrics(metrics) -> str:
     """One line of ``key=value`` pairs: readable in a log, and free of braces so that a JSON
     summary printed later stays the only JSON on stdout."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+
+
+def given_options(ctx, *, skip=()) -> dict:
+    """The options the command line gave a value (MLflow passes a -P left empty as ``''``)."""
+    from click.core import ParameterSource
+
+    return {name: value for name, value in ctx.params.items()
+            if name not in skip and value not in ("", None)
+            and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
+def option_values(ctx, values: dict, *, skip=()) -> dict:
+    """Every option of the command: its resolved value (converted to the option's type) where
+    there is one, else what it was given, else its default (an empty value counts as none)."""
+    out = {}
+    for param in ctx.command.params:
+        name = param.name
+        if name not in ctx.params or name in skip:
+            continue
+        if name in values:
+            out[name] = param.type_cast_value(ctx, values[name])
+        else:
+            value = ctx.params[name]
+            out[name] = param.get_default(ctx) if value == "" else value
+    return out
+
+
+def load_settings():
+    """The user's settings file (tfqa.settings), its tracking defaults applied to this process."""
+    from tfqa.settings import Settings, use_tracking_defaults
+
+    settings = Settings.load()
+    use_tracking_defaults(settings)
+    return settings
+
+
+def resolver(entry_point: str, ctx, settings, run=None, *, given=None, skip=()):
+    """A StageResolver for this stage: what the command line gave, the settings, and the run's
+    experiment for upstream runs (None: a stage that takes none resolves before its run opens)."""
+    from tfqa.resolve import StageResolver, experiment_of
+
+    run_id = run.run_id if run is not None else None
+    return StageResolver(entry_point, given_options(ctx, skip=skip) if given is None else given, settings,
+                         experiment_id=experiment_of(run_id), run_id=run_id)
+
+
+def option_names(ctx, *, skip=()) -> set:
+    return {p.name for p in ctx.command.params if p.name in ctx.params and p.name not in skip}

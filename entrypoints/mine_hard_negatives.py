@@ -4,16 +4,16 @@ Under torchrun each rank scores its share of the shards; rank 0 merges and logs.
 import os
 
 import click
-from _args import StageCommand, normalised_argv, format_metrics
+from _args import StageCommand, format_metrics, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import tracking
+from tfqa import resolve, tracking
 from tfqa.stages.mine import MineConfig, run_mine
-from tfqa.upstream import latest_finished_run_id
 
 
 @click.command(cls=StageCommand)
-@click.option("--model", default="", help="Scoring model (run id, runs:/, models:/ or dir). Default: the newest finished bert_base run.")
-@click.option("--train-data", required=True, help="NQ training file.")
+@click.option("--model", default="", help="Scoring model (run id, runs:/, models:/ or dir). Default: the latest FINISHED "
+              "train_bert_base run.")
+@click.option("--train-data", default="", help="NQ training file (default: settings data.train).")
 @click.option("--output-dir", default="outputs", show_default=True)
 @click.option("--top-level-only", type=bool, default=False, show_default=True)
 @click.option("--negatives-per-example", default=2, show_default=True)
@@ -22,11 +22,18 @@ from tfqa.upstream import latest_finished_run_id
 @click.option("--batch-tokens", default=16384, show_default=True)
 @click.option("--workers", default=0, show_default=True)
 @click.option("--max-lines", default=0, show_default=True, help="Mine the first N training examples only (0: all).")
-def main(model, **opts):
-    model = model or latest_finished_run_id(tags={"tfqa.variant": "bert_base"})
-    cfg = MineConfig(model=model, **opts)
+@click.pass_context
+def main(ctx, **_):
+    settings = load_settings()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    with tracking.start_run(run_name="mine_hard_negatives", tags={"tfqa.stage": "mine_hard_negatives"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("mine_hard_negatives"), tags={"tfqa.stage": "mine_hard_negatives"}) as run:
+        r = resolver("mine_hard_negatives", ctx, settings, run)
+        r.fill_parameters(option_names(ctx))
+        resolve.mine_inputs(r)
+        r.need("model", "-P model=<train_bert_base run id, models:/ URI or model dir>")
+        values = r.finish()
+        r.record(run)
+        cfg = MineConfig(**option_values(ctx, values))
         summary = run_mine(cfg, run, rank=rank, world_size=world)
     click.echo(f"mined: {format_metrics(summary)}")
 

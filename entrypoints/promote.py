@@ -1,21 +1,38 @@
 """MLflow entry point `promote`: register a finished training run's model and move the alias."""
 import click
-from _args import StageCommand, normalised_argv
+from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
 from tfqa import tracking
 from tfqa.registry import EnsembleManifest, promote
 
 
+def _variant_of(run_id: str) -> str:
+    """For the run's name (promote-v3); the promotion itself checks the run."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient().get_run(run_id).data.tags.get("tfqa.variant", "")
+    except Exception:  # a bad id is refused by promote() with its own message
+        return ""
+
+
 @click.command(cls=StageCommand)
 @click.option("--run-id", required=True, help="The finished training run.")
-@click.option("--manifest", default="registry/ensemble.yaml", show_default=True)
+@click.option("--manifest", default="registry/ensemble.yaml", show_default=True, help="(default: settings parameters.promote.manifest)")
 @click.option("--name", default="", help="Registered model name (default: the manifest's entry for the run's variant).")
 @click.option("--alias", default="", help="Alias to move (default: the manifest's).")
-def main(run_id, manifest, name, alias):
-    m = EnsembleManifest.load(manifest)
-    with tracking.start_run(run_name="promote", tags={"tfqa.stage": "promote", "tfqa.upstream.train": run_id}) as run:
-        p = promote(run_id, m, name=name or None, alias=alias or None)
-        run.log_params({"run_id": run_id, "manifest": manifest, "name": p.name, "alias": p.alias})
+@click.pass_context
+def main(ctx, run_id, **_):
+    settings = load_settings()
+    with tracking.start_run(run_name=tracking.run_name("promote", _variant_of(run_id)),
+                            tags={"tfqa.stage": "promote", "tfqa.upstream.train": run_id}) as run:
+        r = resolver("promote", ctx, settings, run)
+        r.fill_parameters(option_names(ctx))
+        o = option_values(ctx, r.finish())
+        r.record(run)
+        m = EnsembleManifest.load(o["manifest"])
+        p = promote(run_id, m, name=o["name"] or None, alias=o["alias"] or None)
+        run.log_params({"run_id": run_id, "manifest": o["manifest"], "name": p.name, "alias": p.alias})
         run.set_tags({"tfqa.registered_model": p.name, "tfqa.model_version": p.version})
         run.set_tags({f"tfqa.model_id.{p.name}": p.model_id})
         run.log_inputs(model_ids=[p.model_id])

@@ -278,7 +278,7 @@ def remove_dead_builds(cache_root: Path) -> list[Path]:
 
 
 def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
-    from tqdm import tqdm
+    from tfqa.progress import bar as progress_bar
 
     workers = cfg.workers or os.cpu_count() or 1
     report = ReadReport()
@@ -290,7 +290,7 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
     breaks: list[BadInputError] = []
     jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines, breaks)
     init_args = (str(out / "tokenizer"), cfg, str(out), src)
-    bar = tqdm(desc=f"features {Path(src).name}", unit="ex", disable=not progress, mininterval=2.0)
+    bar = progress_bar(f"features {Path(src).name}", total=cfg.max_lines or None, unit="ex", disable=not progress)
     pool = None
     if workers > 1:
         # fork keeps start-up cheap (no re-import of torch/transformers per worker).

@@ -77,7 +77,7 @@ def score_candidates(
     top-level parent. Its nested rows are not run; they get the no-answer outputs (NOT_ANSWER with
     probability 1, span probabilities 0), so in an ensemble it votes against them.
     """
-    from tqdm import tqdm
+    from tfqa.progress import track
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
@@ -92,7 +92,7 @@ def score_candidates(
     class_probs[:, AnswerClass.NOT_ANSWER] = 1.0
     start_probs: list[np.ndarray | None] = [None] * n
     end_probs: list[np.ndarray | None] = [None] * n
-    for batch_idx in tqdm(batches, desc="inference", unit="batch", disable=not progress, mininterval=2.0):
+    for batch_idx in track(batches, desc="inference", unit="batch", disable=not progress):
         items = [ds[int(k)] for k in batch_idx]
         batch = collate(items, pad_id=pad_id, pad_to=pad_to)
         with _autocast(device, cfg.precision):

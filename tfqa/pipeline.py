@@ -8,12 +8,18 @@ for a FINISHED run of the same entry point with the same parameters (compared as
 same code version (``tfqa.code_version``: a hash of the package, entry points and MLproject)
 and the same upstream run ids (they are parameters of the step, so a changed
 upstream run changes the key) — MLflow's multistep example minus its stale-upstream gap.
+
+Runs are named for their stage and variant (``train_albert-v2``, ``promote-v3``, ``validate``)
+and, given a parent run, nested under it (``mlflow.parentRunId``); a reused step appears under
+the new parent as a small ``<name> (reused)`` run pointing at the run it reused.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,34 +69,79 @@ class PipelineResult:
         return next(s.run_id for s in self.steps if s.name == name)
 
 
+@contextmanager
+def _parent_for_stages(parent_run_id: str | None):
+    """Name the parent run to the stage process ``mlflow run`` is about to start (it inherits
+    this environment), for this launch only."""
+    from tfqa.tracking import PARENT_RUN_ENV
+
+    before = os.environ.get(PARENT_RUN_ENV)
+    if parent_run_id:
+        os.environ[PARENT_RUN_ENV] = parent_run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_RUN_ENV, None)
+        else:
+            os.environ[PARENT_RUN_ENV] = before
+
+
+def step_run_name(step: str, entry_point: str) -> str:
+    """``train_2`` -> ``train_albert-v2``, ``promote_3`` -> ``promote-v3``, ``validate`` -> ``validate``."""
+    from tfqa.tracking import run_name
+
+    prefix, _, variant = step.partition("_")
+    if prefix in ("train", "promote") and (variant in VARIANTS):
+        return run_name(entry_point, variant)
+    return run_name(entry_point)
+
+
 def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
              code_version: str, log: Callable[[str], None], force: bool = False,
-             before_launch: Callable[[], None] = lambda: None) -> StepResult:
+             before_launch: Callable[[], None] = lambda: None, parent_run_id: str | None = None,
+             run_name: str | None = None) -> StepResult:
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
+    from mlflow.tracking import MlflowClient
 
-    from tfqa.tracking import find_finished_run
+    from tfqa.tracking import PARENT_RUN_TAG, find_finished_run, record_reuse
 
     params = {k: str(v) for k, v in params.items()}
+    run_name = run_name or step_run_name(name, entry_point)
     t0 = time.perf_counter()
     if not force:
         found = find_finished_run(experiment=experiment, entry_point=entry_point, params=params,
                                   upstream_run_ids={}, git_commit=git_commit, code_version=code_version)
         if found is not None:
             log(f"  {name}: reusing finished run {found}")
+            if parent_run_id:
+                record_reuse(found, parent_run_id, run_name, name)
             return StepResult(name, found, True, time.perf_counter() - t0)
     before_launch()
-    log(f"  {name}: running {entry_point} ...")
+    log(f"  {name}: running {entry_point} as run {run_name} ...")
+    run_id = None
     try:
-        submitted = mlflow.projects.run(
-            str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
-            experiment_name=experiment, synchronous=True,
-        )
+        with _parent_for_stages(parent_run_id):
+            submitted = mlflow.projects.run(
+                str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
+                experiment_name=experiment, run_name=run_name, synchronous=True,
+            )
+        run_id = submitted.run_id
     except ExecutionException as e:
-        raise StepFailed.from_execution_error(name, entry_point, e) from None
+        failed = StepFailed.from_execution_error(name, entry_point, e)
+        run_id = failed.run_id
+        raise failed from None
+    finally:
+        if parent_run_id and run_id:
+            # The stage nests itself when it starts; a stage refused before that is nested here.
+            try:
+                MlflowClient().set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+            except Exception:  # the server may be what failed: the step's own outcome matters more
+                pass
     seconds = time.perf_counter() - t0
-    log(f"  {name}: finished run {submitted.run_id} in {seconds:.0f}s")
-    return StepResult(name, submitted.run_id, False, seconds)
+    log(f"  {name}: finished run {run_id} in {seconds:.0f}s")
+    return StepResult(name, run_id, False, seconds)
 
 
 def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, Callable[[PipelineResult], dict]]]:
@@ -153,10 +204,11 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
 
 def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "tfqa",
-                 log: Callable[[str], None] = print, prefork: bool = True) -> PipelineResult:
-    """Every step in order. With ``prefork`` the stages MLflow launches start inside a server
-    that imported torch, transformers and MLflow once (``tfqa.prefork``), started when the first
-    step that is not reused is about to run."""
+                 log: Callable[[str], None] = print, prefork: bool = True,
+                 parent_run_id: str | None = None) -> PipelineResult:
+    """Every step in order, each nested under ``parent_run_id`` when given. With ``prefork`` the
+    stages MLflow launches start inside a server that imported torch, transformers and MLflow
+    once (``tfqa.prefork``), started when the first step that is not reused is about to run."""
     from contextlib import ExitStack
 
     from tfqa import prefork as pf
@@ -178,5 +230,5 @@ def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "t
             log(f"[{i}/{len(steps)}] {name}")
             result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
                                          git_commit=commit, code_version=version, log=log,
-                                         before_launch=start_server))
+                                         before_launch=start_server, parent_run_id=parent_run_id))
     return result

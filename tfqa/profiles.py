@@ -16,7 +16,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 class Profile:
     name: str
     work_dir: str
-    """Where generated data, features, checkpoints and (by default) the MLflow store live."""
+    """Where generated data, features and checkpoints live (the MLflow store is MLflow's default,
+    ``mlflow.db`` in the clone's root, unless ``MLFLOW_TRACKING_URI`` names another)."""
     manifest: str
     """The registry manifest (``registry/*.yaml``)."""
     train_data: str = ""

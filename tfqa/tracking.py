@@ -58,6 +58,13 @@ MODEL_ID_TAG = "tfqa.model_id"
 LOG_TOKEN_TAG = "tfqa.log_token"
 """On a LoggedModel: which ``log_model`` call made it, so a retry finds it instead of making another."""
 UNKNOWN_COMMIT = "unknown"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"
+REUSED_RUN_TAG = "tfqa.reused_run"
+# The pipeline names its parent run here for the stage runs it launches (tfqa.pipeline); a stage
+# that finds it nests its run under that parent.
+PARENT_RUN_ENV = "TFQA_PARENT_RUN_ID"
 
 # MLflow's own limits (mlflow.utils.validation); the server rejects anything beyond them.
 MAX_PARAM_VAL_LENGTH = 6000
@@ -898,6 +905,25 @@ def _experiment_id(client, name: str | None) -> str:
     return exp.experiment_id
 
 
+def run_name(entry_point: str, variant: str | None = None) -> str:
+    """What a stage's run is called in the runs table: ``train_albert-v2``, ``promote-v3``,
+    ``validate``; ``train_bert_base`` (its one variant needs no number)."""
+    variant = str(variant or "")
+    return f"{entry_point}-v{variant}" if variant and variant != "bert_base" else entry_point
+
+
+def is_generated_name(name: str | None) -> bool:
+    """True for a name MLflow made up (``overjoyed-hen-33``): one that nobody chose."""
+    import re
+
+    from mlflow.utils.name_utils import _GENERATOR_NOUNS, _GENERATOR_PREDICATES
+
+    if not name:
+        return True
+    m = re.fullmatch(r"([a-z]+)-([a-z]+)-(\d+)", name)
+    return bool(m) and m.group(1) in _GENERATOR_PREDICATES and m.group(2) in _GENERATOR_NOUNS
+
+
 @contextmanager
 def start_run(*, experiment: str | None = None, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
               resume_run_id: str | None = None, log_system_metrics: bool | None = None,
@@ -905,14 +931,15 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
     """Open a run (or re-attach to one) and yield its :class:`RunLogger`.
 
     Re-attaches to ``resume_run_id``, else to ``$MLFLOW_RUN_ID`` (how ``mlflow run`` hands its run
-    to the entry point; the run is set RUNNING again, ``tags`` are added, ``run_name`` is left as
-    it was), else creates a run in ``experiment`` / ``$MLFLOW_EXPERIMENT_NAME`` /
+    to the entry point; the run is set RUNNING again, ``tags`` are added, and ``run_name`` replaces
+    a name MLflow made up, never one somebody gave), else creates a run in ``experiment`` / ``$MLFLOW_EXPERIMENT_NAME`` /
     ``$MLFLOW_EXPERIMENT_ID`` / the default experiment, on ``$MLFLOW_TRACKING_URI``. On exit the run
     is FINISHED, FAILED on an exception (which propagates; its text goes to tag ``tfqa.error``) or
     KILLED on KeyboardInterrupt, after everything queued was delivered (at most ``flush_timeout``
     seconds; 10 s after Ctrl-C). Ranks other than 0 (``$RANK``) get a :class:`NullRunLogger`.
     System metrics are logged when psutil is importable unless ``log_system_metrics=False`` (or
-    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false``).
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false``). With ``$TFQA_PARENT_RUN_ID`` (set by the
+    pipeline for its stages) the run is nested under that run.
     """
     given_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID") or ""
     if _rank() != 0:
@@ -926,10 +953,14 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
         client = MlflowClient()
         str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         str_tags.setdefault(CODE_VERSION_TAG, code_version())
+        parent = os.environ.get(PARENT_RUN_ENV, "")
+        if parent and parent != given_id:
+            str_tags.setdefault(PARENT_RUN_TAG, parent)
         if given_id:
             run = client.get_run(given_id)
-            if run.info.status != "RUNNING":
-                client.update_run(given_id, status="RUNNING")
+            rename = run_name if run_name and is_generated_name(run.info.run_name) else None
+            if run.info.status != "RUNNING" or rename:
+                client.update_run(given_id, status="RUNNING", name=rename)
         else:
             run = client.create_run(_experiment_id(client, experiment), tags=resolve_tags(str_tags), run_name=run_name)
             _share_run_id(run.info.run_id)
@@ -1043,3 +1074,21 @@ def find_finished_run(experiment: str, entry_point: str, params: Mapping[str, An
         token = page.token
         if not token:
             return None
+
+
+def record_reuse(reused_run_id: str, parent_run_id: str, run_name: str, step: str) -> str:
+    """A small FINISHED run under ``parent_run_id`` that stands for a reused stage: named
+    ``<run name> (reused)``, tagged ``tfqa.reused_run`` with the run it stands for and a note
+    linking to it. It carries no ``tfqa.stage`` tag, so no search for a stage's runs finds it.
+    Returns its id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    reused = client.get_run(reused_run_id)
+    exp = reused.info.experiment_id
+    note = (f"Step `{step}` of this pipeline reused the finished run "
+            f"[{reused.info.run_name or reused_run_id}](#/experiments/{exp}/runs/{reused_run_id}) ({reused_run_id}).")
+    run = client.create_run(exp, run_name=f"{run_name} (reused)", tags={
+        PARENT_RUN_TAG: parent_run_id, REUSED_RUN_TAG: reused_run_id, "tfqa.step": step, NOTE_TAG: note})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
