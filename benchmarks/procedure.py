@@ -1,8 +1,9 @@
 """The original's procedure against tfqa's, one switch at a time, on the demo's dev set.
 
-Reads what two finished demos left (each ``validate`` run's cached per-candidate outputs of the
-five variants, its dev file): the default demo (``html_tokens=tfqa``) and the demo run with
-``registry/demo-original.yaml`` (every model retrained with ``html_tokens=original``). For each,
+Reads what two finished demos left in the tracking store (each one's latest ``validate`` run:
+its cached per-candidate outputs of the five variants, its dev file): the default demo
+(``registry/demo.yaml``, ``html_tokens=tfqa``) and the demo run with ``registry/demo-original.yaml``
+(every model retrained with ``html_tokens=original``). For each,
 every combination of decoding (joint / original), cascade (off / the original's: variant 1 keeps
 each example's top 10 above 0.2, variant 4 the top 4 of those above 0.35 / the same top-k cuts
 with no score threshold) and weights (equal /
@@ -10,8 +11,9 @@ the original's 0, .3, .3, .2, .2) is decoded and scored with the official metric
 gives the candidates that reach the ensemble and the inference seconds they cost (each model's
 measured rate on this dev set times the candidates it scores).
 
-    python -m tfqa.demo && python -m tfqa.demo --manifest registry/demo-original.yaml --work-dir demo-original
-    python benchmarks/procedure.py --work-dir demo --work-dir demo-original
+    python -m tfqa.demo
+    python -m tfqa.demo --manifest registry/demo-original.yaml --work-dir demo-original --experiment demo-original
+    python benchmarks/procedure.py --manifest registry/demo.yaml --manifest registry/demo-original.yaml
 """
 from __future__ import annotations
 
@@ -26,30 +28,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WEIGHTS = {"equal": [0.2] * 5, "original": [0.0, 0.3, 0.3, 0.2, 0.2]}
 
 
-def latest_validate(work_dir: Path):
+def latest_validate(manifest: str):
+    """The latest FINISHED validate run of ``manifest`` in the tracking store (MLFLOW_TRACKING_URI,
+    else ./mlflow.db, where the demo keeps it)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{work_dir.resolve() / 'mlflow.db'}")
+    client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}")
+    want = Path(manifest).resolve()
     runs = [r for e in client.search_experiments()
             for r in client.search_runs([e.experiment_id], "tags.`tfqa.stage` = 'validate' and attributes.status = 'FINISHED'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)]
+                                        order_by=["attributes.start_time DESC"])
+            if Path(r.data.params.get("validate.manifest", "")).resolve() == want]
     if not runs:
-        raise SystemExit(f"{work_dir}: no finished validate run (run the demo first)")
+        raise SystemExit(f"no finished validate run of {manifest} in this store (run the demo with it first)")
     return max(runs, key=lambda r: r.info.start_time)
 
 
-def load(work_dir: Path):
+def load(manifest: str):
     """(html_tokens, model names in variant order, outputs, seconds per model, DevSet)."""
     import pandas as pd
 
     from tfqa.evaluation import DevSet
     from tfqa.registry import EnsembleManifest
 
-    run = latest_validate(work_dir)
+    run = latest_validate(manifest)
     tags, params = run.data.tags, run.data.params
-    manifest = EnsembleManifest.load(params["validate.manifest"])
-    names = [m.name for m in sorted(manifest.models, key=lambda m: m.variant)]
-    inference = work_dir / "outputs" / "inference"
+    names = [m.name for m in sorted(EnsembleManifest.load(manifest).models, key=lambda m: m.variant)]
+    inference = Path(params["validate.output_dir"]) / "inference"
     outputs, seconds = {}, {}
     for n in names:
         path = inference / tags[f"tfqa.outputs.{n}"]
@@ -92,11 +97,12 @@ def evaluate(names, outputs, seconds, dev, decode: str, cascade: str, weights: s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work-dir", action="append", required=True, help="a finished demo's work dir (repeat)")
+    ap.add_argument("--manifest", action="append", required=True,
+                    help="the manifest of a finished demo's validate run (repeat): its five models are compared")
     args = ap.parse_args()
     rows = []
-    for wd in args.work_dir:
-        html, names, outputs, seconds, dev = load(Path(wd))
+    for manifest in args.manifest:
+        html, names, outputs, seconds, dev = load(manifest)
         for n in names:
             from tfqa import decode as dec
             from tfqa.evaluation import score_outputs
