@@ -119,3 +119,88 @@ def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
     shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
     assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
     assert "train/loss" in dom or "lr" in dom
+
+
+def _ui_artifacts() -> Path:
+    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
+    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _render(url: str, name: str, profile: Path) -> str:
+    """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+             "--virtual-time-budget=20000", "--window-size=1800,1100"]
+    out = _ui_artifacts()
+    png = out / f"{name}.png"
+    png.unlink(missing_ok=True)
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    (out / f"{name}.html").write_text(dom)
+    assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}"
+    print(f"UI screenshot {png}")
+    return dom
+
+
+def _text(dom: str) -> str:
+    """The DOM's visible text, tags stripped, so an assertion reads what the page shows."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)))
+
+
+def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeline, tmp_path):
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    eid = exp.experiment_id
+    parent = client.search_runs([eid], "attributes.run_name = 'pipeline-ci'", order_by=["attributes.start_time DESC"])[0]
+    children = client.search_runs([eid], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=100)
+    train = [r for r in children if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+    assert len(train) == 6 and any(r.info.run_name == "validate" for r in children)
+    v2 = next(r for r in train if r.info.run_name == "train_albert-v2")
+
+    # The runs table's columns live in the UI state, which the URL carries only as a shared view: the
+    # experiment tag `mlflow.sharedViewState.<key>` (what the UI's Share button writes) named by
+    # `?viewStateShareKey=<key>`. Sorted by creation time the table nests child runs under their
+    # parent, folded (the UI keeps `runsExpanded` out of shared views); sorted by a metric it lists
+    # every run flat, which is how a user compares the stages' dev/long_f1.
+    columns = ["attributes.`Models`", "metrics.`dev/long_f1`", "metrics.`dev/short_f1`"]
+    views = {"stages": {"selectedColumns": columns, "orderByKey": "metrics.`dev/long_f1`", "orderByAsc": False},
+             "parent": {"selectedColumns": columns}}
+    for key, state in views.items():
+        client.set_experiment_tag(eid, f"mlflow.sharedViewState.tfqa{key}", json.dumps(state))
+    stages = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages",
+                           "runs-table-stages", tmp_path / "p1"))
+    assert "dev/long_f1" in stages, stages[:3000]
+    for r in [*train, next(r for r in children if r.info.run_name == "validate")]:
+        assert r.info.run_name in stages, (r.info.run_name, stages[:3000])
+    assert f"{v2.data.metrics['dev/long_f1']:.4g}"[:4] in stages, (v2.data.metrics["dev/long_f1"], stages[:3000])
+    top = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent",
+                        "runs-table-parent", tmp_path / "p2"))
+    assert "pipeline-ci" in top and "train_albert-v2" not in top, top[:3000]  # children folded under the parent
+    # The child run's own page names its parent.
+    run_page = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}", "run-train_albert-v2",
+                             tmp_path / "p3"))
+    assert "Parent run" in run_page and "pipeline-ci" in run_page, run_page[:3000]
+
+    models = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/models", "logged-models", tmp_path / "p4"))
+    # The Logged Models tab lists each model with its source run and registry version; its metric
+    # columns are hidden until chosen in the Columns menu (not in the URL), so the metrics the UI
+    # offers there are checked on the models themselves.
+    logged = client.search_logged_models([eid])
+    assert len(logged) == 7
+    by_run = {m.source_run_id: m for m in logged}
+    for r in train:
+        assert r.info.run_name in models, (r.info.run_name, models[:3000])
+        assert "dev/long_f1" in {x.key for x in by_run[r.info.run_id].metrics}, r.info.run_name
+    for m in MANIFEST.models:
+        mv = client.get_model_version_by_alias(m.name, MANIFEST.alias)
+        shown = f"{client.get_run(mv.run_id).info.run_name} {m.name} v{mv.version}"
+        assert shown in models, (shown, models[:3000])
+
+    registry = _text(_render(f"{pipeline['uri']}/#/models", "registered-models", tmp_path / "p5"))
+    for m in MANIFEST.models:
+        assert m.name in registry, (m.name, registry[:3000])
+    assert registry.count(MANIFEST.alias) >= len(MANIFEST.models), registry[:3000]
