@@ -220,7 +220,8 @@ def build_features(
     tok = load_tokenizer(tokenizer_dir, cfg.features.html_tokens)
     input_digest = file_digest(src)
     scores_digest = file_digest(cfg.scores_path) if cfg.scores_path else None
-    fp = fingerprint(input_digest, tokenizer_fingerprint(tok), cfg, scores_digest)
+    tok_fp = tokenizer_fingerprint(tok)  # hashes the whole tokenizer spec: ~0.15 s, so once
+    fp = fingerprint(input_digest, tok_fp, cfg, scores_digest)
     final = cache_root / fp
     if (final / MANIFEST).exists():
         return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=True)
@@ -240,7 +241,7 @@ def build_features(
             fingerprint=fp,
             format_version=FEATURE_FORMAT_VERSION,
             input={"path": os.path.abspath(src), "blake2b": input_digest, "bytes": os.path.getsize(src)},
-            tokenizer={"source": os.path.abspath(tokenizer_dir), "fingerprint": tokenizer_fingerprint(tok)},
+            tokenizer={"source": os.path.abspath(tokenizer_dir), "fingerprint": tok_fp},
             features=asdict(cfg.features),
             selection=asdict(cfg.selection),
             scores={"path": cfg.scores_path, "blake2b": scores_digest} if cfg.scores_path else None,

@@ -9,8 +9,9 @@ positions, which is what lets models with different tokenizers be averaged per w
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
-from itertools import chain
+from itertools import chain, compress
 
 import numpy as np
 
@@ -92,6 +93,7 @@ class CandidateFeaturizer:
         self._cache: dict[str, tuple[int, ...]] = {}
         self._tag_cache: dict[str, tuple[int]] = {}
         self._cache_size = word_cache_size
+        self._encoder = _word_encoder(tokenizer)
 
     # -- tokenisation ---------------------------------------------------------------------------
     def _word_ids(self, words: list[str]) -> list[tuple[int, ...]]:
@@ -111,26 +113,35 @@ class CandidateFeaturizer:
                     cache[text[k]] = (self._html.id_for(text[k]),)
                 text = [w for k, w in enumerate(text) if not flags[k]]
             if text:
-                encoded = self.tok(text, add_special_tokens=False)["input_ids"]
-                for w, ids in zip(text, encoded):
+                for w, ids in zip(text, self._encode(text)):
                     # A word made only of characters the tokenizer drops (zero-width space, control
                     # characters) still needs a position for its start/end probability.
                     cache[w] = tuple(ids) if ids else (self.unk_id,)
         return list(map(cache.__getitem__, words))
 
+    def _encode(self, words: list[str]) -> list[list[int]]:
+        """``tok(words, add_special_tokens=False)["input_ids"]``, through the Rust tokenizer alone
+        where that is what the call runs (see ``_word_encoder``)."""
+        if self._encoder is None:
+            return self.tok(words, add_special_tokens=False)["input_ids"]
+        # As transformers sets it on every call (tokenizers keep it as their split_special_tokens).
+        self._encoder.encode_special_tokens = bool(self.tok.split_special_tokens)
+        return [e.ids for e in self._encoder.encode_batch_fast(words, add_special_tokens=False)]
+
+    def _tag_ids(self, words: list[str]) -> list[tuple[int]]:
+        tags = self._tag_cache
+        for w in set(words).difference(tags):
+            tags[w] = (self._html.id_for(w),)
+        return list(map(tags.__getitem__, words))
+
     def _piece_ids(self, ex: Example, word_idx: list[int]) -> list[tuple[int, ...]]:
         """Subword ids of the words ``word_idx`` of ``ex``, a tag word's being its one tag id."""
-        words = ex.words
-        pieces = self._word_ids([words[i] for i in word_idx])
+        words = list(map(ex.words.__getitem__, word_idx))
+        pieces = self._word_ids(words)
         if not self._tags_by_spelling:
-            is_html, tags = ex.is_html, self._tag_cache
-            for k, i in enumerate(word_idx):
-                if is_html[i]:
-                    w = words[i]
-                    tag = tags.get(w)
-                    if tag is None:
-                        tag = tags[w] = (self._html.id_for(w),)
-                    pieces[k] = tag
+            flagged = list(compress(range(len(word_idx)), map(ex.is_html.__getitem__, word_idx)))
+            for k, tag in zip(flagged, self._tag_ids([words[k] for k in flagged])):
+                pieces[k] = tag
         return pieces
 
     def question_ids(self, question: str) -> list[int]:
@@ -143,10 +154,10 @@ class CandidateFeaturizer:
         cfg = self.cfg
         q_ids = self.question_ids(ex.question)
         prefix = np.array([self.cls_id, *q_ids, self.sep_id], dtype=np.int32)
-        sep = prefix[-1:]
         budget = cfg.max_seq_len - len(prefix) - 1
         n_doc = len(ex.words)
         cands = [ex.candidates[ci] for ci in candidate_indices]
+        n_rows = len(cands)
         first = np.array([c.start_token for c in cands], dtype=np.int64)
         last = np.array([c.end_token for c in cands], dtype=np.int64)
 
@@ -168,41 +179,81 @@ class CandidateFeaturizer:
         # capped at the words the candidate has (or the budget allows).
         fits = np.searchsorted(starts, starts[first] + budget, side="right") - 1
         kept = np.minimum(fits - first, reach - first)
+        n_words = last - first
+
+        # All rows at once, without a per-candidate numpy call (a page has up to ~500 candidates):
+        # row r is prefix + flat[a_r:b_r] + [SEP] and its positions are where its kept words'
+        # first pieces land. Both are built in one buffer each and handed out as views.
+        a, b = starts[first], starts[first + kept]
+        p = len(prefix)
+        row_end = np.cumsum(p + (b - a) + 1)
+        row_start = row_end - (p + (b - a) + 1)
+        ids = np.empty(int(row_end[-1]) if n_rows else 0, dtype=np.int32)
+        ids[(row_start[:, None] + np.arange(p)).ravel()] = np.tile(prefix, n_rows)
+        ids[_concat_ranges(row_start + p, row_end - 1)] = flat[_concat_ranges(a, b)]
+        ids[row_end - 1] = self.sep_id
+        positions = starts[_concat_ranges(first, first + kept)] - np.repeat(a - p, kept)
+        pos_end = np.cumsum(kept)
+
+        kept_list = kept.tolist()
+        labels = [int(AnswerClass.NOT_ANSWER)] * n_rows
+        start_words, end_words = [-1] * n_rows, [-1] * n_rows
+        counts = FeatureCounts(examples=1, candidates=n_rows)
+        counts.truncated_candidates = int(np.count_nonzero(kept < n_words))
         label_of = candidate_labels(ex)
-        cols: dict[str, list] = {k: [] for k in FEATURE_COLUMNS}
-        counts = FeatureCounts(examples=1)
-        for ci, c, n_kept in zip(candidate_indices, cands, kept.tolist()):
-            s, e = c.start_token, c.end_token
-            a, b = starts[s], starts[s + n_kept]
-            ids = np.concatenate((prefix, flat[a:b], sep))
-            positions = starts[s : s + n_kept] - (a - len(prefix))
-
-            label, start_w, end_w = AnswerClass.NOT_ANSWER, -1, -1
+        for r, ci in enumerate(candidate_indices):
             gold = label_of.get(ci)
-            if gold is not None:
-                label = gold.label
-                if label == AnswerClass.SHORT:
-                    # The end label is the span's last word (inclusive), which is what decoding
-                    # reads the end head as (``tfqa.decode``).
-                    start_w = min(sp.start_token for sp in gold.spans) - s
-                    end_w = max(sp.end_token for sp in gold.spans) - 1 - s
-                    if not (0 <= start_w <= end_w < n_kept):
-                        label, start_w, end_w = AnswerClass.LONG, -1, -1
-                        counts.truncated_spans += 1
-            counts.candidates += 1
-            counts.by_class[label] += 1
-            counts.truncated_candidates += int(n_kept < e - s)
+            if gold is None:
+                continue
+            label, s, n_kept = gold.label, cands[r].start_token, kept_list[r]
+            if label == AnswerClass.SHORT:
+                # The end label is the span's last word (inclusive), which is what decoding
+                # reads the end head as (``tfqa.decode``).
+                start_w = min(sp.start_token for sp in gold.spans) - s
+                end_w = max(sp.end_token for sp in gold.spans) - 1 - s
+                if 0 <= start_w <= end_w < n_kept:
+                    start_words[r], end_words[r] = start_w, end_w
+                else:
+                    label = AnswerClass.LONG
+                    counts.truncated_spans += 1
+            labels[r] = int(label)
+        counts.by_class = np.bincount(labels, minlength=len(AnswerClass)).tolist()
 
-            cols["example_id"].append(ex.example_id)
-            cols["candidate_index"].append(ci)
-            cols["word_offset"].append(s)
-            cols["n_words"].append(e - s)
-            cols["n_kept"].append(n_kept)
-            cols["question_len"].append(len(q_ids))
-            cols["top_level"].append(c.top_level)
-            cols["label"].append(int(label))
-            cols["start_word"].append(start_w)
-            cols["end_word"].append(end_w)
-            cols["input_ids"].append(ids)
-            cols["word_positions"].append(positions)
+        cols = {  # in FEATURE_COLUMNS order
+            "example_id": [ex.example_id] * n_rows,
+            "candidate_index": list(candidate_indices),
+            "word_offset": first.tolist(),
+            "n_words": n_words.tolist(),
+            "n_kept": kept_list,
+            "question_len": [len(q_ids)] * n_rows,
+            "top_level": [c.top_level for c in cands],
+            "label": labels,
+            "start_word": start_words,
+            "end_word": end_words,
+            "input_ids": [ids[i:j] for i, j in zip(row_start.tolist(), row_end.tolist())],
+            "word_positions": [positions[i:j] for i, j in zip((pos_end - kept).tolist(), pos_end.tolist())],
+        }
         return cols, counts
+
+
+def _word_encoder(tok):
+    """A private copy of ``tok``'s Rust tokenizer, with padding and truncation off, that encodes
+    a batch of words exactly as ``tok(words, add_special_tokens=False)`` does: transformers 5's
+    fast tokenizers run that same ``encode_batch`` after turning padding and truncation off, then
+    convert each word's encoding to Python dicts, which costs about twice the encoding itself
+    (and every new word of a page pays it). None for a tokenizer class that encodes some other
+    way: it is then called as usual."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    if type(tok)._encode_plus is not TokenizersBackend._encode_plus:
+        return None
+    encoder = copy.deepcopy(tok.backend_tokenizer)  # tok's own padding (MiniLM ships 128) stays as it is
+    encoder.no_padding()
+    encoder.no_truncation()
+    return encoder
+
+
+def _concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(l, h) for l, h in zip(lo, hi)])`` without a Python loop."""
+    n = hi - lo
+    return np.arange(int(n.sum())) + np.repeat(lo - (np.cumsum(n) - n), n)
