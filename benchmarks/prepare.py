@@ -40,7 +40,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# The original's tag test and its nine added tokens (see tfqa.tokenization, tests/test_html_tokens.py).
+# The original's tag test and its nine added tokens (see tfqa.features.tokenization, tests/test_html_tokens.py).
 _ORIGINAL_TAG_RE = re.compile(r"<.+>")
 _ORIGINAL_NEW_TOKENS = dict(zip(
     ["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)]
@@ -74,8 +74,8 @@ def original_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, 
 def tfqa_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, limit: int | None = None):
     """The same loop with tfqa's tag tokens (NQ's tag words, closing tags sharing their opening
     tag's token) and ``[UNK]`` for a word the tokenizer drops entirely."""
-    from tfqa.readers import is_html_word
-    from tfqa.tokenization import html_token_for
+    from tfqa.data.readers import is_html_word
+    from tfqa.features.tokenization import html_token_for
 
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh):
@@ -150,12 +150,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
 
-    from tfqa.dataset import FeatureStore
-    from tfqa.feature_cache import BuildConfig, build_features
-    from tfqa.features import FeatureConfig
-    from tfqa.profiles import SHARED_DATA
-    from tfqa.synth import SynthConfig, write_simplified
-    from tfqa.tokenization import load_tokenizer
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.pipeline.profiles import SHARED_DATA
+    from tfqa.data.synth import SynthConfig, write_simplified
+    from tfqa.features.tokenization import load_tokenizer
 
     mode = args.html_tokens or ("original" if args.data else "tfqa")
     n_ref = args.reference_examples or (220 if args.data else 2000)

@@ -11,8 +11,8 @@ the original's 0, .3, .3, .2, .2) is decoded and scored with the official metric
 gives the candidates that reach the ensemble and the inference seconds they cost (each model's
 measured rate on this dev set times the candidates it scores).
 
-    python -m tfqa.demo
-    python -m tfqa.demo --manifest registry/demo-original.yaml --work-dir demo-original --experiment demo-original
+    python -m tfqa.pipeline.demo
+    python -m tfqa.pipeline.demo --manifest registry/demo-original.yaml --work-dir demo-original --experiment demo-original
     python benchmarks/procedure.py --manifest registry/demo.yaml --manifest registry/demo-original.yaml
 """
 from __future__ import annotations
@@ -48,8 +48,8 @@ def load(manifest: str):
     """(html_tokens, model names in variant order, outputs, seconds per model, DevSet)."""
     import pandas as pd
 
-    from tfqa.evaluation import DevSet
-    from tfqa.registry import EnsembleManifest
+    from tfqa.evaluation.dev import DevSet
+    from tfqa.inference.manifest import EnsembleManifest
 
     run = latest_validate(manifest)
     tags, params = run.data.tags, run.data.params
@@ -71,11 +71,11 @@ CASCADES = {"off": None, "on": (0.2, 0.35), "top-k only": (0.0, 0.0)}
 
 
 def evaluate(names, outputs, seconds, dev, decode: str, cascade: str, weights: str) -> dict:
-    from tfqa import decode as dec
-    from tfqa.ensemble import ensemble
-    from tfqa.evaluation import score_outputs
-    from tfqa.pruning import restrict, run_cascade
-    from tfqa.registry import CascadeStage
+    from tfqa.inference import decode as dec
+    from tfqa.inference.ensemble import ensemble
+    from tfqa.evaluation.dev import score_outputs
+    from tfqa.inference.cascade import restrict, run_cascade
+    from tfqa.inference.manifest import CascadeStage
 
     cut = CASCADES[cascade]
     stages = [CascadeStage(names[0], 10, cut[0]), CascadeStage(names[3], 4, cut[1])] if cut else []
@@ -104,8 +104,8 @@ def main() -> None:
     for manifest in args.manifest:
         html, names, outputs, seconds, dev = load(manifest)
         for n in names:
-            from tfqa import decode as dec
-            from tfqa.evaluation import score_outputs
+            from tfqa.inference import decode as dec
+            from tfqa.evaluation.dev import score_outputs
 
             for decode in ("joint", "original"):
                 o = score_outputs(outputs[n], dev, dec.DecodeConfig(decode=decode))[0].official_metrics()

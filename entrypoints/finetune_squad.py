@@ -1,11 +1,13 @@
 """MLflow entry point `finetune_squad`: SQuAD 2.0 fine-tuning, the ALBERT variants' starting point.
-What is left empty comes from the settings file (tfqa.resolve)."""
+What is left empty comes from the settings file (tfqa.pipeline.resolve)."""
 import click
 from _args import StageCommand, format_metrics, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import resolve, tracking
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
 from tfqa.stages.squad import SquadStageConfig, run_squad
-from tfqa.variants import VARIANTS
+from tfqa.training.variants import VARIANTS
 
 
 @click.command(cls=StageCommand)

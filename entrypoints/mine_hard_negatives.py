@@ -6,7 +6,9 @@ import os
 import click
 from _args import StageCommand, format_metrics, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import resolve, tracking
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
 from tfqa.stages.mine import MineConfig, run_mine
 
 

@@ -2,7 +2,9 @@
 import click
 from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import resolve, tracking
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
 from tfqa.stages.predict import PredictConfig, run_predict
 
 

@@ -2,8 +2,10 @@
 import click
 from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import resolve, tracking
-from tfqa.errors import echo_skipped
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
+from tfqa.core.errors import echo_skipped
 from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare, skipped_errors
 
 
@@ -27,7 +29,7 @@ from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare, skippe
 @click.option("--workers", default=0, show_default=True, help="Worker processes (0 = CPU cores).")
 @click.pass_context
 def main(ctx, **_):
-    from tfqa.variants import VARIANTS
+    from tfqa.training.variants import VARIANTS
 
     settings = load_settings()
     # The tokenizer is the one the first model (train_bert_base) trains with.

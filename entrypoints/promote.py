@@ -3,7 +3,7 @@ import click
 from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
 from tfqa import tracking
-from tfqa.registry import EnsembleManifest, promote
+from tfqa.inference.manifest import EnsembleManifest, promote
 
 
 def _variant_of(run_id: str) -> str:

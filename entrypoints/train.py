@@ -3,7 +3,7 @@
 One script for all of them: the entry point picks the row of the variants table, and any other
 `-P key=value` (MLflow passes undeclared ones as `--key value`) overrides a setting of that row,
 e.g. `mlflow run . -e train_albert -P variant=2 -P lr=1e-5 -P epochs=1`. What is left empty comes
-from the settings file and the experiment's upstream runs (tfqa.resolve).
+from the settings file and the experiment's upstream runs (tfqa.pipeline.resolve).
 """
 from dataclasses import fields
 
@@ -11,9 +11,11 @@ import click
 from _args import (StageCommand, format_metrics, given_options, load_settings, normalised_argv, option_names, option_values,
                    resolver)
 
-from tfqa import resolve, tracking
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
 from tfqa.stages.train import TrainStageConfig, run_train
-from tfqa.variants import Variant, variant_for, with_overrides
+from tfqa.training.variants import Variant, variant_for, with_overrides
 
 VARIANT_SETTINGS = {f.name for f in fields(Variant)} - {"key", "entry_point"}
 

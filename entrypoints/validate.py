@@ -4,7 +4,9 @@ import json
 import click
 from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
-from tfqa import resolve, tracking
+from tfqa import tracking
+
+from tfqa.pipeline import resolve
 from tfqa.stages.validate import ValidateConfig, run_validate
 
 

@@ -18,7 +18,7 @@ import pytest
 # caller (scripts/test.sh, a developer) can still choose otherwise.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a bad local path otherwise costs ~24 s of hub retries
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# No settings file (tfqa.settings): a tfqa.yaml the demo wrote beside MLproject must not change
+# No settings file (tfqa.pipeline.settings): a tfqa.yaml the demo wrote beside MLproject must not change
 # what the entry points under test resolve. Tests of the settings file set their own.
 os.environ.setdefault("TFQA_CONFIG", "")
 # Two cores shared by several test processes: one intra-op thread each avoids oversubscription.

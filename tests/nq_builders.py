@@ -6,7 +6,7 @@ elements, nested ones not top-level) in document order, and computes every byte 
 UTF-8 bytes of the ``document_html`` it renders, so non-ASCII words make byte and character
 offsets differ. ``Doc.example`` turns it into an original-format example dict with any number of
 annotations; ``simplified_form`` writes Kaggle's simplified form of such a dict independently of
-``tfqa.convert``. ``random_example``/``random_dataset`` generate many HTML-heavy examples of every
+``tfqa.data.convert``. ``random_example``/``random_dataset`` generate many HTML-heavy examples of every
 answer class for the cache and selection tests; ``write_jsonl``/``write_lines`` write files
 (gzip when the name ends in .gz, or when asked).
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from tfqa.profiles import SHARED_DATA
+from tfqa.pipeline.profiles import SHARED_DATA
 
 HEAD10 = SHARED_DATA / "nq-simplified-train-head10.jsonl"
 FARM = SHARED_DATA / "farm-nq-train-sample.jsonl"

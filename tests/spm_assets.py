@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from tfqa.readers import is_html_word
-from tfqa.records import Example
+from tfqa.data.readers import is_html_word
+from tfqa.data.records import Example
 
 SPM_VOCAB_SIZE = 4000
 # The ids ALBERT's own spiece.model gives its special pieces.

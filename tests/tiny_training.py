@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from safetensors.torch import save_model
 
-    from tfqa.model import CandidateQAModel
-    from tfqa.train_loop import TrainConfig, train
+    from tfqa.modeling.model import CandidateQAModel
+    from tfqa.training.loop import TrainConfig, train
 
     torch.set_num_threads(1)  # the same in every run: thread count changes float summation order
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """`tfqa` command line: tools that need no MLflow run (convert, generate, score).
 
-Every refusal is one line on stderr and a non-zero exit (see tfqa.errors); ``--debug`` shows the
+Every refusal is one line on stderr and a non-zero exit (see tfqa.core.errors); ``--debug`` shows the
 traceback."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from tfqa.errors import RefusingGroup, echo_skipped
+from tfqa.core.errors import RefusingGroup, echo_skipped
 
 
 @click.group(cls=RefusingGroup)
@@ -25,7 +25,7 @@ def main() -> None:
 @click.option("--allow-empty", is_flag=True, help="Accept a SRC without a single line.")
 def convert(src: str, dst: str, max_bad_lines: int, force: bool, allow_empty: bool) -> None:
     """Original NQ jsonl(.gz) -> Kaggle simplified jsonl(.gz). DST's folder must exist."""
-    from tfqa.readers import convert_file
+    from tfqa.data.readers import convert_file
 
     report = convert_file(src, dst, max_bad_lines=max_bad_lines, force=force, allow_empty=allow_empty)
     echo_skipped(report.skipped)
@@ -37,8 +37,8 @@ def convert(src: str, dst: str, max_bad_lines: int, force: bool, allow_empty: bo
 @click.option("--predictions", required=True, help="Official NQ prediction JSON.")
 def score(gold: str, predictions: str) -> None:
     """Official NQ metrics + Kaggle micro-F1; the last stdout line is one JSON object."""
-    from tfqa.readers import require_file
-    from tfqa.scoring import main as score_main
+    from tfqa.data.readers import require_file
+    from tfqa.evaluation.nq_metric import main as score_main
 
     require_file(gold)
     require_file(predictions)  # before the gold, which may take a while to read
@@ -53,9 +53,9 @@ def score(gold: str, predictions: str) -> None:
 @click.option("--annotations", default=1, show_default=True, help="Annotations per example (original format).")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 def generate(dst: str, examples: int, seed: int, fmt: str, annotations: int, force: bool) -> None:
-    """Generated NQ-like data (see tfqa.synth): original (.jsonl.gz), simplified, or test (no answers)."""
-    from tfqa.destinations import check_destination, written_whole
-    from tfqa.synth import SynthConfig, write_original, write_simplified
+    """Generated NQ-like data (see tfqa.data.synth): original (.jsonl.gz), simplified, or test (no answers)."""
+    from tfqa.core.destinations import check_destination, written_whole
+    from tfqa.data.synth import SynthConfig, write_original, write_simplified
 
     check_destination(dst, force=force)
     cfg = SynthConfig(n_examples=examples, seed=seed, n_annotations=annotations)

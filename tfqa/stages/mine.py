@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tfqa.feature_cache import BuildConfig, build_features
-from tfqa.features import FeatureConfig
-from tfqa.inference import InferenceConfig
-from tfqa.run_inputs import TRAINING, features_input, log_data_inputs
-from tfqa.selection import SelectionConfig
-from tfqa.sharded_scoring import merge_shards, missing_shards, score_shards
+from tfqa.features.cache import BuildConfig, build_features
+from tfqa.features.featurize import FeatureConfig
+from tfqa.inference.batch_scoring import InferenceConfig
+from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
+from tfqa.features.selection import SelectionConfig
+from tfqa.inference.sharding import merge_shards, missing_shards, score_shards
 from tfqa.stages.prepare import FINGERPRINT_TAG
 
 SCORES_ARTIFACT = "mining/scores.parquet"
@@ -54,9 +54,9 @@ def select_hard(scores: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -> dict:
-    from tfqa.dataset import FeatureStore
-    from tfqa.loading import load_tfqa_model
-    from tfqa.model_logging import read_feature_config
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.modeling.loading import load_tfqa_model
+    from tfqa.modeling.saved import read_feature_config
 
     loaded = load_tfqa_model(cfg.model)
     trained = read_feature_config(loaded.model_dir)
@@ -128,7 +128,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
 
 
 def _pad_id(model_dir: Path) -> int:
-    from tfqa.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer
 
     return int(load_tokenizer(model_dir).pad_token_id or 0)
 

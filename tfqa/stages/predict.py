@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tfqa import decode as dec
-from tfqa.ensemble import ensemble
-from tfqa.readers import read_examples
-from tfqa.registry import model_versions, record_models_used
-from tfqa.run_inputs import TEST, log_data_inputs, nq_input
+from tfqa.inference import decode as dec
+from tfqa.inference.ensemble import ensemble
+from tfqa.data.readers import read_examples
+from tfqa.inference.manifest import model_versions, record_models_used
+from tfqa.tracking.datasets import TEST, log_data_inputs, nq_input
 from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT
-from tfqa.upstream import download_run_artifact, require_stage
+from tfqa.tracking.upstream import download_run_artifact, require_stage
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def voting_models(report: dict) -> list[tuple[str, str, float]]:
 
 def cascade_of(report: dict):
     """The cascade stages a validation ran, as ``CascadeStage``s with their model versions."""
-    from tfqa.registry import CascadeStage
+    from tfqa.inference.manifest import CascadeStage
 
     return [(CascadeStage(st["model"], int(st["top_k"]), float(st["threshold"])), str(st["version"]))
             for st in report.get("cascade", [])]
@@ -68,8 +68,8 @@ def require_validate_run(run_id: str) -> None:
 def run_predict(cfg: PredictConfig, run) -> Path:
     from mlflow.tracking import MlflowClient
 
-    from tfqa.model_scores import score_model
-    from tfqa.pruning import run_cascade
+    from tfqa.inference.model_scores import score_model
+    from tfqa.inference.cascade import run_cascade
 
     require_validate_run(cfg.validate_run)
     vrun = MlflowClient().get_run(cfg.validate_run)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from tfqa.feature_cache import BuildConfig, CacheInfo, build_features
-from tfqa.features import FeatureConfig
-from tfqa.run_inputs import TRAINING, features_input, log_data_inputs
-from tfqa.selection import SelectionConfig
+from tfqa.features.cache import BuildConfig, CacheInfo, build_features
+from tfqa.features.featurize import FeatureConfig
+from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
+from tfqa.features.selection import SelectionConfig
 
 FEATURES_PATH_TAG = "tfqa.features_path"
 FINGERPRINT_TAG = "tfqa.data_fingerprint"
@@ -23,7 +23,7 @@ class PrepareConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
 
     def __post_init__(self) -> None:
-        from tfqa.readers import require_file
+        from tfqa.data.readers import require_file
 
         require_file(self.input)
 
@@ -56,7 +56,7 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
 
 def skipped_errors(cfg: PrepareConfig, info: CacheInfo) -> list:
     """The lines the build skipped (``--max-bad-lines``), as the errors they were."""
-    from tfqa.readers import BadInputError
+    from tfqa.data.readers import BadInputError
 
     return [BadInputError(cfg.input, s["line"], s["field"], s["reason"]) for s in info.manifest.get("skipped", [])]
 

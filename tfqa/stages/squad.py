@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tfqa.errors import UserError
-from tfqa.records import AnswerClass
-from tfqa.run_inputs import EVALUATION, TRAINING, log_data_inputs, squad_input
-from tfqa.squad_data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
-from tfqa.squad_eval import evaluate
+from tfqa.core.errors import UserError
+from tfqa.data.records import AnswerClass
+from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
+from tfqa.squad.data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
+from tfqa.squad.metric import evaluate
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def window_logits(model, ds: SquadWindows, pad_id: int, batch_tokens: int = 1638
     """(start, end, answerable) logits per window; start/end padded to the longest window."""
     import torch
 
-    from tfqa.batching import collate
-    from tfqa.inference import InferenceConfig, plan_batches
+    from tfqa.features.batching import collate
+    from tfqa.inference.batch_scoring import InferenceConfig, plan_batches
 
     width = int(ds.lengths.max()) if len(ds) else 0
     start = np.full((len(ds), width), -1e4, dtype=np.float32)
@@ -103,10 +103,10 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
-    from tfqa.loading import StartingPoint
-    from tfqa.model_logging import log_tfqa_model
-    from tfqa.tokenization import load_tokenizer
-    from tfqa.train_loop import TrainConfig, train
+    from tfqa.modeling.loading import StartingPoint
+    from tfqa.modeling.saved import log_tfqa_model
+    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.training.loop import TrainConfig, train
 
     # The data first: a file with nothing to train on is refused before any model loads.
     examples = read_squad(cfg.squad_data)

@@ -2,7 +2,7 @@
 
 load settings -> resolve upstream (features, mining scores, SQuAD init) -> build/reuse features ->
 model -> train loop (checkpoints, resume) -> log the final model. The loop itself lives in
-``tfqa.train_loop``; this module only wires the stage's inputs and outputs to MLflow.
+``tfqa.training.loop``; this module only wires the stage's inputs and outputs to MLflow.
 """
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tfqa.decode import DecodeConfig
-from tfqa.feature_cache import MANIFEST, BuildConfig, build_features
-from tfqa.features import FeatureConfig
-from tfqa.run_inputs import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
-from tfqa.selection import SelectionConfig
+from tfqa.inference.decode import DecodeConfig
+from tfqa.features.cache import MANIFEST, BuildConfig, build_features
+from tfqa.features.featurize import FeatureConfig
+from tfqa.tracking.datasets import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
+from tfqa.features.selection import SelectionConfig
 from tfqa.stages.mine import SCORES_ARTIFACT
 from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG
-from tfqa.upstream import download_run_artifact, is_run_id, run_tag
-from tfqa.variants import Variant
+from tfqa.tracking.upstream import download_run_artifact, is_run_id, run_tag
+from tfqa.training.variants import Variant
 
 
 
@@ -91,11 +91,11 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     """Train one variant inside an open tracking run; returns the final metrics."""
     import torch
 
-    from tfqa.dataset import CandidateDataset, FeatureStore
-    from tfqa.loading import StartingPoint
-    from tfqa.model_logging import log_tfqa_model, variant_model_info
-    from tfqa.tokenization import load_tokenizer
-    from tfqa.train_loop import TrainConfig, train
+    from tfqa.features.dataset import CandidateDataset, FeatureStore
+    from tfqa.modeling.loading import StartingPoint
+    from tfqa.modeling.saved import log_tfqa_model, variant_model_info
+    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.training.loop import TrainConfig, train
 
     v = cfg.variant
     if v.init == "squad" and not cfg.init_model:
@@ -159,9 +159,9 @@ def final_dev_evaluation(evaluator, model, step: int, run) -> dict[str, float]:
 
 
 def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
-    """The dev evaluation (``tfqa.evaluation.dev_metrics``) on the first ``dev_examples`` dev
+    """The dev evaluation (``tfqa.evaluation.dev.dev_metrics``) on the first ``dev_examples`` dev
     examples, with inputs built as the training features were."""
-    from tfqa.evaluation import DevEvaluator
+    from tfqa.evaluation.dev import DevEvaluator
 
     return DevEvaluator.from_file(cfg.dev_data, str(store.tokenizer_dir), Path(cfg.output_dir) / "features",
                                   limit=cfg.dev_examples, features=FeatureConfig(**store.manifest["features"]),

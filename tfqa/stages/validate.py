@@ -7,7 +7,7 @@ candidates per example), the weighted word-level ensemble of the survivors (weig
 manifest, or fitted cross-validated over halves of the dev set), decoded as the manifest says;
 its metrics and best long/short thresholds, the same ensemble without the cascade, the
 candidates and inference seconds of each stage, and two model-free baselines. Last, the error
-analysis (``tfqa.error_analysis``) of the models and the ensemble, under ``validation/error_analysis``.
+analysis (``tfqa.evaluation.error_analysis``) of the models and the ensemble, under ``validation/error_analysis``.
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tfqa import decode as dec
-from tfqa import error_analysis
-from tfqa.ensemble import cross_validated_weights, ensemble, normalise_weights
-from tfqa.evaluation import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
-from tfqa.registry import EnsembleManifest, record_models_used, resolve_aliases
-from tfqa.run_inputs import EVALUATION, log_data_inputs, nq_input
-from tfqa.scoring import ScoredAnswers, score_answers
+from tfqa.inference import decode as dec
+from tfqa.evaluation import error_analysis
+from tfqa.inference.ensemble import cross_validated_weights, ensemble, normalise_weights
+from tfqa.evaluation.dev import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
+from tfqa.inference.manifest import EnsembleManifest, record_models_used, resolve_aliases
+from tfqa.tracking.datasets import EVALUATION, log_data_inputs, nq_input
+from tfqa.evaluation.nq_metric import ScoredAnswers, score_answers
 from tfqa.stages.prepare import FINGERPRINT_TAG
 
 THRESHOLDS_ARTIFACT = "validation/thresholds.json"
@@ -85,9 +85,9 @@ def null_baseline(dev: DevSet) -> list[dec.Prediction]:
 
 
 def run_validate(cfg: ValidateConfig, run) -> dict:
-    from tfqa.evaluation import write_subset
-    from tfqa.model_scores import score_model
-    from tfqa.pruning import restrict, run_cascade
+    from tfqa.evaluation.dev import write_subset
+    from tfqa.inference.model_scores import score_model
+    from tfqa.inference.cascade import restrict, run_cascade
 
     manifest = EnsembleManifest.load(cfg.manifest)  # every manifest error before any model loads
     if cfg.cascade == "none":

@@ -1,0 +1,210 @@
+"""The whole pipeline (CI profile: tiny models) against a real mlflow server, a rerun that reuses
+every step, and the MLflow UI's run comparison rendered by headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tfqa.inference.manifest import EnsembleManifest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = EnsembleManifest.load(REPO / "registry" / "demo.yaml")
+EXPERIMENT = "tfqa-pipeline-e2e"
+
+
+def _demo(work: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
+    # `mlflow run --env-manager local` runs entry points with the `python` on PATH: this one.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work), "--experiment", EXPERIMENT],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    return proc, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def pipeline(mlflow_server, tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    proc, seconds = _demo(work, mlflow_server.uri)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return {"work": work, "stdout": proc.stdout, "seconds": seconds, "uri": mlflow_server.uri}
+
+
+def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["uri"])
+    out = pipeline["stdout"]
+    for step in ("train_bert_base", "mine_hard_negatives", "train_1", "finetune_squad", "train_2", "train_3",
+                 "train_4", "train_5", "promote_1", "promote_5", "validate", "predict"):
+        assert f"] {step}" in out, f"step {step} missing from the progress output"
+    summary = json.loads((pipeline["work"] / "summary.json").read_text())
+    assert "ensemble " in out and "thresholds: " in out and " long=" in out, out[-2000:]
+    for key in ("ensemble/long-best-threshold-f1", "ensemble/short-best-threshold-f1", "threshold/long",
+                "threshold/short", "baseline/null/long-best-threshold-f1", "baseline/question_overlap/long-best-threshold-f1"):
+        assert key in summary, key
+    client = MlflowClient()
+    validate = client.get_run(client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.`tfqa.stage` = 'validate'")[0].info.run_id)
+    for m in MANIFEST.models:
+        mv = client.get_model_version_by_alias(m.name, MANIFEST.alias)
+        run = client.get_run(mv.run_id)
+        assert run.data.tags["tfqa.variant"] == m.variant and run.data.tags["tfqa.backbone"] == m.backbone
+        assert validate.data.tags[f"tfqa.model_version.{m.name}"] == mv.version
+        assert f"model/{m.name}/long-best-threshold-f1" in validate.data.metrics
+        # The training run's final dev evaluation saw validate's 60 dev examples, decoded as validate does.
+        for part in ("long", "short"):
+            assert run.data.metrics[f"dev/{part}_f1"] == pytest.approx(
+                validate.data.metrics[f"model/{m.name}/{part}-best-threshold-f1"], abs=1e-9), (m.name, part)
+    analysis = {a.path for a in client.list_artifacts(validate.info.run_id, "validation/error_analysis")}
+    assert {f"validation/error_analysis/{n}" for n in ("slices.json", "ensemble_changes.csv", "agreement.png")} <= analysis
+    # Every training run ends with the dev evaluation; the CI profile's eval_every=10 adds step 10.
+    train_runs = client.search_runs([validate.info.experiment_id], "tags.`tfqa.stage` LIKE 'train_%'")
+    assert len(train_runs) == 6
+    for run in train_runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "dev/long_f1")]
+        assert steps == [10, 20], (run.data.tags["tfqa.variant"], steps)
+        assert {"dev/short_f1", "dev/long_threshold", "dev/short_threshold", "dev/acc_all"} <= run.data.metrics.keys()
+        assert sum(run.data.metrics[f"dev/n_{t}"] for t in ("null", "long_only", "short_span", "yes", "no")) == 60
+    # Hard negatives come from the mining run, the ALBERT variants start from the SQuAD run.
+    v2 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v2", "champion").run_id).data.tags
+    assert v2["tfqa.upstream.mine_hard_negatives"] and v2["tfqa.upstream.init"]
+    assert client.get_run(v2["tfqa.upstream.init"]).data.tags["tfqa.stage"] == "finetune_squad"
+    # The CI profile warm-starts like the demo: SQuAD and variants 1, 4, 5 from the bert_base run.
+    squad_init = client.get_run(client.get_run(v2["tfqa.upstream.init"]).data.tags["tfqa.upstream.init"]).data.tags
+    assert squad_init["tfqa.stage"] == "train_bert_base"
+    v5 = client.get_run(client.get_model_version_by_alias("tfqa-demo-v5", "champion").run_id).data.tags
+    assert client.get_run(v5["tfqa.upstream.init"]).data.tags["tfqa.stage"] == "train_bert_base"
+
+
+def test_rerun_reuses_every_finished_step(pipeline):
+    proc, seconds = _demo(pipeline["work"], pipeline["uri"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_steps = len(re.findall(r"^\[\d+/\d+\] ", proc.stdout, flags=re.M))  # "[k/N] step" progress lines
+    assert n_steps >= 14 and proc.stdout.count("reusing finished run") == n_steps, proc.stdout[-2000:]
+    assert f"({n_steps}/{n_steps} steps reused)" in proc.stdout
+    print(f"first run {pipeline['seconds']:.0f}s, rerun {seconds:.0f}s")
+
+
+def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
+    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+    assert len(train_runs) >= 6
+    ids = [r.info.run_id for r in train_runs]
+    url = (f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}"
+           f"&experiments={quote(json.dumps([exp.experiment_id]))}")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=20000", "--window-size=1600,1000"]
+    png = tmp_path / "compare.png"
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
+    shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
+    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
+    assert "train/loss" in dom or "lr" in dom
+
+
+def _ui_artifacts() -> Path:
+    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
+    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _render(url: str, name: str, profile: Path) -> str:
+    """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+             "--virtual-time-budget=20000", "--window-size=1800,1100"]
+    out = _ui_artifacts()
+    png = out / f"{name}.png"
+    png.unlink(missing_ok=True)
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    (out / f"{name}.html").write_text(dom)
+    assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}"
+    print(f"UI screenshot {png}")
+    return dom
+
+
+def _text(dom: str) -> str:
+    """The DOM's visible text, tags stripped, so an assertion reads what the page shows."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)))
+
+
+def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeline, tmp_path):
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    eid = exp.experiment_id
+    # The pipeline that ran every stage: a rerun's parent (test_rerun_reuses_every_finished_step
+    # may have run first) holds only "(reused)" runs, which carry no tfqa.stage tag.
+    for parent in client.search_runs([eid], "attributes.run_name = 'pipeline-ci'", order_by=["attributes.start_time ASC"]):
+        children = client.search_runs([eid], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=100)
+        train = [r for r in children if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+        if train:
+            break
+    assert len(train) == 6 and any(r.info.run_name == "validate" for r in children)
+    v2 = next(r for r in train if r.info.run_name == "train_albert-v2")
+
+    # The runs table's columns live in the UI state, which the URL carries only as a shared view: the
+    # experiment tag `mlflow.sharedViewState.<key>` (what the UI's Share button writes) named by
+    # `?viewStateShareKey=<key>`. Sorted by creation time the table nests child runs under their
+    # parent, folded (the UI keeps `runsExpanded` out of shared views); sorted by a metric it lists
+    # every run flat, which is how a user compares the stages' dev/long_f1.
+    columns = ["attributes.`Models`", "metrics.`dev/long_f1`", "metrics.`dev/short_f1`"]
+    views = {"stages": {"selectedColumns": columns, "orderByKey": "metrics.`dev/long_f1`", "orderByAsc": False},
+             "parent": {"selectedColumns": columns}}
+    for key, state in views.items():
+        client.set_experiment_tag(eid, f"mlflow.sharedViewState.tfqa{key}", json.dumps(state))
+    stages = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages",
+                           "runs-table-stages", tmp_path / "p1"))
+    assert "dev/long_f1" in stages, stages[:3000]
+    for r in [*train, next(r for r in children if r.info.run_name == "validate")]:
+        assert r.info.run_name in stages, (r.info.run_name, stages[:3000])
+    assert f"{v2.data.metrics['dev/long_f1']:.4g}"[:4] in stages, (v2.data.metrics["dev/long_f1"], stages[:3000])
+    top = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent",
+                        "runs-table-parent", tmp_path / "p2"))
+    assert "pipeline-ci" in top and "train_albert-v2" not in top, top[:3000]  # children folded under the parent
+    # The child run's own page names its parent.
+    run_page = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}", "run-train_albert-v2",
+                             tmp_path / "p3"))
+    assert "Parent run" in run_page and "pipeline-ci" in run_page, run_page[:3000]
+
+    models = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/models", "logged-models", tmp_path / "p4"))
+    # The Logged Models tab lists each model with its source run and registry version; its metric
+    # columns are hidden until chosen in the Columns menu (not in the URL), so the metrics the UI
+    # offers there are checked on the models themselves.
+    logged = client.search_logged_models([eid])
+    assert len(logged) == 7
+    by_run = {m.source_run_id: m for m in logged}
+    for r in train:
+        assert r.info.run_name in models, (r.info.run_name, models[:3000])
+        assert "dev/long_f1" in {x.key for x in by_run[r.info.run_id].metrics}, r.info.run_name
+    for m in MANIFEST.models:
+        mv = client.get_model_version_by_alias(m.name, MANIFEST.alias)
+        shown = f"{client.get_run(mv.run_id).info.run_name} {m.name} v{mv.version}"
+        assert shown in models, (shown, models[:3000])
+
+    registry = _text(_render(f"{pipeline['uri']}/#/models", "registered-models", tmp_path / "p5"))
+    for m in MANIFEST.models:
+        assert m.name in registry, (m.name, registry[:3000])
+    assert registry.count(MANIFEST.alias) >= len(MANIFEST.models), registry[:3000]

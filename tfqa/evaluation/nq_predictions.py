@@ -1,0 +1,246 @@
+"""Natural Questions predictions in the official JSON format: typed records, reading, writing.
+
+The file is ``{"predictions": [{"example_id", "long_answer": {start_byte, end_byte, start_token,
+end_token}, "long_answer_score", "short_answers": [spans], "short_answers_score",
+"yes_no_answer"}]}``, exactly what Google's ``nq_eval`` reads. Validation mirrors its
+``eval_utils.read_prediction_json`` and ``Span`` constructor, so a file this module accepts is a
+file the official scorer accepts, but every rejection is a ``PredictionError`` naming the example:
+
+- a span's start and end must both be negative (absent) or both >= 0, separately for bytes and
+  tokens, and a present pair must have start < end;
+- ``yes_no_answer`` is YES/NO/NONE in any case, and YES/NO cannot come with a non-null short span;
+- ``long_answer_score`` and ``short_answers_score`` are required (the official code indexes them
+  although its docstring calls them optional). They must be finite: the official scorer sorts on
+  them, and NaN breaks that sort in a way that depends on hash order, while an infinite score would
+  make "keep nothing" impossible to express as a threshold;
+- a repeated example id is an error (the official reader silently keeps the last one).
+
+Null spans (all four offsets negative) are normalised away: a null long answer becomes ``None`` and
+null short spans are dropped. The official scorer ignores them everywhere, so scores are unchanged.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from tfqa.data.records import Span
+
+YES_NO_VALUES = ("NONE", "YES", "NO")
+_SPAN_KEYS = ("start_byte", "end_byte", "start_token", "end_token")
+
+
+class PredictionError(ValueError):
+    """An invalid prediction; ``example_id`` names it (None when the whole file is malformed)."""
+
+    def __init__(self, example_id: str | None, reason: str):
+        self.example_id = example_id
+        self.reason = reason
+        where = f"prediction for example {example_id}" if example_id is not None else "predictions"
+        super().__init__(f"{where}: {reason}")
+
+
+def span_is_null(span: Span) -> bool:
+    return span.start_byte < 0 and span.end_byte < 0 and span.start_token < 0 and span.end_token < 0
+
+
+def span_problem(span: Span) -> str | None:
+    """Why the official ``Span`` constructor would reject this span, or None."""
+    for kind, start, end in (
+        ("byte", span.start_byte, span.end_byte),
+        ("token", span.start_token, span.end_token),
+    ):
+        for name, value in ((f"start_{kind}", start), (f"end_{kind}", end)):
+            # bool is an int subclass; a JSON true as an offset is a bug, not offset 1.
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"{name} must be an integer, got {value!r}"
+        if (start < 0) != (end < 0):
+            return f"inconsistent null {kind} span ({start}, {end})"
+        if start >= 0 and start >= end:
+            return f"invalid {kind} span: start {start} >= end {end}"
+    return None
+
+
+def _check_score(example_id: str, name: str, value: Any) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise PredictionError(example_id, f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise PredictionError(example_id, f"{name} must be finite, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One example's answer. ``long_answer`` None means no long answer; scores rank predictions.
+
+    ``yes_no`` is "NONE", "YES" or "NO"; construction validates and normalises every field.
+    """
+
+    example_id: str
+    long_answer: Span | None
+    long_score: float
+    short_answers: tuple[Span, ...] = ()
+    short_score: float = 0.0
+    yes_no: str = "NONE"
+
+    def __post_init__(self) -> None:
+        eid = self.example_id
+        if not isinstance(eid, str):
+            raise PredictionError(str(eid), f"example_id must be a str, got {type(eid).__name__}")
+        set_ = object.__setattr__  # frozen: normalise once, here
+        long = self.long_answer
+        if long is not None:
+            problem = span_problem(long)
+            if problem:
+                raise PredictionError(eid, f"long_answer: {problem}")
+            if span_is_null(long):
+                set_(self, "long_answer", None)
+        shorts = []
+        for i, span in enumerate(self.short_answers):
+            problem = span_problem(span)
+            if problem:
+                raise PredictionError(eid, f"short_answers[{i}]: {problem}")
+            if not span_is_null(span):
+                shorts.append(span)
+        set_(self, "short_answers", tuple(shorts))
+        yes_no = self.yes_no.upper() if isinstance(self.yes_no, str) else self.yes_no
+        if yes_no not in YES_NO_VALUES:
+            raise PredictionError(eid, f"yes_no_answer must be YES, NO or NONE, got {self.yes_no!r}")
+        if yes_no != "NONE" and shorts:
+            raise PredictionError(eid, f"yes_no_answer {yes_no} given together with short answer spans")
+        set_(self, "yes_no", yes_no)
+        set_(self, "long_score", _check_score(eid, "long_answer_score", self.long_score))
+        set_(self, "short_score", _check_score(eid, "short_answers_score", self.short_score))
+
+    @property
+    def has_long(self) -> bool:
+        return self.long_answer is not None
+
+    @property
+    def has_short(self) -> bool:
+        return bool(self.short_answers) or self.yes_no != "NONE"
+
+
+# -- JSON <-> records ----------------------------------------------------------------------------
+def _example_id(raw: Any, position: int) -> str:
+    # Original NQ ids are JSON integers, Kaggle's are strings of the same digits: compare as text.
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise PredictionError(None, f"predictions[{position}].example_id must be an int or str, got {raw!r}")
+    return str(raw)
+
+
+def _span_from_json(example_id: str, obj: Any, where: str) -> Span:
+    if not isinstance(obj, dict):
+        raise PredictionError(example_id, f"{where} must be an object, got {obj!r}")
+    missing = [k for k in _SPAN_KEYS if k not in obj]
+    if missing:
+        # The official reader indexes all four keys; absent offsets must be written as -1.
+        raise PredictionError(example_id, f"{where} lacks {', '.join(missing)}")
+    span = Span(
+        start_token=obj["start_token"], end_token=obj["end_token"],
+        start_byte=obj["start_byte"], end_byte=obj["end_byte"],
+    )
+    problem = span_problem(span)
+    if problem:
+        raise PredictionError(example_id, f"{where}: {problem}")
+    return span
+
+
+def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
+    """One entry of the ``predictions`` list; ``position`` only improves the error message."""
+    if not isinstance(obj, dict):
+        raise PredictionError(None, f"predictions[{position}] must be an object, got {type(obj).__name__}")
+    if "example_id" not in obj:
+        raise PredictionError(None, f"predictions[{position}] has no example_id")
+    eid = _example_id(obj["example_id"], position)
+    long = _span_from_json(eid, obj["long_answer"], "long_answer") if "long_answer" in obj else None
+    raw_shorts = obj.get("short_answers", [])
+    if not isinstance(raw_shorts, list):
+        raise PredictionError(eid, f"short_answers must be a list, got {type(raw_shorts).__name__}")
+    shorts = tuple(_span_from_json(eid, s, f"short_answers[{i}]") for i, s in enumerate(raw_shorts))
+    for key in ("long_answer_score", "short_answers_score"):
+        if key not in obj:
+            raise PredictionError(eid, f"{key} is missing")
+    yes_no = obj.get("yes_no_answer", "NONE")
+    if not isinstance(yes_no, str):
+        raise PredictionError(eid, f"yes_no_answer must be a string, got {yes_no!r}")
+    return Prediction(
+        example_id=eid,
+        long_answer=long,
+        long_score=obj["long_answer_score"],
+        short_answers=shorts,
+        short_score=obj["short_answers_score"],
+        yes_no=yes_no,
+    )
+
+
+def predictions_from_json(root: Any) -> list[Prediction]:
+    """The records of a decoded prediction file; a repeated example id is an error."""
+    if not isinstance(root, dict) or not isinstance(root.get("predictions"), list):
+        raise PredictionError(None, 'expected a JSON object {"predictions": [...]}')
+    out = [prediction_from_json(obj, i) for i, obj in enumerate(root["predictions"])]
+    seen: set[str] = set()
+    for p in out:
+        if p.example_id in seen:
+            raise PredictionError(p.example_id, "predicted more than once")
+        seen.add(p.example_id)
+    return out
+
+
+def read_predictions(path: str | os.PathLike) -> list[Prediction]:
+    with open(path, encoding="utf-8") as f:
+        try:
+            root = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise PredictionError(None, f"{path} is not valid JSON: {exc}") from None
+    return predictions_from_json(root)
+
+
+def _span_to_json(span: Span | None) -> dict[str, int]:
+    if span is None:
+        return {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
+    return {
+        "start_byte": span.start_byte, "end_byte": span.end_byte,
+        "start_token": span.start_token, "end_token": span.end_token,
+    }
+
+
+def _id_to_json(example_id: str, int_ids: bool) -> int | str:
+    # The original NQ gold stores ids as JSON integers and the official scorer compares raw values,
+    # so an id written as a string would never match it.
+    if int_ids:
+        try:
+            as_int = int(example_id)
+        except ValueError:
+            return example_id
+        if str(as_int) == example_id:
+            return as_int
+    return example_id
+
+
+def prediction_to_json(pred: Prediction, *, int_ids: bool = True) -> dict[str, Any]:
+    """The official entry, every field present (``int_ids``: integer-looking ids as JSON ints)."""
+    return {
+        "example_id": _id_to_json(pred.example_id, int_ids),
+        "long_answer": _span_to_json(pred.long_answer),
+        "long_answer_score": pred.long_score,
+        "short_answers": [_span_to_json(s) for s in pred.short_answers],
+        "short_answers_score": pred.short_score,
+        "yes_no_answer": pred.yes_no,
+    }
+
+
+def write_predictions(
+    predictions: Iterable[Prediction], path: str | os.PathLike, *, int_ids: bool = True
+) -> None:
+    """Write the official prediction file (atomically, so a crash leaves no half file)."""
+    body = {"predictions": [prediction_to_json(p, int_ids=int_ids) for p in predictions]}
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(body, f)
+    os.replace(tmp, path)
+

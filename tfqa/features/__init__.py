@@ -1,0 +1,1 @@
+"""From records to model inputs: tokenizer, featurizer, labels, candidate selection, cache, batches."""

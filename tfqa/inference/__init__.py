@@ -1,0 +1,1 @@
+"""From a model to answers: batched scoring, sharding, decoding, ensembling, the cascade."""

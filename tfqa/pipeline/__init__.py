@@ -1,0 +1,1 @@
+"""Running the stages: the pipeline's steps, its profiles, the demo, settings and parameter resolution."""

@@ -1,0 +1,495 @@
+"""The training loop: one function that reads top to bottom.
+
+    setup (devices, DDP, optimizer, AMP) -> resume -> for each optimizer step:
+        lr from a plain function of the step
+        grad_accum_steps micro-batches: forward under autocast, loss / n_micro, backward
+            (DDP skips the all-reduce on all but the last micro-batch)
+        unscale, clip, step, zero grads
+        log every log_every_steps, evaluate every eval_every_steps,
+        checkpoint every checkpoint_every_steps, at every epoch end and at the end
+
+Run it plainly (one process, CPU or one GPU) or under ``torchrun --nproc-per-node N``: with
+``WORLD_SIZE > 1`` in the environment the process group is set up from ``RANK``/``LOCAL_RANK``/
+``WORLD_SIZE`` (nccl on CUDA, gloo on CPU), the model is wrapped in DDP and the data is sharded by
+``LengthGroupedSampler``. Only rank 0 logs, evaluates and writes checkpoints.
+
+Exact resume: a run killed at any point and resumed from its last checkpoint ends with the same
+weights, bit for bit on CPU, as a run never interrupted. What makes it so:
+- the data order is a pure function of (seed, epoch) and the checkpoint stores (epoch, batch in
+  epoch); the sampler restarts there without reading the skipped rows;
+- the learning rate is a pure function of the step;
+- model, optimizer and grad-scaler states are saved exactly; the RNG states of every rank
+  (python, numpy, torch, cuda) are saved with them, so dropout continues with the same masks;
+- nothing else draws from the global RNG between steps: the DataLoader gets its own generator,
+  and the evaluation runs with the RNG state saved and put back around it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from tfqa.features.batching import LengthGroupedSampler, collate
+from tfqa.training.checkpoint import capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "apex_fused_adam")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 3e-5
+    """Peak learning rate, reached at the end of warm-up."""
+    weight_decay: float = 0.01
+    """AdamW's decoupled weight decay; 1-D parameters (biases, LayerNorm) get none."""
+    warmup_fraction: float = 0.1
+    """Warm-up length as a fraction of the total steps (ignored when ``warmup_steps`` is set)."""
+    warmup_steps: int | None = None
+    """Warm-up length in optimizer steps."""
+    epochs: float = 1.0
+    """Passes over the data; fractions allowed (1.5 stops half-way through the second epoch)."""
+    max_steps: int | None = None
+    """Optimizer steps to train; overrides ``epochs`` when set."""
+    batch_size: int = 32
+    """Rows per optimizer step, over all processes and micro-steps: the recipe's batch size, the
+    same whatever the hardware. Each process runs ``batch_size / (grad_accum_steps * world_size)``
+    rows per forward pass; that must divide evenly."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step (per process)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this; ``None`` or 0: no clipping (the norm is still logged)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-6
+    seed: int = 0
+    """Seeds the data order and the RNGs (dropout). Rank ``r`` draws from ``seed + r``."""
+    precision: str = "auto"
+    """``auto``: bf16 autocast on CUDA when supported, else fp16 autocast + GradScaler on CUDA,
+    fp32 on CPU (bf16 is emulated on CPUs without AMX and ~100x slower). ``fp32``/``bf16``/``fp16``
+    force a mode; fp16 needs CUDA."""
+    optimizer: str = "adamw"
+    """``adamw``: ``torch.optim.AdamW``, fused when the device supports it. ``apex_fused_adam``:
+    NVIDIA apex's FusedAdam (AdamW mode); apex is built from source on GPU machines, never the PyPI
+    package of that name, and is only used when asked for."""
+    checkpoint_every_steps: int = 500
+    """Save every N optimizer steps (0: only at epoch ends and at the end)."""
+    keep_checkpoints: int | None = 3
+    """Keep the newest K checkpoints (``None`` or 0: all)."""
+    checkpoint_metrics_wait_s: float = 10.0
+    """How long a checkpoint waits for the tracking server to take the metrics logged so far;
+    what it has not taken by then is stored in the checkpoint and sent again on resume."""
+    log_every_steps: int = 10
+    progress: bool = True
+    """Print a line to stderr every ``log_every_steps`` (rank 0): step, loss, rate and time left."""
+    eval_every_steps: int = 0
+    """Call ``eval_fn`` every N steps (0: never)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    mega_batch_steps: int = 50
+    """Steps per length-sorted mega-batch: larger pads less, smaller keeps the order more random."""
+    pad_to_multiple_of: int | None = None
+    """Round each batch's width up to a multiple of this; ``None``: 8 on CUDA (tensor cores), 1 on CPU."""
+    device: str = "auto"
+    """``auto`` (``cuda:LOCAL_RANK`` when CUDA is there, else cpu), or a device string."""
+    deterministic: bool | None = None
+    """``torch.use_deterministic_algorithms`` during training; ``None``: on for CPU, off on CUDA
+    (where it costs speed and needs ``CUBLAS_WORKSPACE_CONFIG``)."""
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (self.warmup_steps is None or self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps > 0, f"max_steps must be > 0 or None, got {self.max_steps}"),
+            (self.batch_size >= 1 and self.grad_accum_steps >= 1, "batch_size and grad_accum_steps must be >= 1"),
+            (self.batch_size % self.grad_accum_steps == 0,
+             f"batch_size {self.batch_size} is not a multiple of grad_accum_steps {self.grad_accum_steps}"),
+            (self.max_grad_norm is None or self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.checkpoint_every_steps >= 0 and self.log_every_steps >= 1 and self.eval_every_steps >= 0,
+             "checkpoint_every_steps and eval_every_steps must be >= 0, log_every_steps >= 1"),
+            (self.keep_checkpoints is None or self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0 or None"),
+            (self.num_workers >= 0 and self.mega_batch_steps >= 1, "num_workers must be >= 0, mega_batch_steps >= 1"),
+            (self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1, "pad_to_multiple_of must be >= 1 or None"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    """Optimizer steps done (in total, over all runs of a resumed training)."""
+    total_steps: int
+    epoch: int
+    batch_in_epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The last logged training metrics and the last evaluation's."""
+    checkpoint: Path | None = None
+    """The newest checkpoint written (rank 0; None elsewhere)."""
+    resumed_from: Path | None = None
+    train_seconds: float = 0.0
+
+
+class MetricsLogger(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> Any: ...
+
+
+# ------------------------------------------------------------------------------------ schedule
+def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then linear decay towards 0 at
+    ``total_steps``. Step 0 already trains (lr ``peak / warmup_steps``), and so does the last."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+# ------------------------------------------------------------------------------------ setup helpers
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False
+    """True when ``train`` created the process group (and so destroys it at the end)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: this process's GPU (``cuda:LOCAL_RANK``) when CUDA is there, else the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def setup_distributed(device: torch.device) -> Distributed:
+    """Read torchrun's environment; join (or reuse) the process group when WORLD_SIZE > 1:
+    nccl for GPUs, gloo for CPUs."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    rank = int(os.environ["RANK"])
+    owns = False
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    return Distributed(rank, world_size, owns)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The concrete mode: ``fp32``, ``bf16`` or ``fp16``."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 (with a GradScaler) needs CUDA; use fp32 on CPU")
+    if precision == "bf16" and device.type == "cpu":
+        log.warning("bf16 on CPU: autocast runs, but CPUs without AMX emulate bf16 (~100x slower than fp32)")
+    return precision
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on 1-D parameters (biases, LayerNorm weights)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "apex_fused_adam":
+        try:
+            from apex.optimizers import FusedAdam  # NVIDIA apex, built from source; not PyPI's "apex"
+        except ImportError as err:
+            raise RuntimeError(
+                "optimizer=apex_fused_adam needs NVIDIA apex (github.com/NVIDIA/apex, built from source with its "
+                "CUDA extensions). `apex.optimizers` does not import here; the PyPI package named 'apex' is an "
+                "unrelated project. Use optimizer=adamw (fused AdamW) instead."
+            ) from err
+        if device.type != "cuda":
+            raise RuntimeError("optimizer=apex_fused_adam runs on CUDA only")
+        return FusedAdam(groups, lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps, adam_w_mode=True)
+    kwargs = dict(lr=cfg.lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    try:
+        # One kernel for all parameters instead of a handful per tensor; CPU and CUDA both have it.
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError) as err:
+        log.info("fused AdamW unavailable on %s (%s); using the foreach implementation", device, err)
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader seeds torch in each worker (from its own generator); give numpy and random the same.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _resolve_resume(resume: str | os.PathLike | None, out_dir: Path) -> Path | None:
+    if resume is None or str(resume).lower() in ("", "none"):
+        return None
+    if str(resume) == "auto":
+        return latest_checkpoint(out_dir)
+    path = Path(resume)
+    if not (path / "trainer_state.json").exists():
+        raise FileNotFoundError(f"resume={resume}: not a complete checkpoint folder")
+    return path
+
+
+def progress_line(step: int, total_steps: int, metrics: dict[str, float], seconds: float, steps_done: int) -> str:
+    """``step 50/250 (20%) loss 1.234 lr 3.0e-04 24.1 seq/s, 3m10s left``: the time left from this
+    process's own pace (steps before a resume are not counted in it)."""
+    left = (total_steps - step) * seconds / max(steps_done, 1)
+    return (f"train step {step}/{total_steps} ({100 * step / total_steps:.0f}%) loss {metrics['train/loss']:.4f} "
+            f"lr {metrics['train/lr']:.2e} {metrics['train/seqs_per_s']:.1f} seq/s, {int(left // 60)}m{int(left % 60):02d}s left")
+
+
+# ------------------------------------------------------------------------------------ the loop
+def train(
+    model: torch.nn.Module,
+    train_ds,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | os.PathLike,
+    logger: MetricsLogger | None = None,
+    eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    resume: str | os.PathLike | None = "auto",
+    pad_id: int | None = None,
+) -> TrainResult:
+    """Train ``model`` (a ``CandidateQAModel``) on ``train_ds`` and write checkpoints under
+    ``out_dir``; ``resume="auto"`` continues from the newest one there, a path from that one,
+    ``None`` starts afresh. ``pad_id`` defaults to the encoder config's ``pad_token_id`` (its value
+    never changes a result: padded positions are masked out of attention and of the logits)."""
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    ddp = setup_distributed(device)
+    deterministic = device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        return _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp, device)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: Distributed, device) -> TrainResult:
+    # ---- model, optimizer, precision
+    raw_model = model.to(device)
+    precision = resolve_precision(cfg.precision, device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    optimizer = build_optimizer(raw_model, cfg, device)
+    max_norm = cfg.max_grad_norm or float("inf")  # inf: clip_grad_norm_ only measures
+
+    # ---- data: each process runs micro_batch rows per forward
+    rows_per_micro_step = cfg.batch_size // cfg.grad_accum_steps
+    if rows_per_micro_step % ddp.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} / grad_accum_steps {cfg.grad_accum_steps} = {rows_per_micro_step} "
+                         f"rows per micro-step do not split over {ddp.world_size} processes")
+    micro_batch = rows_per_micro_step // ddp.world_size
+    if len(train_ds) == 0:
+        raise ValueError("train: the training set is empty")
+    sampler = LengthGroupedSampler(train_ds.lengths, micro_batch, seed=cfg.seed, mega_batch_steps=cfg.mega_batch_steps,
+                                   rank=ddp.rank, world_size=ddp.world_size)
+    batches_per_epoch = sampler.num_batches
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_fraction * total_steps)
+    if pad_id is None:
+        encoder_config = getattr(getattr(raw_model, "encoder", None), "config", None)
+        pad_id = int(getattr(encoder_config, "pad_token_id", None) or 0)
+    pad_multiple = cfg.pad_to_multiple_of or (8 if device.type == "cuda" else None)
+    collate_fn = partial(collate, pad_id=pad_id, pad_to_multiple_of=pad_multiple)
+    data_facts = {"num_rows": len(train_ds), "step_rows": sampler.step_rows, "batches_per_epoch": batches_per_epoch}
+
+    # ---- resume or start afresh
+    step, epoch, batch_in_epoch = 0, 0, 0
+    ckpt = _resolve_resume(resume, out_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model=raw_model, optimizer=optimizer, scaler=scaler, rank=ddp.rank, map_location=device)
+        changed = {k: (state.get(k), v) for k, v in data_facts.items() if state.get(k) != v}
+        if changed:
+            raise ValueError(f"cannot resume from {ckpt}: the data or batch layout changed (saved, now): {changed}")
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if not state["rng_restored"] or state.get("world_size") != ddp.world_size:
+            # Another number of processes: same data order (the plan depends on step_rows only),
+            # but the saved per-rank RNG streams do not map onto the new ranks.
+            log.warning("resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
+                        ckpt, ddp.world_size, state.get("world_size"))
+            seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
+        if ddp.is_main:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
+            if state.get("unsent_metrics") and logger is not None and hasattr(logger, "log_metric_points"):
+                logger.log_metric_points(state["unsent_metrics"])
+    else:
+        seed_everything(cfg.seed + ddp.rank)
+    model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else raw_model
+
+    def checkpoint(position: dict[str, int], metrics: dict) -> Path | None:
+        # Every rank hands its RNG state to rank 0, which alone writes.
+        rng = capture_rng_state()
+        rng_states = [None] * ddp.world_size if ddp.is_main else None
+        if ddp.enabled:
+            dist.gather_object(rng, rng_states, dst=0)
+        else:
+            rng_states = [rng]
+        path = None
+        if ddp.is_main:
+            # Steps up to this checkpoint are never trained again after a crash, so their metric
+            # points must outlive this process: wait briefly for the server, keep the rest inside.
+            unsent = []
+            if logger is not None and hasattr(logger, "flush_metrics"):
+                if not logger.flush_metrics(timeout=cfg.checkpoint_metrics_wait_s):
+                    unsent = logger.unsent_metrics()
+            path = save_checkpoint(
+                out_dir, step, model=raw_model, optimizer=optimizer, scaler=scaler, rng_states=rng_states,
+                data_position={**position, "world_size": ddp.world_size, **data_facts},
+                config={**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision},
+                metrics=metrics, keep_last=cfg.keep_checkpoints, unsent_metrics=unsent,
+            )
+            if logger is not None and hasattr(logger, "log_artifacts"):
+                logger.log_artifacts(str(path), f"checkpoints/{path.name}")
+        ddp.barrier()
+        return path
+
+    # ---- the loop
+    start_step = step
+    metrics: dict[str, float] = {}
+    last_ckpt: Path | None = None
+    window = torch.zeros(4, dtype=torch.float64, device=device)  # loss, class loss, span loss, micro-batches
+    seqs = tokens = padded = 0
+    train_seconds = 0.0
+    window_t0 = time.perf_counter()
+    while step < total_steps:
+        sampler.set_epoch(epoch, start_batch=batch_in_epoch)
+        loader = DataLoader(
+            train_ds, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,
+            # Its own generator: creating a loader must not draw from the global RNG (exact resume).
+            generator=torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, ddp.rank)),
+        )
+        micro_batches = iter(loader)
+        epoch_end = False
+        while not epoch_end and step < total_steps:
+            lr = lr_at(step, peak=cfg.lr, warmup_steps=warmup_steps, total_steps=total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
+            for micro in range(n_micro):
+                batch = next(micro_batches)
+                seqs += len(batch["label"])
+                tokens += int(batch["attention_mask"].sum())
+                padded += batch["attention_mask"].numel()
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                last_micro = micro == n_micro - 1
+                # DDP all-reduces gradients in backward; only the last micro-batch needs it.
+                sync = contextlib.nullcontext() if last_micro or not ddp.enabled else model.no_sync()
+                with sync:
+                    with autocast():
+                        outputs = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                        losses = raw_model.loss(outputs, batch)
+                    scaler.scale(losses["total"] / n_micro).backward()
+                window += torch.stack([losses["total"].detach(), losses["class_loss"].detach(),
+                                       losses["span_loss"].detach(), torch.ones((), device=device)]).to(torch.float64)
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            batch_in_epoch += n_micro
+            epoch_end = batch_in_epoch == batches_per_epoch
+            if epoch_end:
+                epoch, batch_in_epoch = epoch + 1, 0
+            done = step == total_steps
+
+            if step % cfg.log_every_steps == 0 or done:
+                # Sum the window over all ranks (every rank joins the all-reduce; rank 0 logs).
+                counts = torch.tensor([seqs, tokens, padded], dtype=torch.float64, device=device)
+                totals = torch.cat([window, counts])
+                if ddp.enabled:
+                    dist.all_reduce(totals)
+                loss_sum, class_sum, span_sum, n, seqs_sum, tokens_sum, padded_sum = totals.tolist()
+                elapsed = time.perf_counter() - window_t0
+                train_seconds += elapsed
+                metrics = {
+                    "train/loss": loss_sum / n, "train/class_loss": class_sum / n, "train/span_loss": span_sum / n,
+                    "train/lr": lr, "train/grad_norm": float(grad_norm), "train/epoch": step / steps_per_epoch,
+                    "train/seqs_per_s": seqs_sum / elapsed, "train/tokens_per_s": tokens_sum / elapsed,
+                    "train/padding_fraction": 1.0 - tokens_sum / padded_sum,
+                }
+                if ddp.is_main and logger is not None:
+                    logger.log_metrics(metrics, step)
+                if ddp.is_main and cfg.progress:
+                    print(progress_line(step, total_steps, metrics, train_seconds, step - start_step), file=sys.stderr, flush=True)
+                window.zero_()
+                seqs = tokens = padded = 0
+                window_t0 = time.perf_counter()
+
+            # Evaluation and checkpoints are left out of the throughput: their time moves window_t0 on.
+            pause_t0 = time.perf_counter()
+            if eval_fn is not None and cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or done):
+                if ddp.is_main:
+                    # The evaluation must not shift the training's random streams: put them back after.
+                    rng = capture_rng_state()
+                    raw_model.eval()
+                    eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v) for k, v in eval_fn(raw_model, step).items()}
+                    restore_rng_state(rng)
+                    metrics.update(eval_metrics)
+                    if logger is not None:
+                        logger.log_metrics(eval_metrics, step)
+                ddp.barrier()
+            if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or epoch_end or done:
+                last_ckpt = checkpoint({"epoch": epoch, "batch_in_epoch": batch_in_epoch}, metrics) or last_ckpt
+            window_t0 += time.perf_counter() - pause_t0
+
+    return TrainResult(step=step, total_steps=total_steps, epoch=epoch, batch_in_epoch=batch_in_epoch, metrics=metrics,
+                       checkpoint=last_ckpt if ddp.is_main else None, resumed_from=ckpt, train_seconds=train_seconds)
