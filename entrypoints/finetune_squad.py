@@ -36,7 +36,7 @@ from tfqa.training.variants import VARIANTS
 @click.pass_context
 def main(ctx, **_):
     settings = load_settings()
-    with tracking.start_run(run_name=tracking.run_name("finetune_squad"), tags={"tfqa.stage": "finetune_squad"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("finetune_squad"), tags={tracking.names.STAGE_TAG: "finetune_squad"}) as run:
         r = resolver("finetune_squad", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         resolve.squad_inputs(r, VARIANTS["2"].backbone_name)

@@ -28,7 +28,7 @@ from tfqa.stages.mine import MineConfig, run_mine
 def main(ctx, **_):
     settings = load_settings()
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    with tracking.start_run(run_name=tracking.run_name("mine_hard_negatives"), tags={"tfqa.stage": "mine_hard_negatives"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("mine_hard_negatives"), tags={tracking.names.STAGE_TAG: "mine_hard_negatives"}) as run:
         r = resolver("mine_hard_negatives", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         resolve.mine_inputs(r)

@@ -16,7 +16,7 @@ from tfqa.stages.predict import PredictConfig, run_predict
 @click.pass_context
 def main(ctx, **_):
     settings = load_settings()
-    with tracking.start_run(run_name=tracking.run_name("predict"), tags={"tfqa.stage": "predict"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("predict"), tags={tracking.names.STAGE_TAG: "predict"}) as run:
         r = resolver("predict", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         resolve.predict_inputs(r)

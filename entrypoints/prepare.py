@@ -47,7 +47,7 @@ def main(ctx, **_):
         workers=o["workers"], allow_empty=o["allow_empty"],
     )
     cfg = PrepareConfig(input=o["input"], tokenizer=o["tokenizer"], cache_dir=o["cache_dir"], build=build)
-    with tracking.start_run(run_name=tracking.run_name("prepare"), tags={"tfqa.stage": "prepare"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("prepare"), tags={tracking.names.STAGE_TAG: "prepare"}) as run:
         r.record(run)
         info = run_prepare(cfg, run)
     echo_skipped(skipped_errors(cfg, info), where=str(info.path / "manifest.json"))

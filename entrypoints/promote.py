@@ -3,15 +3,16 @@ import click
 from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
 
 from tfqa import tracking
-from tfqa.inference.manifest import EnsembleManifest, promote
+from tfqa.inference.manifest import EnsembleManifest
+from tfqa.tracking.registry import promote
 
 
 def _variant_of(run_id: str) -> str:
     """For the run's name (promote-v3); the promotion itself checks the run."""
-    from mlflow.tracking import MlflowClient
+    from tfqa.tracking.queries import run_tags
 
     try:
-        return MlflowClient().get_run(run_id).data.tags.get("tfqa.variant", "")
+        return run_tags(run_id).get(tracking.names.VARIANT_TAG, "")
     except Exception:  # a bad id is refused by promote() with its own message
         return ""
 
@@ -25,7 +26,7 @@ def _variant_of(run_id: str) -> str:
 def main(ctx, run_id, **_):
     settings = load_settings()
     with tracking.start_run(run_name=tracking.run_name("promote", _variant_of(run_id)),
-                            tags={"tfqa.stage": "promote", "tfqa.upstream.train": run_id}) as run:
+                            tags={tracking.names.STAGE_TAG: "promote", f"{tracking.names.UPSTREAM_TAG_PREFIX}train": run_id}) as run:
         r = resolver("promote", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         o = option_values(ctx, r.finish())
@@ -33,8 +34,8 @@ def main(ctx, run_id, **_):
         m = EnsembleManifest.load(o["manifest"])
         p = promote(run_id, m, name=o["name"] or None, alias=o["alias"] or None)
         run.log_params({"run_id": run_id, "manifest": o["manifest"], "name": p.name, "alias": p.alias})
-        run.set_tags({"tfqa.registered_model": p.name, "tfqa.model_version": p.version})
-        run.set_tags({f"tfqa.model_id.{p.name}": p.model_id})
+        run.set_tags({tracking.names.REGISTERED_MODEL_TAG: p.name, tracking.names.MODEL_VERSION_TAG: p.version})
+        run.set_tags({f"{tracking.names.MODEL_ID_TAG}.{p.name}": p.model_id})
         run.log_inputs(model_ids=[p.model_id])
     click.echo(f"{p.name} version {p.version} is now @{p.alias} (run {run_id})")
 

@@ -59,7 +59,7 @@ def main(ctx, entry_point, variant, **_):
     key = variant_for(entry_point, "bert_base" if entry_point == "train_bert_base" else str(variant)).key
     settings = load_settings()
     options = option_names(ctx, skip=("entry_point", "variant"))
-    with tracking.start_run(run_name=tracking.run_name(entry_point, key), tags={"tfqa.stage": entry_point, "tfqa.variant": key}) as run:
+    with tracking.start_run(run_name=tracking.run_name(entry_point, key), tags={tracking.names.STAGE_TAG: entry_point, tracking.names.VARIANT_TAG: key}) as run:
         given = {**given_options(ctx, skip=("entry_point", "variant")), **_overrides(ctx.args)}
         r = resolver(entry_point, ctx, settings, run, given=given)
         r.fill_parameters(options | VARIANT_SETTINGS)

@@ -25,7 +25,7 @@ from tfqa.stages.validate import ValidateConfig, run_validate
 @click.pass_context
 def main(ctx, **_):
     settings = load_settings()
-    with tracking.start_run(run_name=tracking.run_name("validate"), tags={"tfqa.stage": "validate"}) as run:
+    with tracking.start_run(run_name=tracking.run_name("validate"), tags={tracking.names.STAGE_TAG: "validate"}) as run:
         r = resolver("validate", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         resolve.validate_inputs(r)

@@ -451,7 +451,7 @@ def test_under_mlflow_run_a_refusal_before_the_stage_opened_its_run_is_its_error
     (tmp_path / "data").mkdir()
     with pytest.raises(StepFailed) as info:
         run_step("prepare", "prepare", {"input": tmp_path / "data", "tokenizer": minilm_dir(), "cache_dir": tmp_path / "f"},
-                 experiment=experiment, git_commit="", code_version="test", log=lambda _: None, force=True)
+                 experiment=experiment, code_version="test", log=lambda _: None, force=True)
     e = info.value
     assert e.run_id and MlflowClient().get_run(e.run_id).info.status == "FAILED"
     assert e.error == f"UserError: {tmp_path / 'data'}: is a directory, not a file"

@@ -168,7 +168,8 @@ def test_the_logged_model_is_a_code_based_pyfunc_of_safetensors(in_store, tmp_pa
 
 def test_promote_registers_the_logged_model_and_the_alias_loads(in_store):
     from tfqa.modeling.loading import load_tfqa_model
-    from tfqa.inference.manifest import EnsembleManifest, ManifestEntry, promote
+    from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
+    from tfqa.tracking.registry import promote
     from tfqa.tracking.upstream import version_model_id
 
     (model,) = _models()
@@ -288,7 +289,7 @@ def test_log_model_refuses_a_folder_that_is_no_mlflow_model(tmp_path):
     logger = tracking.RunLogger(_FlakyClient(), "0" * 32)
     with pytest.raises(FileNotFoundError, match="no MLmodel file"):
         logger.log_model(tmp_path, name="model")
-    logger._abandon = True
+    logger._delivery.abandon()
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -357,8 +358,9 @@ def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
 
 
 def test_validate_and_predict_record_their_data_and_the_models_they_used(in_store, tmp_path):
-    from tfqa.inference.manifest import EnsembleManifest, promote
+    from tfqa.inference.manifest import EnsembleManifest
     from tfqa.tracking.datasets import data_digest
+    from tfqa.tracking.registry import promote
     from tfqa.stages.predict import PredictConfig, run_predict
     from tfqa.stages.validate import ValidateConfig, run_validate
 
@@ -368,7 +370,7 @@ def test_validate_and_predict_record_their_data_and_the_models_they_used(in_stor
     manifest.write_text(f"alias: champion\nmodels:\n  - {{name: {name}, variant: '2', backbone: {BACKBONE}}}\n")
     promote(in_store.run_id, EnsembleManifest.load(manifest))
     files = _nq_files(tmp_path)
-    with tracking.start_run(run_name="validate", log_system_metrics=False) as vrun:
+    with tracking.start_run(run_name="validate", tags={"tfqa.stage": "validate"}, log_system_metrics=False) as vrun:
         run_validate(ValidateConfig(str(manifest), str(files["dev"]), output_dir=str(tmp_path / "out"), dev_examples=6), vrun)
     with tracking.start_run(run_name="predict", log_system_metrics=False) as prun:
         run_predict(PredictConfig(vrun.run_id, str(files["test"]), str(tmp_path / "out")), prun)

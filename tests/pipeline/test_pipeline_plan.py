@@ -73,7 +73,7 @@ def test_a_failing_step_names_itself_its_run_and_the_recorded_error(mlflow_track
     bad.write_text("{not json\n")
     with pytest.raises(StepFailed) as info:
         run_step("prepare", "prepare", {"input": bad, "tokenizer": minilm_dir(), "cache_dir": tmp_path / "features"},
-                 experiment=experiment, git_commit="", code_version="test", log=lambda _: None, force=True)
+                 experiment=experiment, code_version="test", log=lambda _: None, force=True)
     e = info.value
     assert e.step == "prepare" and e.run_id and MlflowClient().get_run(e.run_id).info.status == "FAILED"
     assert f"{bad}:1" in str(e) and "run the same command again" in str(e), str(e)

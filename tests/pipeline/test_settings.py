@@ -244,14 +244,14 @@ def test_run_names_say_stage_and_variant_and_replace_only_made_up_ones(mlflow_tr
 def test_a_reused_stage_appears_under_the_new_parent_and_is_never_reused_itself(mlflow_tracking):
     runs = Runs()
     name = os.environ["MLFLOW_EXPERIMENT_NAME"]
-    reused = runs.make("validate", params={"dev_data": "/d"})
+    reused = runs.make("validate", params={"dev_data": "/d"}, tags={"tfqa.code_version": "v1"})
     parent = runs.make("pipeline", status="RUNNING")
     marker = tracking.record_reuse(reused, parent, "validate", "validate")
     m = MlflowClient().get_run(marker)
     assert m.info.status == "FINISHED" and m.info.run_name == "validate (reused)"
     assert m.data.tags["mlflow.parentRunId"] == parent and m.data.tags["tfqa.reused_run"] == reused
     assert reused in m.data.tags["mlflow.note.content"] and "tfqa.stage" not in m.data.tags
-    assert tracking.find_finished_run(name, "validate", {"dev_data": "/d"}, None, "unknown") == reused
+    assert tracking.find_finished_run(name, "validate", {"dev_data": "/d"}, "v1") == reused
 
 
 # ------------------------------------------------------------------------------------- progress

@@ -67,7 +67,9 @@ def _train(e: E2E, variant: str, run_name: str, **extra: str) -> str:
     v = with_overrides(VARIANTS[variant], {**OVERRIDES, **extra})
     cfg = TrainStageConfig(variant=v, backbone=e.backbone, train_data=str(e.train),
                            output_dir=str(e.root / "train-outputs"), max_steps=3, checkpoint_every=3, log_every=1)
-    with tracking.start_run(experiment=e.experiment, run_name=run_name, log_system_metrics=False) as run:
+    # Opened as the entry point opens it: the stage tags are set by whoever starts the run.
+    tags = {"tfqa.stage": v.entry_point, "tfqa.variant": v.key}
+    with tracking.start_run(experiment=e.experiment, run_name=run_name, tags=tags, log_system_metrics=False) as run:
         run_train(cfg, run)
     return run.run_id
 
@@ -77,7 +79,8 @@ def e2e(mlflow_server, tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     from tfqa.pipeline.demo import tiny_backbone
-    from tfqa.inference.manifest import EnsembleManifest, promote
+    from tfqa.inference.manifest import EnsembleManifest
+    from tfqa.tracking.registry import promote
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
 
     if not mlflow_server.running:
@@ -305,7 +308,8 @@ def test_validate_logs_official_recall_at_precision_keys(first_validate):
 def test_moving_an_alias_changes_what_validate_uses(e2e, first_validate):
     from mlflow.tracking import MlflowClient
 
-    from tfqa.inference.manifest import EnsembleManifest, promote
+    from tfqa.inference.manifest import EnsembleManifest
+    from tfqa.tracking.registry import promote
 
     client = MlflowClient()
     before, _ = first_validate

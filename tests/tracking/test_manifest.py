@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from tfqa import tracking
 from tfqa.modeling.saved import MODEL_ARTIFACT
-from tfqa.inference.manifest import EnsembleManifest, ManifestEntry, promote, resolve_aliases
+from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
+from tfqa.tracking.registry import promote, resolve_aliases
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -196,7 +196,7 @@ def test_unsent_metrics_survive_into_a_new_logger_with_their_timestamps(tmp_path
     assert first.flush_metrics(timeout=0.3) is False
     unsent = first.unsent_metrics()
     assert [(p["key"], p["value"], p["step"]) for p in unsent] == [("loss", 3.0, 1), ("loss", 2.0, 2)]
-    first._abandon = True  # the process is SIGKILLed: its queue is gone
+    first._delivery.abandon()  # the process is SIGKILLed: its queue is gone
 
     stub.up = True
     second = tracking.RunLogger(stub, "0" * 32)
@@ -222,7 +222,7 @@ def test_flush_metrics_does_not_wait_for_queued_uploads(tmp_path):
     assert logger.flush_metrics(timeout=5) and [m.step for m in stub.metrics] == [1]
     assert time.perf_counter() - t0 < 5
     assert logger.flush(timeout=0.2) is False  # the uploads are still queued
-    logger._abandon = True
+    logger._delivery.abandon()
 
 
 def test_a_rejected_entry_does_not_sink_its_batch():
@@ -247,9 +247,8 @@ def test_other_ranks_get_a_no_op_logger(mlflow_tracking, monkeypatch):
 
 def test_find_finished_run(mlflow_tracking, monkeypatch):
     experiment = os.environ["MLFLOW_EXPERIMENT_NAME"]
-    commit = "a" * 40
-    tags = {"mlflow.project.entryPoint": "train_bert", tracking.GIT_COMMIT_TAG: commit,
-            "tfqa.upstream.prepare": "p1"}
+    version = "a" * 24
+    tags = {"mlflow.project.entryPoint": "train_bert", tracking.CODE_VERSION_TAG: version}
 
     def make(params, status_exc=None, **extra_tags):
         try:
@@ -263,26 +262,26 @@ def test_find_finished_run(mlflow_tracking, monkeypatch):
 
     good = make({"lr": 1e-5, "epochs": 1})
     make({"lr": 1e-5, "epochs": 1}, RuntimeError("failed runs are never reused"))
-    other_commit = make({"lr": 1e-5, "epochs": 1}, **{tracking.GIT_COMMIT_TAG: "b" * 40})
+    other_code = make({"lr": 1e-5, "epochs": 1}, **{tracking.CODE_VERSION_TAG: "b" * 24})
+    by_stage_tag = make({"lr": 3e-5}, **{"mlflow.project.entryPoint": "", "tfqa.stage": "train_bert"})
 
     find = tracking.find_finished_run
-    assert find(experiment, "train_bert", {"lr": "1e-05", "epochs": 1}, {"prepare": "p1"}, commit) == good
-    assert find(experiment, "train_bert", {"lr": 1e-05}, {}, commit) == good  # extra run params are fine
-    assert find(experiment, "train_bert", {"lr": "2e-05", "epochs": 1}, {"prepare": "p1"}, commit) is None
-    assert find(experiment, "train_bert", {"lr": "1e-05", "epochs": 1}, {"prepare": "p2"}, commit) is None
-    assert find(experiment, "train_albert", {"lr": "1e-05"}, {}, commit) is None
-    assert find(experiment, "train_bert", {"lr": "1e-05", "missing": "x"}, {}, commit) is None
-    assert find(experiment, "train_bert", {"lr": "1e-05"}, {}, "b" * 40) == other_commit
-    assert find(experiment, "train_bert", {"lr": "1e-05"}, {}, tracking.UNKNOWN_COMMIT) is None
-    assert find("no-such-experiment-xyz", "train_bert", {}, {}, commit) is None
+    assert find(experiment, "train_bert", {"lr": "1e-05", "epochs": 1}, version) == good
+    assert find(experiment, "train_bert", {"lr": 1e-05}, version) == good  # extra run params are fine
+    assert find(experiment, "train_bert", {"lr": "2e-05", "epochs": 1}, version) is None
+    assert find(experiment, "train_albert", {"lr": "1e-05"}, version) is None
+    assert find(experiment, "train_bert", {"lr": "1e-05", "missing": "x"}, version) is None
+    assert find(experiment, "train_bert", {"lr": "1e-05"}, "b" * 24) == other_code
+    assert find(experiment, "train_bert", {"lr": "1e-05"}, "c" * 24) is None
+    assert find(experiment, "train_bert", {"lr": "3e-05"}, version) == by_stage_tag
+    assert find("no-such-experiment-xyz", "train_bert", {}, version) is None
 
 
-def test_standard_tags_and_git_commit(tmp_path):
-    sha = tracking.git_commit()
-    assert sha == tracking.UNKNOWN_COMMIT or len(sha) == 40
-    assert tracking.git_commit(tmp_path) == tracking.UNKNOWN_COMMIT
-    tags = tracking.standard_tags("train_bert", "1", "bert-large", "fp123", {"mining": "r1"}, commit="c" * 40)
-    assert tags == {"tfqa.stage": "train_bert", "tfqa.variant": "1", "tfqa.backbone": "bert-large",
-                    "tfqa.data_fingerprint": "fp123", "tfqa.upstream.mining": "r1",
-                    tracking.GIT_COMMIT_TAG: "c" * 40}
-    assert tracking.GIT_COMMIT_TAG not in tracking.standard_tags("prepare", commit=tracking.UNKNOWN_COMMIT)
+def test_git_commit_is_the_checkout_head_or_unknown_outside_one(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    checkout = Path(tracking.__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
+    assert tracking.git_commit() == head
+    assert tracking.git_commit(tmp_path) == tracking.UNKNOWN_COMMIT == "unknown"

@@ -1,4 +1,5 @@
-"""The ensemble manifest (``registry/*.yaml``) and the Model Registry operations on it."""
+"""The ensemble manifest (``registry/*.yaml``): which registered models validate and predict pull,
+with what weights, decoding and cascade (the Model Registry operations on it: ``tfqa.tracking.registry``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,12 +8,7 @@ from pathlib import Path
 import yaml
 
 from tfqa.inference.decode import DecodeConfig
-from tfqa.modeling.saved import MODEL_ARTIFACT
 from tfqa.features.tokenization import HTML_TOKEN_MODES
-from tfqa.tracking.upstream import require_stage, run_logged_model, version_model_id
-from tfqa.training.variants import VARIANTS
-
-TRAINING_STAGES = frozenset(v.entry_point for v in VARIANTS.values())
 
 
 @dataclass(frozen=True)
@@ -158,89 +154,3 @@ def _parse_cascade(raw, names: set[str], fail) -> tuple[CascadeStage, ...]:
             raise fail(f"{field}.threshold", f"must be a number in [0, 1], got {threshold!r}")
         stages.append(CascadeStage(model, top_k, float(threshold)))
     return tuple(stages)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    name: str
-    version: str
-    alias: str
-    run_id: str
-    model_id: str = ""
-    """The LoggedModel the version was created from (its source is ``models:/<model_id>``)."""
-
-
-def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None, alias: str | None = None) -> Promotion:
-    """Register a finished training run's model and move the alias to the new version.
-
-    The version is created from the run's LoggedModel (source ``models:/<model_id>``). Refuses runs
-    of other stages than training, runs that did not finish, whose model is missing or never
-    finished uploading, or whose variant/backbone tags do not match the manifest entry the model
-    is registered under.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    tags = run.data.tags
-    if run.info.status != "FINISHED":
-        raise ValueError(f"run {run_id} is {run.info.status}, not FINISHED: only finished runs are promoted")
-    require_stage(run, TRAINING_STAGES, "training")
-    variant = tags.get("tfqa.variant")
-    entry = manifest.entry(name) if name else manifest.entry_for_variant(variant or "?")
-    if variant != entry.variant:
-        raise ValueError(f"run {run_id} trained variant {variant!r}; {entry.name} takes variant {entry.variant!r}")
-    if tags.get("tfqa.backbone") != entry.backbone:
-        raise ValueError(
-            f"run {run_id} has backbone {tags.get('tfqa.backbone')!r}; {entry.name} expects {entry.backbone!r}"
-        )
-    model = run_logged_model(run_id, MODEL_ARTIFACT)
-    if model is None:
-        raise ValueError(f"run {run_id} logged no model (no LoggedModel '{MODEL_ARTIFACT}' from this run)")
-    if str(model.status) != "READY":
-        raise ValueError(f"run {run_id}'s model {model.model_id} is {model.status}, not READY: it was never fully uploaded")
-    try:
-        client.get_registered_model(entry.name)
-    except MlflowException:
-        client.create_registered_model(entry.name, tags={"tfqa.backbone": entry.backbone, "tfqa.variant": entry.variant})
-    mv = client.create_model_version(
-        entry.name, source=f"models:/{model.model_id}", run_id=run_id, model_id=model.model_id,
-        tags={"tfqa.backbone": entry.backbone, "tfqa.variant": entry.variant},
-    )
-    alias = alias or manifest.alias
-    client.set_registered_model_alias(entry.name, alias, mv.version)
-    return Promotion(entry.name, str(mv.version), alias, run_id, model.model_id)
-
-
-def model_versions(versions: dict[str, str]) -> dict[str, "object"]:
-    """name -> ModelVersion for ``{name: version}`` (what a validation's ensemble report lists)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    return {n: client.get_model_version(n, str(v)) for n, v in versions.items()}
-
-
-def record_models_used(run, versions: dict[str, "object"]) -> None:
-    """Tag the run with each registered model's version and LoggedModel id it used
-    (``tfqa.model_version.<name>``, ``tfqa.model_id.<name>``) and log the models as its inputs."""
-    ids = {n: version_model_id(mv) for n, mv in versions.items()}
-    run.set_tags({**{f"tfqa.model_version.{n}": mv.version for n, mv in versions.items()},
-                  **{f"tfqa.model_id.{n}": i for n, i in ids.items() if i}})
-    run.log_inputs(model_ids=[i for i in ids.values() if i])
-
-
-def resolve_aliases(manifest: EnsembleManifest, alias: str | None = None) -> dict[str, "object"]:
-    """name -> ModelVersion for every manifest entry; a clear error naming model and alias."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    alias = alias or manifest.alias
-    out = {}
-    for m in manifest.models:
-        try:
-            out[m.name] = client.get_model_version_by_alias(m.name, alias)
-        except MlflowException as exc:
-            raise LookupError(f"registered model {m.name!r} has no version with alias {alias!r} ({exc.message})") from None
-    return out

@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-MODEL_ARTIFACT = "model"
-"""The LoggedModel's name (MLflow's ``runs:/<run id>/model`` finds the run's model by it)."""
+from tfqa.tracking.names import BACKBONE_TAG, MODEL_ARTIFACT, STAGE_TAG, VARIANT_TAG
+
 MODEL_TYPE = "tfqa-candidate-qa"
 MODEL_METRIC_PREFIXES = ("dev/", "squad/")
 """The run metrics a LoggedModel carries: how good the model is, not how training went."""
@@ -104,7 +104,7 @@ def variant_model_info(v) -> dict:
     return {"params": {"variant": v.key, "entry_point": v.entry_point, "backbone": v.backbone_name, "init": v.init,
                        "negatives": v.negatives, "random_negatives": v.random_negatives, "seed": v.seed, "lr": v.lr,
                        "epochs": v.epochs, "batch_size": v.batch_size},
-            "tags": {"tfqa.stage": v.entry_point, "tfqa.variant": v.key, "tfqa.backbone": v.backbone_name}}
+            "tags": {STAGE_TAG: v.entry_point, VARIANT_TAG: v.key, BACKBONE_TAG: v.backbone_name}}
 
 
 def find_model_dir(path: Path) -> Path:

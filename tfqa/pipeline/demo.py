@@ -107,9 +107,11 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
 
     from tfqa import tracking
     from tfqa.pipeline.steps import StepFailed, run_pipeline
+    from tfqa.tracking.names import PIPELINE_TAG, STEP_TAG, WORK_DIR_TAG
+    from tfqa.tracking.queries import run_experiment_id
 
     with tracking.start_run(experiment=experiment, run_name=f"pipeline-{profile.name}", log_system_metrics=False,
-                            tags={"tfqa.pipeline": profile.name, "tfqa.work_dir": str(work)}) as parent:
+                            tags={PIPELINE_TAG: profile.name, WORK_DIR_TAG: str(work)}) as parent:
         try:
             result = run_pipeline(profile, data, experiment=experiment, log=click.echo, prefork=prefork,
                                   parent_run_id=parent.run_id)
@@ -117,11 +119,11 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
             raise click.ClickException(str(e)) from None
         summary = summarise(result.run_id("validate"))
         parent.log_metrics(summary)
-        parent.set_tags({f"tfqa.step.{s.name}": s.run_id for s in result.steps})
+        parent.set_tags({f"{STEP_TAG}.{s.name}": s.run_id for s in result.steps})
         (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         click.echo(format_summary(summary))
         settings_file = write_settings(profile, data, result, experiment, work)
-        experiment_id = parent_experiment_id(parent.run_id)
+        experiment_id = run_experiment_id(parent.run_id)
     click.echo(f"pipeline finished in {time.perf_counter() - t0:.0f}s "
                f"({sum(s.reused for s in result.steps)}/{len(result.steps)} steps reused); pipeline run {parent.run_id}")
     click.echo(f"settings for `mlflow run . -e <stage>`: {settings_file}")
@@ -131,20 +133,13 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
 def default_experiment() -> str:
     """The experiment a bare ``mlflow run`` picks: the run it was handed, $MLFLOW_EXPERIMENT_NAME,
     $MLFLOW_EXPERIMENT_ID, else MLflow's default experiment ("0", "Default")."""
-    from mlflow.tracking import MlflowClient
+    from tfqa.tracking.queries import experiment_name, run_experiment_id
 
-    client = MlflowClient()
     if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run . -e pipeline`: that run's experiment
-        return client.get_experiment(client.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id).name
+        return experiment_name(run_experiment_id(os.environ["MLFLOW_RUN_ID"]))
     if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return os.environ["MLFLOW_EXPERIMENT_NAME"]
-    return client.get_experiment(os.environ.get("MLFLOW_EXPERIMENT_ID") or "0").name
-
-
-def parent_experiment_id(run_id: str) -> str:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient().get_run(run_id).info.experiment_id
+    return experiment_name(os.environ.get("MLFLOW_EXPERIMENT_ID") or "0")
 
 
 def ui_hint(uri: str, experiment_id: str) -> str:
@@ -229,9 +224,9 @@ def write_settings(profile: Profile, data: dict[str, str], result, experiment: s
 
 
 def summarise(validate_run_id: str) -> dict:
-    from mlflow.tracking import MlflowClient
+    from tfqa.tracking.queries import run_metrics
 
-    m = MlflowClient().get_run(validate_run_id).data.metrics
+    m = run_metrics(validate_run_id)
     keys = sorted(k for k in m if k.startswith(("ensemble/", "baseline/", "model/", "threshold/")))
     return {k: round(m[k], 4) for k in keys}
 

@@ -36,7 +36,7 @@ ENV = "TFQA_PREFORK"
 # What every stage imports; anything else a stage needs it imports itself, as usual.
 PRELOAD = ("torch", "transformers", "mlflow", "pandas", "pyarrow", "click",
            "tfqa.tracking", "tfqa.stages.train", "tfqa.stages.squad", "tfqa.stages.validate",
-           "tfqa.stages.predict", "tfqa.stages.prepare", "tfqa.inference.manifest")
+           "tfqa.stages.predict", "tfqa.stages.prepare", "tfqa.inference.manifest", "tfqa.tracking.registry")
 _LEN = struct.Struct("!I")
 
 

@@ -22,7 +22,9 @@ from typing import Any, Collection, Mapping
 
 from tfqa.core.errors import UserError
 from tfqa.pipeline.settings import Settings
-from tfqa.tracking import ENTRY_POINT_TAGS, MAX_TAG_VAL_LENGTH
+from tfqa.tracking.delivery import MAX_TAG_VAL_LENGTH
+from tfqa.tracking.names import BACKBONE_DIR_TAG, ENTRY_POINT_TAG, ENTRY_POINT_TAGS
+from tfqa.tracking.queries import experiment_name, get_run, run_experiment_id, stage_runs
 from tfqa.tracking.upstream import is_run_id
 
 RESOLVED_TAG_PREFIX = "tfqa.resolved."
@@ -69,10 +71,9 @@ def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: s
     """The run ``run_id`` as an input ``param`` of this stage: it must exist, be FINISHED and be
     a run of one of ``stages``; otherwise a refusal naming its id and status."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     try:
-        run = MlflowClient().get_run(run_id)
+        run = get_run(run_id)
     except MlflowException as exc:
         raise UserError(f"{param}: no run {run_id} in the tracking store ({exc.message})") from None
     status, stage = run.info.status, _stage_of(run)
@@ -80,7 +81,7 @@ def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: s
         if stage is None:
             raise UserError(f"run {run_id} is not a tfqa stage's run (no tfqa.stage tag), not a {what} run: "
                             f"refused as {param} (status {status})")
-        entry_point = run.data.tags.get("mlflow.project.entryPoint") or stage
+        entry_point = run.data.tags.get(ENTRY_POINT_TAG) or stage
         raise UserError(f"run {run_id} is a {stage} run (entry point {entry_point}), not a {what} run: "
                         f"refused as {param} (status {status})")
     if status != "FINISHED":
@@ -102,13 +103,9 @@ def latest_finished(experiment_id: str, stages: Collection[str], match: Mapping[
                     exclude_run_id: str | None = None) -> _Search:
     """The newest FINISHED run of ``stages`` in the experiment whose recorded inputs equal
     ``match`` (paths compared as real paths; an input the run did not record does not match)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
     runs = []
     for stage in stages:
-        runs += client.search_runs([experiment_id], f"tags.`tfqa.stage` = '{stage}'",
-                                   order_by=["attributes.start_time DESC"], max_results=200)
+        runs += stage_runs(experiment_id, stage, max_results=200)
     runs.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     found = _Search()
     for run in runs:
@@ -205,7 +202,7 @@ class StageResolver:
         """``param`` from an input recorded on an upstream ``run`` (e.g. the mining run's train file)."""
         if self.has(param) or run is None:
             return
-        value = _run_param(run, name) or (run.data.tags.get("tfqa.backbone_dir") if name == "backbone" else None)
+        value = _run_param(run, name) or (run.data.tags.get(BACKBONE_DIR_TAG) if name == "backbone" else None)
         if value:
             self._take(param, value, f"{name} of the {what} run {run.info.run_id}")
 
@@ -239,10 +236,8 @@ class StageResolver:
     def _experiment_name(self) -> str:
         if self.experiment_id is None:
             return "?"
-        from mlflow.tracking import MlflowClient
-
         try:
-            return MlflowClient().get_experiment(self.experiment_id).name
+            return experiment_name(self.experiment_id)
         except Exception:
             return self.experiment_id
 
@@ -258,9 +253,7 @@ def experiment_of(run_id: str | None) -> str | None:
     """The experiment of ``run_id`` (where upstream runs are looked for); None without a run."""
     if not run_id:
         return None
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient().get_run(run_id).info.experiment_id
+    return run_experiment_id(run_id)
 
 
 def tracking_note(settings: Settings) -> str | None:

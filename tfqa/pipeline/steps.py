@@ -52,10 +52,11 @@ class StepFailed(RuntimeError):
         run_id = m.group(1) if m else None
         error = str(exc)
         if run_id:
-            from mlflow.tracking import MlflowClient
+            from tfqa.tracking.names import ERROR_TAG
+            from tfqa.tracking.queries import run_tags
 
             try:  # what the stage itself recorded is more useful than "Run failed"
-                error = MlflowClient().get_run(run_id).data.tags.get("tfqa.error", error)
+                error = run_tags(run_id).get(ERROR_TAG, error)
             except Exception:  # the server may be what failed: keep MLflow's message
                 pass
         return cls(step, entry_point, run_id, error)
@@ -97,22 +98,21 @@ def step_run_name(step: str, entry_point: str) -> str:
     return run_name(entry_point)
 
 
-def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, git_commit: str,
-             code_version: str, log: Callable[[str], None], force: bool = False,
+def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, code_version: str, log: Callable[[str], None], force: bool = False,
              before_launch: Callable[[], None] = lambda: None, parent_run_id: str | None = None,
              run_name: str | None = None) -> StepResult:
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
-    from mlflow.tracking import MlflowClient
 
-    from tfqa.tracking import PARENT_RUN_TAG, find_finished_run, record_reuse
+    from tfqa.tracking.names import PARENT_RUN_TAG
+    from tfqa.tracking.queries import set_run_tag
+    from tfqa.tracking.reuse import find_finished_run, record_reuse
 
     params = {k: str(v) for k, v in params.items()}
     run_name = run_name or step_run_name(name, entry_point)
     t0 = time.perf_counter()
     if not force:
-        found = find_finished_run(experiment=experiment, entry_point=entry_point, params=params,
-                                  upstream_run_ids={}, git_commit=git_commit, code_version=code_version)
+        found = find_finished_run(experiment=experiment, entry_point=entry_point, params=params, code_version=code_version)
         if found is not None:
             log(f"  {name}: reusing finished run {found}")
             if parent_run_id:
@@ -136,7 +136,7 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
         if parent_run_id and run_id:
             # The stage nests itself when it starts; a stage refused before that is nested here.
             try:
-                MlflowClient().set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+                set_run_tag(run_id, PARENT_RUN_TAG, parent_run_id)
             except Exception:  # the server may be what failed: the step's own outcome matters more
                 pass
     seconds = time.perf_counter() - t0
@@ -212,9 +212,9 @@ def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "t
     from contextlib import ExitStack
 
     from tfqa.pipeline import prefork as pf
-    from tfqa.tracking import code_version, git_commit
+    from tfqa.tracking import code_version
 
-    commit, version = git_commit(), code_version()
+    version = code_version()
     result = PipelineResult()
     steps = build_steps(profile, data)
     with ExitStack() as stack:
@@ -229,6 +229,6 @@ def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "t
         for i, (name, entry_point, params) in enumerate(steps, 1):
             log(f"[{i}/{len(steps)}] {name}")
             result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
-                                         git_commit=commit, code_version=version, log=log,
+                                         code_version=version, log=log,
                                          before_launch=start_server, parent_run_id=parent_run_id))
     return result

@@ -15,10 +15,8 @@ from tfqa.inference.batch_scoring import InferenceConfig
 from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.features.selection import SelectionConfig
 from tfqa.inference.sharding import merge_shards, missing_shards, score_shards
-from tfqa.stages.prepare import FINGERPRINT_TAG
+from tfqa.tracking.names import DATA_FINGERPRINT_TAG, MINING_DIR, MODEL_VERSION_TAG, UPSTREAM_TAG_PREFIX
 
-SCORES_ARTIFACT = "mining/scores.parquet"
-HARD_ARTIFACT = "mining/hard_negatives.parquet"
 
 
 @dataclass(frozen=True)
@@ -73,9 +71,9 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
     if run is not None:
         run.log_params({"mine": asdict(cfg), "features": asdict(build.features)})
-        run.set_tags({"tfqa.stage": "mine_hard_negatives", FINGERPRINT_TAG: info.fingerprint,
-                      **({"tfqa.upstream.model": loaded.source.run_id} if loaded.source.run_id else {}),
-                      **({"tfqa.model_version": loaded.source.model_version} if loaded.source.model_version else {})})
+        run.set_tags({DATA_FINGERPRINT_TAG: info.fingerprint,
+                      **({f"{UPSTREAM_TAG_PREFIX}model": loaded.source.run_id} if loaded.source.run_id else {}),
+                      **({MODEL_VERSION_TAG: loaded.source.model_version} if loaded.source.model_version else {})})
         log_data_inputs(run, [features_input(info.manifest, TRAINING)], model_ids=[loaded.source.model_id])
 
     t0 = time.perf_counter()
@@ -120,10 +118,10 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
         summary["mine/candidates_per_s"] = scored_rows[0] / seconds
     if run is not None:
         run.log_metrics(summary, step=cfg.n_shards)
-        run.log_artifact(str(out / "scores.parquet"), "mining")
-        run.log_artifact(str(out / "hard_negatives.parquet"), "mining")
+        run.log_artifact(str(out / "scores.parquet"), MINING_DIR)
+        run.log_artifact(str(out / "hard_negatives.parquet"), MINING_DIR)
         plot = _histogram(scores["score"].to_numpy(), hard["score"].to_numpy(), out / "score_histogram.png")
-        run.log_artifact(str(plot), "mining")
+        run.log_artifact(str(plot), MINING_DIR)
     return summary
 
 

@@ -15,9 +15,10 @@ import pandas as pd
 from tfqa.inference import decode as dec
 from tfqa.inference.ensemble import ensemble
 from tfqa.data.readers import read_examples
-from tfqa.inference.manifest import model_versions, record_models_used
 from tfqa.tracking.datasets import TEST, log_data_inputs, nq_input
-from tfqa.stages.validate import ENSEMBLE_ARTIFACT, THRESHOLDS_ARTIFACT
+from tfqa.tracking.names import ENSEMBLE_ARTIFACT, SCORES_TABLES_DIR, SUBMISSION_DIR, THRESHOLDS_ARTIFACT, UPSTREAM_TAG_PREFIX
+from tfqa.tracking.queries import get_run
+from tfqa.tracking.registry import model_versions, record_models_used
 from tfqa.tracking.upstream import download_run_artifact, require_stage
 
 
@@ -60,19 +61,15 @@ def cascade_of(report: dict):
 
 def require_validate_run(run_id: str) -> None:
     """Refuse, naming what it is, a run that is not a validate run (its artifacts are not there)."""
-    from mlflow.tracking import MlflowClient
-
-    require_stage(MlflowClient().get_run(run_id), {"validate"}, "validate")
+    require_stage(get_run(run_id), {"validate"}, "validate")
 
 
 def run_predict(cfg: PredictConfig, run) -> Path:
-    from mlflow.tracking import MlflowClient
-
     from tfqa.inference.model_scores import score_model
     from tfqa.inference.cascade import run_cascade
 
     require_validate_run(cfg.validate_run)
-    vrun = MlflowClient().get_run(cfg.validate_run)
+    vrun = get_run(cfg.validate_run)
     if vrun.info.status != "FINISHED":
         raise ValueError(f"validate run {cfg.validate_run} is {vrun.info.status}, not FINISHED")
     thresholds = json.loads(download_run_artifact(cfg.validate_run, THRESHOLDS_ARTIFACT).read_text())
@@ -84,7 +81,7 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     stages = cascade_of(report)
     run.log_params({"predict": asdict(cfg), "threshold": {"long": t_long, "short": t_short}, "decode": dcfg.to_dict(),
                     "cascade": [asdict(st) for st, _ in stages] or "none"})
-    run.set_tags({"tfqa.stage": "predict", "tfqa.upstream.validate": cfg.validate_run})
+    run.set_tags({f"{UPSTREAM_TAG_PREFIX}validate": cfg.validate_run})
 
     examples = list(read_examples(cfg.test_data))
     versions = {n: str(v) for n, v in report["versions"].items()}
@@ -95,7 +92,7 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     def score(name: str, keys):
         sc = score_model(f"models:/{name}/{versions[name]}", f"{name}-v{versions[name]}", cfg.test_data,
                          cfg.output_dir, keys=keys)
-        run.log_artifact(str(sc.cache_path), "outputs")
+        run.log_artifact(str(sc.cache_path), SCORES_TABLES_DIR)
         return sc.outputs, sc.seconds
 
     # Each stage's model runs on the survivors of the stage before only, as in the original.
@@ -117,5 +114,5 @@ def run_predict(cfg: PredictConfig, run) -> Path:
         metrics.update({f"predict/stage{k}_scored": st.scored, f"predict/stage{k}_kept": st.kept,
                         f"predict/stage{k}_seconds": st.seconds})
     run.log_metrics(metrics, step=0)
-    run.log_artifact(str(path), "submission")
+    run.log_artifact(str(path), SUBMISSION_DIR)
     return path

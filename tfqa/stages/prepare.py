@@ -8,9 +8,7 @@ from tfqa.features.cache import BuildConfig, CacheInfo, build_features
 from tfqa.features.featurize import FeatureConfig
 from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.features.selection import SelectionConfig
-
-FEATURES_PATH_TAG = "tfqa.features_path"
-FINGERPRINT_TAG = "tfqa.data_fingerprint"
+from tfqa.tracking.names import DATA_FINGERPRINT_TAG, FEATURES_MANIFEST_ARTIFACT, FEATURES_PATH_TAG
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
     seconds = time.perf_counter() - t0
     if run is not None:
         run.log_params({"input": cfg.input, "tokenizer": cfg.tokenizer, "cache_dir": cfg.cache_dir, **asdict(cfg.build)})
-        run.set_tags({FINGERPRINT_TAG: info.fingerprint, FEATURES_PATH_TAG: str(info.path.resolve()), "tfqa.stage": "prepare"})
+        run.set_tags({DATA_FINGERPRINT_TAG: info.fingerprint, FEATURES_PATH_TAG: str(info.path.resolve())})
         m = info.manifest
         metrics = {f"prepare/{k}": v for k, v in m["counts"].items()}
         metrics.update({
@@ -49,7 +47,7 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
             metrics["prepare/examples_per_s"] = m["counts"]["examples"] / m["build_seconds"]
             metrics["prepare/candidates_per_s"] = m["counts"]["candidates"] / m["build_seconds"]
         run.log_metrics(metrics, step=0)
-        run.log_dict(m, "features/manifest.json")
+        run.log_dict(m, FEATURES_MANIFEST_ARTIFACT)
         log_data_inputs(run, [features_input(m, TRAINING)])
     return info
 

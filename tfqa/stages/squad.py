@@ -14,6 +14,7 @@ import numpy as np
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
 from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
+from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
 from tfqa.squad.data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad.metric import evaluate
 
@@ -135,8 +136,8 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
                        seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
     backbone_name = cfg.backbone_name or Path(cfg.backbone).name
     run.log_params({"squad": asdict(cfg), "train": asdict(tcfg)})
-    run.set_tags({"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name, "tfqa.backbone_dir": cfg.backbone,
-                  **({"tfqa.upstream.init": start.source.run_id} if start.source and start.source.run_id else {})})
+    run.set_tags({BACKBONE_TAG: backbone_name, BACKBONE_DIR_TAG: cfg.backbone,
+                  **({f"{UPSTREAM_TAG_PREFIX}init": start.source.run_id} if start.source and start.source.run_id else {})})
     run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
                      "squad/dev_questions": len(dev_ex)}, step=0)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
@@ -152,5 +153,5 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
                                          "html_tokens": cfg.html_tokens},
                    params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
                            "epochs": cfg.epochs, "max_questions": cfg.max_questions},
-                   tags={"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name})
+                   tags={STAGE_TAG: "finetune_squad", BACKBONE_TAG: backbone_name})
     return metrics

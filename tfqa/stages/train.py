@@ -16,8 +16,8 @@ from tfqa.features.cache import MANIFEST, BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
 from tfqa.tracking.datasets import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
 from tfqa.features.selection import SelectionConfig
-from tfqa.stages.mine import SCORES_ARTIFACT
-from tfqa.stages.prepare import FEATURES_PATH_TAG, FINGERPRINT_TAG
+from tfqa.tracking.names import (BACKBONE_DIR_TAG, BACKBONE_TAG, DATA_FINGERPRINT_TAG, FEATURES_PATH_TAG, MINING_SCORES_ARTIFACT,
+                                 MODEL_TYPE_TAG, REGISTERED_MODEL_TAG, UPSTREAM_TAG_PREFIX)
 from tfqa.tracking.upstream import download_run_artifact, is_run_id, run_tag
 from tfqa.training.variants import Variant
 
@@ -75,7 +75,7 @@ def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tu
         if not cfg.mining_run:
             raise ValueError(f"variant {v.key} samples hard negatives: pass mining_run (a mine_hard_negatives run id)")
         upstream["mine_hard_negatives"] = cfg.mining_run
-        scores = str(download_run_artifact(cfg.mining_run, SCORES_ARTIFACT))
+        scores = str(download_run_artifact(cfg.mining_run, MINING_SCORES_ARTIFACT))
     build = BuildConfig(
         features=FeatureConfig(v.max_seq_len, v.max_question_len, v.html_tokens),
         selection=selection_for(v),
@@ -120,10 +120,9 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     run.log_params({"variant": asdict(v), "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
                     "train": asdict(train_cfg)})
     run.set_tags({
-        "tfqa.stage": v.entry_point, "tfqa.variant": v.key, "tfqa.backbone": v.backbone_name,
-        "tfqa.backbone_dir": str(cfg.backbone), "tfqa.model_type": model.encoder.config.model_type,
-        FINGERPRINT_TAG: store.fingerprint, "tfqa.registered_model": v.registered_model,
-        **{f"tfqa.upstream.{k}": val for k, val in upstream.items()},
+        BACKBONE_TAG: v.backbone_name, BACKBONE_DIR_TAG: str(cfg.backbone), MODEL_TYPE_TAG: model.encoder.config.model_type,
+        DATA_FINGERPRINT_TAG: store.fingerprint, REGISTERED_MODEL_TAG: v.registered_model,
+        **{f"{UPSTREAM_TAG_PREFIX}{k}": val for k, val in upstream.items()},
     })
     log_data_inputs(run, [features_input(store.manifest, TRAINING),
                           *([read_nq_input(cfg.dev_data, EVALUATION, cfg.dev_examples)] if cfg.dev_data else [])],

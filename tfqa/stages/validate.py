@@ -23,13 +23,13 @@ from tfqa.inference import decode as dec
 from tfqa.evaluation import error_analysis
 from tfqa.inference.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.evaluation.dev import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
-from tfqa.inference.manifest import EnsembleManifest, record_models_used, resolve_aliases
+from tfqa.inference.manifest import EnsembleManifest
 from tfqa.tracking.datasets import EVALUATION, log_data_inputs, nq_input
+from tfqa.tracking.names import (DATA_FINGERPRINT_TAG, HTML_TOKENS_TAG_PREFIX, OUTPUTS_TAG_PREFIX, SCORES_TABLES_DIR,
+                                 UPSTREAM_TAG_PREFIX, VALIDATION_DIR)
+from tfqa.tracking.registry import record_models_used, resolve_aliases
 from tfqa.evaluation.nq_metric import ScoredAnswers, score_answers
-from tfqa.stages.prepare import FINGERPRINT_TAG
 
-THRESHOLDS_ARTIFACT = "validation/thresholds.json"
-ENSEMBLE_ARTIFACT = "validation/ensemble.json"
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     run.log_params({"validate": asdict(cfg), "alias": alias, "decode": dcfg.to_dict(),
                     "cascade": [asdict(st) for st in manifest.cascade] or "none",
                     **{f"weight.{m.name}": m.weight for m in manifest.models}})
-    run.set_tags({"tfqa.stage": "validate",
-                  **{f"tfqa.model_version.{n}": mv.version for n, mv in versions.items()},
-                  **{f"tfqa.upstream.{n}": mv.run_id for n, mv in versions.items()}})
+    run.set_tags({f"{UPSTREAM_TAG_PREFIX}{n}": mv.run_id for n, mv in versions.items()})
     record_models_used(run, versions)
     log_data_inputs(run, [nq_input(cfg.dev_data, dev.examples, EVALUATION, cfg.dev_examples)])
     metrics: dict[str, float] = {}
@@ -114,9 +112,9 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
         mv = versions[m.name]
         sc = score_model(f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg.output_dir,
                          batch_tokens=cfg.batch_tokens)
-        run.log_artifact(str(sc.cache_path), "outputs")
-        run.set_tags({f"tfqa.outputs.{m.name}": sc.cache_path.name, f"{FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
-                      f"tfqa.html_tokens.{m.name}": sc.settings["html_tokens"]})
+        run.log_artifact(str(sc.cache_path), SCORES_TABLES_DIR)
+        run.set_tags({f"{OUTPUTS_TAG_PREFIX}{m.name}": sc.cache_path.name, f"{DATA_FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
+                      f"{HTML_TOKENS_TAG_PREFIX}{m.name}": sc.settings["html_tokens"]})
         scored, decoded = score_outputs(sc.outputs, dev, dcfg)
         answers.append(error_analysis.ModelAnswers(m.name, scored, decoded))
         metrics.update(headline(scored, f"model/{m.name}/"))
@@ -171,7 +169,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     for name, preds in (("null", null_baseline(dev)), ("question_overlap", overlap_baseline(dev))):
         metrics.update(headline(score_answers(dev.gold, official_predictions(preds, dev.offsets)), f"baseline/{name}/"))
 
-    out_dir = Path(cfg.output_dir) / "runs" / run.run_id / "validation"
+    out_dir = Path(cfg.output_dir) / "runs" / run.run_id / VALIDATION_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     # predict decodes with exactly these settings: the thresholds only hold under them.
     (out_dir / "thresholds.json").write_text(json.dumps({**thresholds, "decode": dcfg.to_dict()}, indent=1))
@@ -181,9 +179,9 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     pr_plot(scored, out_dir / "precision_recall.png")
     analysis = error_analysis.analyse(dev.examples, dev.gold, answers, error_analysis.ModelAnswers("ensemble", scored, decoded))
     error_analysis.write(analysis, out_dir / "error_analysis")
-    run.set_tags(error_analysis.table_tags("validation/error_analysis"))
+    run.set_tags(error_analysis.table_tags(f"{VALIDATION_DIR}/error_analysis"))
     run.log_metrics(metrics, step=0)
-    run.log_artifacts(str(out_dir), "validation")
+    run.log_artifacts(str(out_dir), VALIDATION_DIR)
     return {**metrics, **{f"thresholds.{k}": v for k, v in thresholds.items()}}
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Collection
 
 from tfqa.core.errors import UserError
+from tfqa.tracking.names import ENTRY_POINT_TAG, MODEL_ARTIFACT, STAGE_TAG
+from tfqa.tracking.queries import client
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -30,12 +32,6 @@ class Resolved:
 
 def is_run_id(ref: str) -> bool:
     return bool(_RUN_ID.match(ref))
-
-
-def client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient()
 
 
 def resolve_model_version(ref: str):
@@ -69,7 +65,7 @@ def version_model_id(mv) -> str | None:
     return body if is_logged_model_id(body) else None
 
 
-def run_logged_model(run_id: str, name: str = "model"):
+def run_logged_model(run_id: str, name: str = MODEL_ARTIFACT):
     """The run's newest READY LoggedModel called ``name``, else its newest one of any status,
     else None (runs logged before LoggedModels keep a ``model`` artifact folder instead)."""
     c = client()
@@ -106,16 +102,16 @@ def require_stage(run, stages: Collection[str], what: str) -> None:
     """Refuse a run of another stage than ``stages`` (the ``tfqa.stage`` tag every stage sets),
     naming what it is: "run X is a validate run (entry point validate), not a training run"."""
     tags = run.data.tags
-    stage = tags.get("tfqa.stage")
+    stage = tags.get(STAGE_TAG)
     if stage in stages:
         return
     if stage is None:
         raise UserError(f"run {run.info.run_id} is not a {what} run: it has no tfqa.stage tag (not a tfqa stage's run)")
-    entry_point = tags.get("mlflow.project.entryPoint") or stage
+    entry_point = tags.get(ENTRY_POINT_TAG) or stage
     raise UserError(f"run {run.info.run_id} is a {stage} run (entry point {entry_point}), not a {what} run")
 
 
-def resolve_model(ref: str, artifact_path: str = "model") -> Resolved:
+def resolve_model(ref: str, artifact_path: str = MODEL_ARTIFACT) -> Resolved:
     """A local directory holding an MLflow model logged by tfqa (or a plain model dir)."""
     if ref.startswith("models:/") and is_logged_model_id(ref[len("models:/"):]):
         from mlflow.exceptions import MlflowException
@@ -147,19 +143,3 @@ def resolve_model(ref: str, artifact_path: str = "model") -> Resolved:
     if not path.exists():
         raise FileNotFoundError(f"model not found: {ref} (expected a directory, a run id, runs:/ or models:/ URI)")
     return Resolved(path, None)
-
-
-def latest_finished_run_id(tags: dict[str, str], experiment: str | None = None) -> str:
-    """The newest FINISHED run carrying ``tags`` (in ``experiment``, default the active one)."""
-    import os
-
-    import mlflow
-
-    name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    exp = mlflow.get_experiment_by_name(name) if name else None
-    exp_ids = [exp.experiment_id] if exp else [os.environ.get("MLFLOW_EXPERIMENT_ID", "0")]
-    query = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'FINISHED'"])
-    runs = client().search_runs(exp_ids, query, order_by=["attributes.start_time DESC"], max_results=1)
-    if not runs:
-        raise LookupError(f"no finished run with tags {tags} in experiment {name or exp_ids[0]}")
-    return runs[0].info.run_id
