@@ -629,13 +629,6 @@ def kaggle_micro_f1(
     return scored.kaggle_micro_f1(long_threshold, short_threshold, count_wrong_as_fn=count_wrong_as_fn)
 
 
-def best_kaggle_thresholds(
-    gold: GoldLike, predictions: PredictionsLike, *, rule: GoldRule = GoldRule(), count_wrong_as_fn: bool = True
-) -> KaggleF1:
-    """The (long, short) threshold pair that maximises Kaggle's micro-F1, and its counts."""
-    return score_answers(gold, predictions, rule=rule).best_kaggle_micro_f1(count_wrong_as_fn=count_wrong_as_fn)
-
-
 def main(gold_path: str | os.PathLike, predictions_path: str | os.PathLike, *, rule: GoldRule = GoldRule()) -> dict:
     """``tfqa score``: official metrics plus the best Kaggle micro-F1, printed as one JSON line."""
     from tfqa.data.readers import read_examples  # lazily: scoring must import without the readers' deps

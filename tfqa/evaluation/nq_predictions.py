@@ -1,4 +1,5 @@
-"""Natural Questions predictions in the official JSON format: typed records, reading, writing.
+"""Natural Questions predictions in the official JSON format: typed records and reading them
+(``tfqa.inference.decode.nq_predictions_json`` writes them).
 
 The file is ``{"predictions": [{"example_id", "long_answer": {start_byte, end_byte, start_token,
 end_token}, "long_answer_score", "short_answers": [spans], "short_answers_score",
@@ -25,7 +26,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from tfqa.data.records import Span
 
@@ -198,49 +199,3 @@ def read_predictions(path: str | os.PathLike) -> list[Prediction]:
         except json.JSONDecodeError as exc:
             raise PredictionError(None, f"{path} is not valid JSON: {exc}") from None
     return predictions_from_json(root)
-
-
-def _span_to_json(span: Span | None) -> dict[str, int]:
-    if span is None:
-        return {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
-    return {
-        "start_byte": span.start_byte, "end_byte": span.end_byte,
-        "start_token": span.start_token, "end_token": span.end_token,
-    }
-
-
-def _id_to_json(example_id: str, int_ids: bool) -> int | str:
-    # The original NQ gold stores ids as JSON integers and the official scorer compares raw values,
-    # so an id written as a string would never match it.
-    if int_ids:
-        try:
-            as_int = int(example_id)
-        except ValueError:
-            return example_id
-        if str(as_int) == example_id:
-            return as_int
-    return example_id
-
-
-def prediction_to_json(pred: Prediction, *, int_ids: bool = True) -> dict[str, Any]:
-    """The official entry, every field present (``int_ids``: integer-looking ids as JSON ints)."""
-    return {
-        "example_id": _id_to_json(pred.example_id, int_ids),
-        "long_answer": _span_to_json(pred.long_answer),
-        "long_answer_score": pred.long_score,
-        "short_answers": [_span_to_json(s) for s in pred.short_answers],
-        "short_answers_score": pred.short_score,
-        "yes_no_answer": pred.yes_no,
-    }
-
-
-def write_predictions(
-    predictions: Iterable[Prediction], path: str | os.PathLike, *, int_ids: bool = True
-) -> None:
-    """Write the official prediction file (atomically, so a crash leaves no half file)."""
-    body = {"predictions": [prediction_to_json(p, int_ids=int_ids) for p in predictions]}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(body, f)
-    os.replace(tmp, path)
-
