@@ -19,7 +19,6 @@ from tfqa.inference.decode import (
     candidate_spans,
     decode,
     nq_predictions_json,
-    predictions_frame,
     to_nq_json,
 )
 from tfqa.data.records import Candidate, Example
@@ -246,7 +245,6 @@ def test_nq_json_entries():
     doc = nq_predictions_json([span, Prediction("7")], offsets)
     assert [p["example_id"] for p in doc["predictions"]] == [-123, 7]
     assert doc["predictions"][0]["long_answer"]["end_byte"] == 13
-    assert len(predictions_frame([span, Prediction("7")])) == 2
 
 
 def test_candidate_outputs_take_and_roundtrip():

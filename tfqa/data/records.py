@@ -28,6 +28,25 @@ class Span:
     end_byte: int = -1
 
 
+SPAN_KEYS = ("start_byte", "end_byte", "start_token", "end_token")
+"""The keys of a span in the NQ JSON files, in their order there."""
+
+
+class AnswerPresence:
+    """``has_long`` / ``has_short`` of a record with ``long_answer``, ``short_answers`` and ``yes_no``
+    (an annotation, an official prediction): a yes/no answer counts as a short answer, as in NQ."""
+
+    __slots__ = ()  # the slotted records stay without a __dict__
+
+    @property
+    def has_long(self) -> bool:
+        return self.long_answer is not None
+
+    @property
+    def has_short(self) -> bool:
+        return bool(self.short_answers) or self.yes_no != "NONE"
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     start_token: int
@@ -38,7 +57,7 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Annotation:
+class Annotation(AnswerPresence):
     """One annotator's answer. ``long_answer`` is None and ``candidate_index`` -1 for a null answer."""
 
     long_answer: Span | None
@@ -46,14 +65,6 @@ class Annotation:
     short_answers: tuple[Span, ...] = ()
     yes_no: str = "NONE"  # "NONE", "YES" or "NO", as in the NQ files
     annotation_id: str = ""
-
-    @property
-    def has_long(self) -> bool:
-        return self.long_answer is not None
-
-    @property
-    def has_short(self) -> bool:
-        return bool(self.short_answers) or self.yes_no != "NONE"
 
     def answer_class(self) -> AnswerClass:
         """The class this annotation gives to its own long-answer candidate."""

@@ -24,10 +24,10 @@ rule such gold never has an answer. ``GoldRule.cap_at_annotation_count`` (defaul
 threshold to the example's annotation count, so one annotation decides alone, while 5-way dev gold
 is scored exactly as the official scorer does. Turn it off for the literal official rule.
 
-Inputs the official scorer crashes on or silently mishandles raise a ``GoldError`` instead: gold
+Inputs the official scorer crashes on or silently mishandles raise an ``NQRecordError`` instead: gold
 examples without annotations (its vote returns ``[]`` and summing it fails), duplicate ids, an
 empty gold set. Prediction ids must equal the gold ids as sets, as in the official scorer, but a
-violation is a ``PredictionError`` naming an offending id rather than a bare ``ValueError``.
+violation is an ``NQRecordError`` naming an offending id rather than a bare ``ValueError``.
 
 Data flow: ``build_gold`` (Examples -> ``GoldTable``) and ``PredictionColumns.from_records`` are
 the only Python loops, once per data set; ``score_answers`` aligns ids and decides correctness with
@@ -49,24 +49,13 @@ from typing import Iterable
 
 import numpy as np
 
-from tfqa.evaluation.nq_predictions import Prediction, PredictionError, read_predictions, span_is_null, span_problem
+from tfqa.evaluation.nq_predictions import NQRecordError, Prediction, read_predictions, span_is_null, span_problem
 from tfqa.data.records import Example, Span
 
-# Span arrays are (n, 4) int64 with these columns; -1 marks an absent pair.
-SPAN_COLUMNS = ("start_byte", "end_byte", "start_token", "end_token")
+# Span arrays are (n, 4) int64 with the columns of records.SPAN_KEYS; -1 marks an absent pair.
 _NULL_SPAN = (-1, -1, -1, -1)
 _YES_NO_CODE = {"NONE": 0, "YES": 1, "NO": 2}
 PRECISION_TARGETS = (0.5, 0.75, 0.9)
-
-
-class GoldError(ValueError):
-    """Gold data the official metric cannot score; ``example_id`` names the example."""
-
-    def __init__(self, example_id: str | None, reason: str):
-        self.example_id = example_id
-        self.reason = reason
-        where = f"gold example {example_id}" if example_id is not None else "gold"
-        super().__init__(f"{where}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -174,9 +163,9 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
     for ex in examples:
         eid = ex.example_id
         if eid in seen:
-            raise GoldError(eid, "appears more than once")
+            raise NQRecordError("gold", eid, "appears more than once")
         if not ex.annotations:
-            raise GoldError(eid, "has no annotations (unlabelled data cannot be scored)")
+            raise NQRecordError("gold", eid, "has no annotations (unlabelled data cannot be scored)")
         row = len(ids)
         seen.add(eid)
         ids.append(eid)
@@ -187,19 +176,19 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
             if span is not None:
                 problem = span_problem(span)
                 if problem:
-                    raise GoldError(eid, f"annotations[{j}].long_answer: {problem}")
+                    raise NQRecordError("gold", eid, problem, field=f"annotations[{j}].long_answer")
                 if not span_is_null(span):
                     long_example.append(row)
                     long_rows.append(_span_row(span))
                     voted_long += 1
             code = _YES_NO_CODE.get(ann.yes_no.upper())
             if code is None:
-                raise GoldError(eid, f"annotations[{j}].yes_no_answer {ann.yes_no!r} is not YES, NO or NONE")
+                raise NQRecordError("gold", eid, f"{ann.yes_no!r} is not YES, NO or NONE", field=f"annotations[{j}].yes_no_answer")
             k = 0
             for i, short in enumerate(ann.short_answers):
                 problem = span_problem(short)
                 if problem:
-                    raise GoldError(eid, f"annotations[{j}].short_answers[{i}]: {problem}")
+                    raise NQRecordError("gold", eid, problem, field=f"annotations[{j}].short_answers[{i}]")
                 if not span_is_null(short):
                     short_ann.append(a)
                     short_rows.append(_span_row(short))
@@ -212,7 +201,7 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
         n_long.append(voted_long)
         n_short.append(voted_short)
     if not ids:
-        raise GoldError(None, "no examples")
+        raise NQRecordError("gold", None, "no examples")
     long_thr, short_thr = rule.thresholds(np.array(n_ann, dtype=np.int64))
     keys = id_keys(ids)
     id_order = np.argsort(keys, kind="stable")
@@ -302,19 +291,19 @@ class PredictionColumns:
 
 def align_predictions(gold: GoldTable, predictions: PredictionColumns) -> PredictionColumns:
     """Predictions reordered to the gold rows. Like the official scorer, the id sets must be
-    equal: an unknown, missing or repeated id is a ``PredictionError`` naming one of them."""
+    equal: an unknown, missing or repeated id is an ``NQRecordError`` naming one of them."""
     rows = gold.rows_of(predictions.id_keys)
     unknown = np.flatnonzero(rows < 0)
     if unknown.size:
         first = str(predictions.example_ids[unknown[0]])
-        raise PredictionError(first, f"is not in the gold data ({unknown.size} unknown id(s) in all)")
+        raise NQRecordError("prediction", first, f"is not in the gold data ({unknown.size} unknown id(s) in all)")
     counts = np.bincount(rows, minlength=len(gold))
     if (counts > 1).any():
-        raise PredictionError(gold.example_ids[int(np.argmax(counts > 1))], "predicted more than once")
+        raise NQRecordError("prediction", gold.example_ids[int(np.argmax(counts > 1))], "predicted more than once")
     missing = np.flatnonzero(counts == 0)
     if missing.size:
         first = gold.example_ids[missing[0]]
-        raise PredictionError(first, f"gold example has no prediction ({missing.size} missing in all)")
+        raise NQRecordError("prediction", first, f"gold example has no prediction ({missing.size} missing in all)")
     order = np.empty(len(gold), dtype=np.int64)
     order[rows] = np.arange(len(rows))
     return predictions.take(order)
@@ -627,13 +616,6 @@ def kaggle_micro_f1(
     """Kaggle's micro-F1 with answers kept when their score >= the threshold of their type."""
     scored = score_answers(gold, predictions, rule=rule)
     return scored.kaggle_micro_f1(long_threshold, short_threshold, count_wrong_as_fn=count_wrong_as_fn)
-
-
-def best_kaggle_thresholds(
-    gold: GoldLike, predictions: PredictionsLike, *, rule: GoldRule = GoldRule(), count_wrong_as_fn: bool = True
-) -> KaggleF1:
-    """The (long, short) threshold pair that maximises Kaggle's micro-F1, and its counts."""
-    return score_answers(gold, predictions, rule=rule).best_kaggle_micro_f1(count_wrong_as_fn=count_wrong_as_fn)
 
 
 def main(gold_path: str | os.PathLike, predictions_path: str | os.PathLike, *, rule: GoldRule = GoldRule()) -> dict:

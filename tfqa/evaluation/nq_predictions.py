@@ -1,10 +1,11 @@
-"""Natural Questions predictions in the official JSON format: typed records, reading, writing.
+"""Natural Questions predictions in the official JSON format: typed records and reading them
+(``tfqa.inference.decode.nq_predictions_json`` writes them).
 
 The file is ``{"predictions": [{"example_id", "long_answer": {start_byte, end_byte, start_token,
 end_token}, "long_answer_score", "short_answers": [spans], "short_answers_score",
 "yes_no_answer"}]}``, exactly what Google's ``nq_eval`` reads. Validation mirrors its
 ``eval_utils.read_prediction_json`` and ``Span`` constructor, so a file this module accepts is a
-file the official scorer accepts, but every rejection is a ``PredictionError`` naming the example:
+file the official scorer accepts, but every rejection is an ``NQRecordError`` naming the example:
 
 - a span's start and end must both be negative (absent) or both >= 0, separately for bytes and
   tokens, and a present pair must have start < end;
@@ -25,22 +26,31 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from tfqa.data.records import Span
+from tfqa.core.errors import UserError
+from tfqa.data.records import SPAN_KEYS, AnswerPresence, Span
 
 YES_NO_VALUES = ("NONE", "YES", "NO")
-_SPAN_KEYS = ("start_byte", "end_byte", "start_token", "end_token")
 
 
-class PredictionError(ValueError):
-    """An invalid prediction; ``example_id`` names it (None when the whole file is malformed)."""
+class NQRecordError(UserError, ValueError):
+    """A prediction or gold record the NQ metric refuses: ``kind`` says which ("prediction(s)",
+    "gold"), ``example_id`` names the record (None when the whole file or set is at fault) and
+    ``field`` its part at fault. The records do not know their file: whoever read it names it
+    (``in_file``). ``str()``: ``[<file>[:<line>]: ][field '<x>': ]<kind> for example <id>: <reason>``."""
 
-    def __init__(self, example_id: str | None, reason: str):
-        self.example_id = example_id
-        self.reason = reason
-        where = f"prediction for example {example_id}" if example_id is not None else "predictions"
-        super().__init__(f"{where}: {reason}")
+    def __init__(self, kind: str, example_id: str | None, reason: str, *, field: str | None = None,
+                 path: str | os.PathLike | None = None, line: int | None = None):
+        self.kind, self.example_id = kind, example_id
+        subject = kind if example_id is None else f"{kind} for example {example_id}"
+        super().__init__(f"{subject}: {reason}", path=path, line=line, field=field)
+
+    def in_file(self, path: str | os.PathLike) -> NQRecordError:
+        """This error, naming the file its record came from."""
+        self.path = str(path)
+        self.args = (str(self),)
+        return self
 
 
 def span_is_null(span: Span) -> bool:
@@ -66,15 +76,15 @@ def span_problem(span: Span) -> str | None:
 
 def _check_score(example_id: str, name: str, value: Any) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise PredictionError(example_id, f"{name} must be a number, got {value!r}")
+        raise NQRecordError("prediction", example_id, f"must be a number, got {value!r}", field=name)
     value = float(value)
     if not math.isfinite(value):
-        raise PredictionError(example_id, f"{name} must be finite, got {value!r}")
+        raise NQRecordError("prediction", example_id, f"must be finite, got {value!r}", field=name)
     return value
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(AnswerPresence):
     """One example's answer. ``long_answer`` None means no long answer; scores rank predictions.
 
     ``yes_no`` is "NONE", "YES" or "NO"; construction validates and normalises every field.
@@ -90,84 +100,76 @@ class Prediction:
     def __post_init__(self) -> None:
         eid = self.example_id
         if not isinstance(eid, str):
-            raise PredictionError(str(eid), f"example_id must be a str, got {type(eid).__name__}")
+            raise NQRecordError("prediction", str(eid), f"must be a str, got {type(eid).__name__}", field="example_id")
         set_ = object.__setattr__  # frozen: normalise once, here
         long = self.long_answer
         if long is not None:
             problem = span_problem(long)
             if problem:
-                raise PredictionError(eid, f"long_answer: {problem}")
+                raise NQRecordError("prediction", eid, problem, field="long_answer")
             if span_is_null(long):
                 set_(self, "long_answer", None)
         shorts = []
         for i, span in enumerate(self.short_answers):
             problem = span_problem(span)
             if problem:
-                raise PredictionError(eid, f"short_answers[{i}]: {problem}")
+                raise NQRecordError("prediction", eid, problem, field=f"short_answers[{i}]")
             if not span_is_null(span):
                 shorts.append(span)
         set_(self, "short_answers", tuple(shorts))
         yes_no = self.yes_no.upper() if isinstance(self.yes_no, str) else self.yes_no
         if yes_no not in YES_NO_VALUES:
-            raise PredictionError(eid, f"yes_no_answer must be YES, NO or NONE, got {self.yes_no!r}")
+            raise NQRecordError("prediction", eid, f"must be YES, NO or NONE, got {self.yes_no!r}", field="yes_no_answer")
         if yes_no != "NONE" and shorts:
-            raise PredictionError(eid, f"yes_no_answer {yes_no} given together with short answer spans")
+            raise NQRecordError("prediction", eid, f"yes_no_answer {yes_no} given together with short answer spans")
         set_(self, "yes_no", yes_no)
         set_(self, "long_score", _check_score(eid, "long_answer_score", self.long_score))
         set_(self, "short_score", _check_score(eid, "short_answers_score", self.short_score))
-
-    @property
-    def has_long(self) -> bool:
-        return self.long_answer is not None
-
-    @property
-    def has_short(self) -> bool:
-        return bool(self.short_answers) or self.yes_no != "NONE"
 
 
 # -- JSON <-> records ----------------------------------------------------------------------------
 def _example_id(raw: Any, position: int) -> str:
     # Original NQ ids are JSON integers, Kaggle's are strings of the same digits: compare as text.
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        raise PredictionError(None, f"predictions[{position}].example_id must be an int or str, got {raw!r}")
+        raise NQRecordError("predictions", None, f"must be an int or str, got {raw!r}", field=f"predictions[{position}].example_id")
     return str(raw)
 
 
 def _span_from_json(example_id: str, obj: Any, where: str) -> Span:
     if not isinstance(obj, dict):
-        raise PredictionError(example_id, f"{where} must be an object, got {obj!r}")
-    missing = [k for k in _SPAN_KEYS if k not in obj]
+        raise NQRecordError("prediction", example_id, f"must be an object, got {obj!r}", field=where)
+    missing = [k for k in SPAN_KEYS if k not in obj]
     if missing:
         # The official reader indexes all four keys; absent offsets must be written as -1.
-        raise PredictionError(example_id, f"{where} lacks {', '.join(missing)}")
+        raise NQRecordError("prediction", example_id, f"lacks {', '.join(missing)}", field=where)
     span = Span(
         start_token=obj["start_token"], end_token=obj["end_token"],
         start_byte=obj["start_byte"], end_byte=obj["end_byte"],
     )
     problem = span_problem(span)
     if problem:
-        raise PredictionError(example_id, f"{where}: {problem}")
+        raise NQRecordError("prediction", example_id, problem, field=where)
     return span
 
 
 def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
     """One entry of the ``predictions`` list; ``position`` only improves the error message."""
     if not isinstance(obj, dict):
-        raise PredictionError(None, f"predictions[{position}] must be an object, got {type(obj).__name__}")
+        raise NQRecordError("predictions", None, f"must be an object, got {type(obj).__name__}", field=f"predictions[{position}]")
     if "example_id" not in obj:
-        raise PredictionError(None, f"predictions[{position}] has no example_id")
+        raise NQRecordError("predictions", None, "has no example_id", field=f"predictions[{position}]")
     eid = _example_id(obj["example_id"], position)
     long = _span_from_json(eid, obj["long_answer"], "long_answer") if "long_answer" in obj else None
     raw_shorts = obj.get("short_answers", [])
     if not isinstance(raw_shorts, list):
-        raise PredictionError(eid, f"short_answers must be a list, got {type(raw_shorts).__name__}")
+        raise NQRecordError("prediction", eid, f"must be a list, got {type(raw_shorts).__name__}", field="short_answers")
     shorts = tuple(_span_from_json(eid, s, f"short_answers[{i}]") for i, s in enumerate(raw_shorts))
     for key in ("long_answer_score", "short_answers_score"):
         if key not in obj:
-            raise PredictionError(eid, f"{key} is missing")
+            raise NQRecordError("prediction", eid, "is missing", field=key)
     yes_no = obj.get("yes_no_answer", "NONE")
     if not isinstance(yes_no, str):
-        raise PredictionError(eid, f"yes_no_answer must be a string, got {yes_no!r}")
+        raise NQRecordError("prediction", eid, f"must be a string, got {yes_no!r}", field="yes_no_answer")
     return Prediction(
         example_id=eid,
         long_answer=long,
@@ -181,12 +183,12 @@ def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
 def predictions_from_json(root: Any) -> list[Prediction]:
     """The records of a decoded prediction file; a repeated example id is an error."""
     if not isinstance(root, dict) or not isinstance(root.get("predictions"), list):
-        raise PredictionError(None, 'expected a JSON object {"predictions": [...]}')
+        raise NQRecordError("predictions", None, 'expected a JSON object {"predictions": [...]}')
     out = [prediction_from_json(obj, i) for i, obj in enumerate(root["predictions"])]
     seen: set[str] = set()
     for p in out:
         if p.example_id in seen:
-            raise PredictionError(p.example_id, "predicted more than once")
+            raise NQRecordError("prediction", p.example_id, "predicted more than once")
         seen.add(p.example_id)
     return out
 
@@ -196,51 +198,9 @@ def read_predictions(path: str | os.PathLike) -> list[Prediction]:
         try:
             root = json.load(f)
         except json.JSONDecodeError as exc:
-            raise PredictionError(None, f"{path} is not valid JSON: {exc}") from None
-    return predictions_from_json(root)
-
-
-def _span_to_json(span: Span | None) -> dict[str, int]:
-    if span is None:
-        return {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
-    return {
-        "start_byte": span.start_byte, "end_byte": span.end_byte,
-        "start_token": span.start_token, "end_token": span.end_token,
-    }
-
-
-def _id_to_json(example_id: str, int_ids: bool) -> int | str:
-    # The original NQ gold stores ids as JSON integers and the official scorer compares raw values,
-    # so an id written as a string would never match it.
-    if int_ids:
-        try:
-            as_int = int(example_id)
-        except ValueError:
-            return example_id
-        if str(as_int) == example_id:
-            return as_int
-    return example_id
-
-
-def prediction_to_json(pred: Prediction, *, int_ids: bool = True) -> dict[str, Any]:
-    """The official entry, every field present (``int_ids``: integer-looking ids as JSON ints)."""
-    return {
-        "example_id": _id_to_json(pred.example_id, int_ids),
-        "long_answer": _span_to_json(pred.long_answer),
-        "long_answer_score": pred.long_score,
-        "short_answers": [_span_to_json(s) for s in pred.short_answers],
-        "short_answers_score": pred.short_score,
-        "yes_no_answer": pred.yes_no,
-    }
-
-
-def write_predictions(
-    predictions: Iterable[Prediction], path: str | os.PathLike, *, int_ids: bool = True
-) -> None:
-    """Write the official prediction file (atomically, so a crash leaves no half file)."""
-    body = {"predictions": [prediction_to_json(p, int_ids=int_ids) for p in predictions]}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(body, f)
-    os.replace(tmp, path)
-
+            raise NQRecordError("predictions", None, f"not valid JSON: {exc.msg} (column {exc.colno})",
+                                path=path, line=exc.lineno) from None
+    try:
+        return predictions_from_json(root)
+    except NQRecordError as err:
+        raise err.in_file(path) from None

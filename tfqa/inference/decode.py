@@ -593,9 +593,3 @@ def nq_predictions_json(predictions: Iterable[Prediction], offsets: ByteOffsets 
     """The whole prediction file; byte offsets filled for examples in ``offsets``, else -1."""
     offsets = offsets or {}
     return {"predictions": [to_nq_json(p, offsets.get(p.example_id)) for p in predictions]}
-
-
-def predictions_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
-    """Predictions as a table (for logging as an MLflow artifact)."""
-    fields = [f.name for f in dataclasses.fields(Prediction)]
-    return pd.DataFrame([dataclasses.astuple(p) for p in predictions], columns=fields)

@@ -46,7 +46,7 @@ SQUAD_FEATURE_COLUMNS = (
     "example_index",
     "offset_mapping",
 )
-"""Column names of ``build_features``' output (and of ``features_to_arrow``'s table), in order."""
+"""Column names of ``build_features``' output, in order."""
 
 
 # --------------------------------------------------------------------------------------- records
@@ -342,35 +342,6 @@ def _build_batch(batch: Sequence[SquadExample], first: int, tokenizer, cfg: Squa
         "example_index": (local + first).astype(np.int32),
         "offset_mapping": offsets,
     }
-
-
-def features_to_arrow(features: dict[str, np.ndarray]):
-    """A ``pyarrow.Table`` of the feature columns: (W, L) arrays become fixed-size lists."""
-    import pyarrow as pa
-
-    def column(arr: np.ndarray) -> "pa.Array":
-        arr = np.ascontiguousarray(arr)
-        if arr.ndim == 1:
-            return pa.array(arr)
-        inner = column(arr.reshape((-1,) + arr.shape[2:]))
-        return pa.FixedSizeListArray.from_arrays(inner, arr.shape[1])
-
-    return pa.table({k: column(features[k]) for k in SQUAD_FEATURE_COLUMNS})
-
-
-def features_from_arrow(table) -> dict[str, np.ndarray]:
-    """The inverse of ``features_to_arrow``."""
-    import pyarrow as pa
-
-    out = {}
-    for name in SQUAD_FEATURE_COLUMNS:
-        col = table.column(name).combine_chunks()
-        shape = [len(col)]
-        while pa.types.is_fixed_size_list(col.type):
-            shape.append(col.type.list_size)
-            col = col.flatten()
-        out[name] = col.to_numpy(zero_copy_only=False).reshape(shape)
-    return out
 
 
 # ------------------------------------------------------------------------------- post-processing
