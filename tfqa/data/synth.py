@@ -684,20 +684,31 @@ def _wh(question: str) -> str:
     return first if first in _CONNECTIVES else "other"
 
 
-def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ...]) -> tuple[dict[str, Any], Fact]:
-    rng = random.Random(f"tfqa-synth:{cfg.seed}:{index}")
-    names = _Names(rng, pool)
-    w = _Writer(rng)
-    # Two-span answers exist only for some relations (founders, authors): pick the page kind to fit.
-    multi = answer == "short" and rng.random() < cfg.multi_span_fraction
+@dataclass
+class _World:
+    """One page's invented entities (the first is the page's topic) and the values of their relations."""
+
+    kind: str
+    entities: list[_Entity]
+    facts: dict[tuple[int, str], tuple[str, ...]]
+    """(entity index, relation name) -> its values; descriptive relations have no entry."""
+
+    @property
+    def rels(self) -> tuple[_Relation, ...]:
+        return _BY_KIND[self.kind]
+
+    @property
+    def topic(self) -> _Entity:
+        return self.entities[0]
+
+
+def _world(names: _Names, multi: bool) -> _World:
+    rng = names.rng
     kind = rng.choice([k for k in _KINDS if any(r.multi for r in _BY_KIND[k])] if multi else _KINDS)
-    rels = _BY_KIND[kind]
     entities = [_entity(kind, names) for _ in range(rng.randint(4, 5))]
-    topic = entities[0]
-    # Facts of every entity: multi-valued relations sometimes get two values ("A and B").
     # Values are distinct per relation, so a NO question's value really differs from the answer.
     facts: dict[tuple[int, str], tuple[str, ...]] = {}
-    for r in rels:
+    for r in _BY_KIND[kind]:
         if r.descriptive:
             continue
         seen: set[str] = set()
@@ -707,8 +718,36 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
                 v = _value(r.value, names)
             seen.add(v)
             facts[ei, r.name] = (v,)
+    return _World(kind, entities, facts)
 
-    # What is asked.
+
+@dataclass(frozen=True)
+class _Question:
+    """What one example asks, and which entities its bait paragraphs are about."""
+
+    text: str
+    wh: str
+    """The question's first word where bait connectives exist for it, else "other"."""
+    rel: _Relation
+    asked: int
+    """Index of the asked entity; for an off-page null entity, of the on-page one it stands in for."""
+    entity: _Entity
+    """The entity the question names."""
+    on_page: bool
+    siblings: list[int]
+    """The other entities' indices, shuffled."""
+    bait_ids: list[int]
+    in_table: bool
+    """Answered by an infobox row instead of a paragraph."""
+    values: tuple[str, ...]
+    """The answer's values; for a yes/no question, the value it names."""
+
+
+def _ask(cfg: SynthConfig, names: _Names, world: _World, answer: str, multi: bool) -> _Question:
+    """Pick the asked relation and entity and word the question. A multi-span answer gets its second
+    value here (in ``world.facts``): multi-valued relations sometimes have two values ("A and B")."""
+    rng = names.rng
+    rels, entities, facts = world.rels, world.entities, world.facts
     if answer in ("yes", "no"):
         rel = rng.choice([r for r in rels if r.yes_no])
     elif answer == "long":
@@ -721,7 +760,7 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
     e = entities[asked]
     on_page = True
     if answer == "null" and rng.random() < 0.2:
-        e = _entity(kind, names)  # a sibling the page never mentions
+        e = _entity(world.kind, names)  # a sibling the page never mentions
         on_page = False
     siblings = [i for i in range(len(entities)) if i != asked]
     rng.shuffle(siblings)
@@ -742,97 +781,130 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
     else:
         template = rng.choice(rel.questions)
     question = _SLOT.sub(lambda m: q_slots[m.group(1)].lower(), template)
-    wh = _wh(question)
+    return _Question(text=question, wh=_wh(question), rel=rel, asked=asked, entity=e, on_page=on_page,
+                     siblings=siblings, bait_ids=bait_ids, in_table=in_table, values=values)
 
-    # Content. (asked, rel) is stated only in the gold; everything else is free to state.
-    content: list[_Block] = []
-    infobox_rows: list[list[tuple[str, Sentence]]] = [[("Th", _plain(topic.title))]]
-    gold_row = -1
-    if answer not in ("null",):
-        if in_table:
-            cell: Sentence = []
-            for j, v in enumerate(facts[asked, rel.name]):
-                if j:
-                    cell.append(("<Br>", "F"))
-                cell.extend(_plain(v, f"V{j}"))
-            gold_row = len(infobox_rows)
-            infobox_rows.append([("Th", _plain(rel.header, "F")), ("Td", cell)])
-        else:
-            own = facts[asked, rel.name] if not rel.descriptive else ()
-            fact = w.statement(rel, e, own, fact=True)
-            sents: list[Sentence] = [fact]
-            if rel.descriptive:
-                sents += [w.detail(e) for _ in range(rng.randint(2, 3))]
-            else:
-                # Other facts of the same entity around it; the fact stays first or second so that
-                # a reader truncating long candidates still sees it.
-                others = [r for r in rels if r is not rel and not r.descriptive]
-                for k, r in enumerate(rng.sample(others, rng.randint(0, 2))):
-                    at = 0 if k == 0 and rng.random() < 0.4 else len(sents)
-                    sents.insert(at, w.statement(r, e, facts[asked, r.name]))
-                if rng.random() < 0.4:
-                    sents.append(w.generic(e))
-            if rng.random() < 0.25:
-                sents.append(w.connective(e, entities[siblings[-1]], wh) if on_page else w.generic(e))
-            content.append(_p(sents))
-    for bi in bait_ids:
-        s = entities[bi]
+
+def _gold_row(world: _World, q: _Question) -> list[tuple[str, Sentence]]:
+    """The infobox row that answers ``q`` ("Founder | Kelmar Osk"), two values split by a <Br>."""
+    cell: Sentence = []
+    for j, v in enumerate(world.facts[q.asked, q.rel.name]):
+        if j:
+            cell.append(("<Br>", "F"))
+        cell.extend(_plain(v, f"V{j}"))
+    return [("Th", _plain(q.rel.header, "F")), ("Td", cell)]
+
+
+def _gold_paragraph(w: _Writer, world: _World, q: _Question) -> _Block:
+    """The paragraph that answers ``q``: its fact sentence, with other sentences about the same entity."""
+    rng = w.rng
+    rel, e = q.rel, q.entity
+    own = world.facts[q.asked, rel.name] if not rel.descriptive else ()
+    fact = w.statement(rel, e, own, fact=True)
+    sents: list[Sentence] = [fact]
+    if rel.descriptive:
+        sents += [w.detail(e) for _ in range(rng.randint(2, 3))]
+    else:
+        # Other facts of the same entity around it; the fact stays first or second so that
+        # a reader truncating long candidates still sees it.
+        others = [r for r in world.rels if r is not rel and not r.descriptive]
+        for k, r in enumerate(rng.sample(others, rng.randint(0, 2))):
+            at = 0 if k == 0 and rng.random() < 0.4 else len(sents)
+            sents.insert(at, w.statement(r, e, world.facts[q.asked, r.name]))
+        if rng.random() < 0.4:
+            sents.append(w.generic(e))
+    if rng.random() < 0.25:
+        sents.append(w.connective(e, world.entities[q.siblings[-1]], q.wh) if q.on_page else w.generic(e))
+    return _p(sents)
+
+
+def _bait_paragraphs(w: _Writer, world: _World, q: _Question, answer: str) -> list[_Block]:
+    """One paragraph per bait entity: the asked relation stated for it, next to the asked entity."""
+    rng = w.rng
+    rel, facts = q.rel, world.facts
+    out: list[_Block] = []
+    for bi in q.bait_ids:
+        s = world.entities[bi]
         stated = () if rel.descriptive else facts[bi, rel.name]
         sents = [w.statement(rel, s, stated)]
         if rel.descriptive:
             sents.append(w.detail(s))
         # An off-page null entity must stay off the page: its baits mention the on-page sibling instead.
-        sents.insert(rng.randint(0, len(sents)), w.connective(e if on_page else entities[asked], s, wh))
+        near = q.entity if q.on_page else world.entities[q.asked]
+        sents.insert(rng.randint(0, len(sents)), w.connective(near, s, q.wh))
         if rng.random() < 0.4:
-            r = rng.choice([r for r in rels if not r.descriptive and r is not rel])
+            r = rng.choice([r for r in world.rels if not r.descriptive and r is not rel])
             sents.append(w.statement(r, s, facts[bi, r.name]))
-        if answer == "yes" and bi == bait_ids[0]:
+        if answer == "yes" and bi == q.bait_ids[0]:
             # A NO question's value sits in a bait; a YES question's value must sit in one too, or
             # "the paragraph holding the asked value" would give the answer away.
-            sents.append(w.mention(e, values[0]))
-        content.append(_p(sents))
-    # Other facts about the page's entities, never (asked, rel).
-    pool = [(ei, r) for ei in range(len(entities)) for r in rels
-            if not (ei == asked and r is rel) and not (r is rel and ei in bait_ids)]
-    rng.shuffle(pool)
+            sents.append(w.mention(q.entity, q.values[0]))
+        out.append(_p(sents))
+    return out
 
-    def fact_paragraph() -> _Block | None:
-        if not pool:
+
+class _FactPool:
+    """Other facts about the page's entities, still to be stated: never (asked, rel), nor rel of a bait."""
+
+    def __init__(self, w: _Writer, world: _World, q: _Question) -> None:
+        self.w = w
+        self.world = world
+        self.left = [(ei, r) for ei in range(len(world.entities)) for r in world.rels
+                     if not (ei == q.asked and r is q.rel) and not (r is q.rel and ei in q.bait_ids)]
+        w.rng.shuffle(self.left)
+
+    def paragraph(self) -> _Block | None:
+        """One to three of the facts left, sometimes with filler; None once all are stated."""
+        w, world, left = self.w, self.world, self.left
+        if not left:
             return None
         sents = []
-        for _ in range(rng.randint(1, 3)):
-            if not pool:
+        for _ in range(w.rng.randint(1, 3)):
+            if not left:
                 break
-            ei, r = pool.pop()
-            ent = entities[ei]
-            sents.append(w.statement(r, ent, () if r.descriptive else facts[ei, r.name]))
+            ei, r = left.pop()
+            ent = world.entities[ei]
+            sents.append(w.statement(r, ent, () if r.descriptive else world.facts[ei, r.name]))
             if r.descriptive:
                 sents.append(w.detail(ent))
-        if rng.random() < 0.5:
-            sents.append(w.generic(topic))
+        if w.rng.random() < 0.5:
+            sents.append(w.generic(world.topic))
         return _p(sents)
 
+
+def _infobox(cfg: SynthConfig, rng: random.Random, world: _World, q: _Question,
+             gold_row: list[tuple[str, Sentence]] | None, n_content: int) -> tuple[_Block | None, int]:
+    """The topic's infobox (None when the page has none) and the page's target candidate count,
+    which is drawn here because the number of infobox rows depends on it."""
+    rows: list[list[tuple[str, Sentence]]] = [[("Th", _plain(world.topic.title))]]
+    if gold_row is not None:
+        rows.append(gold_row)
     # Infobox rows of the topic: any short relation except the asked one (unless it is the gold row).
     # Never the asked relation (even when another entity is asked): a row carries no entity name, so
     # a row with the asked header must always be the answer for the task to be learnable.
-    box_rels = [r for r in rels if not r.descriptive and r is not rel]
+    box_rels = [r for r in world.rels if not r.descriptive and r is not q.rel]
     rng.shuffle(box_rels)
     target_c = rng.randint(cfg.min_candidates, cfg.max_candidates)
-    fixed_c = 1 + len(infobox_rows) + len(content) + 1
+    fixed_c = 1 + len(rows) + n_content + 1
     n_box = min(len(box_rels), rng.randint(1, 4), max(0, target_c - fixed_c))
     for r in box_rels[:n_box]:
-        infobox_rows.append([("Th", _plain(r.header)), ("Td", _plain(" and ".join(facts[0, r.name])))])
-    if gold_row > 0:
+        rows.append([("Th", _plain(r.header)), ("Td", _plain(" and ".join(world.facts[0, r.name])))])
+    if gold_row is not None:
         # Shuffle the gold row among the others, keeping the title row first.
-        row = infobox_rows.pop(gold_row)
-        infobox_rows.insert(rng.randint(1, len(infobox_rows)), row)
-    has_box = len(infobox_rows) > 1 and (gold_row > 0 or rng.random() < 0.85)
-    infobox = _table(infobox_rows) if has_box else None
+        row = rows.pop(1)
+        rows.insert(rng.randint(1, len(rows)), row)
+    has_box = len(rows) > 1 and (gold_row is not None or rng.random() < 0.85)
+    return (_table(rows) if has_box else None), target_c
 
-    content.append(fact_paragraph() or _p([w.generic(topic)]))
+
+def _grow(cfg: SynthConfig, w: _Writer, names: _Names, world: _World, facts: _FactPool,
+          content: list[_Block], infobox: _Block | None, target_c: int) -> list[_Block]:
+    """Add blocks to ``content`` until the page reaches its candidate and token targets (within the
+    configured bounds); returns the tail blocks (see also, references, navbox)."""
+    rng = w.rng
     n_c = sum(b.n_candidates for b in content) + (infobox.n_candidates if infobox else 0)
     n_t = sum(b.n_tokens for b in content) + (infobox.n_tokens if infobox else 0) + 30
-    extras: list[_Block] = []  # tail blocks: see also, references, navbox
+    extras: list[_Block] = []
     # Page length leans short (CPU-sized training) but spans the configured range.
     lo_t, hi_t = cfg.min_tokens, cfg.max_tokens
     target_t = int(rng.triangular(lo_t, hi_t, lo_t + 0.25 * (hi_t - lo_t)))
@@ -842,7 +914,7 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
         if room_c <= 0 or room_t < 40:
             if n_t < cfg.min_tokens:  # only non-candidate text can grow the page now
                 extras.append(_Block("h2", _plain("Further reading"), 0, 3))
-                text = [t for _ in range(4) for t in w.generic(topic)]
+                text = [t for _ in range(4) for t in w.generic(world.topic)]
                 extras.append(_Block("text", text, 0, len(text)))
                 n_t += 3 + len(text)
                 continue
@@ -850,40 +922,50 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
                 break
         want = min(room_c, max(1, target_c - n_c))
         per = (target_t - n_t) / want  # tokens left to spend per candidate still to place
-        roll = rng.random()
-        b: _Block | None = None
-        if want >= 3 and (per < 12 or roll < 0.25):  # lists are cheap per candidate
-            k = max(2, min(want - 1, rng.randint(3, 9)))
-            b = _list(rng.choice(("ul", "ul", "ol")), [_list_item(w, names, kind, per) for _ in range(k)])
-        elif want >= 4 and roll < 0.35:
-            k = max(1, min(want - 1, rng.randint(2, 6)))
-            rows = [[("Th", _plain("Year")), ("Th", _plain("Event"))]]
-            for _ in range(k - 1):
-                rows.append([("Td", _plain(str(rng.randint(1650, 1995)))),
-                             ("Td", w.fill(rng.choice(_GENERIC), {}))])
-            b = _table(rows)
-        elif want >= 6 and roll < 0.42:
-            k = min(want - 4, rng.randint(3, 8))
-            b = _navbox(_plain(f"Places in {names.word()}"), [_plain(names.word()) for _ in range(k)])
-        elif roll < 0.5:
-            pairs = [(_plain(rng.choice(_NOUNS)), w.fill(_DL_TEMPLATE, {}))
-                     for _ in range(rng.randint(1, 3))]
-            b = _dl(pairs)
-        else:
-            # A paragraph sized to the budget: facts about the page's entities, padded with filler.
-            n_sent = max(1, min(9, round(rng.uniform(0.6, 1.4) * per / 13)))
-            fp = fact_paragraph() if roll < 0.75 else None
-            sents = list(fp.body) if fp else []
-            sents += [w.generic(topic) for _ in range(n_sent - len(sents))]
-            b = _p(sents)
+        b = _filler_block(w, names, world, facts, want, per)
         if b.n_candidates > room_c:
             continue
         (extras if b.kind in ("ul", "ol", "navbox") and rng.random() < 0.4 else content).append(b)
         n_c += b.n_candidates
         n_t += b.n_tokens
+    return extras
 
-    # Lay the page out: title, H1, infobox, intro, sections, tail.
+
+def _filler_block(w: _Writer, names: _Names, world: _World, facts: _FactPool, want: int, per: float) -> _Block:
+    """One block for a page that still wants ``want`` candidates at ``per`` tokens each."""
+    rng = w.rng
+    roll = rng.random()
+    if want >= 3 and (per < 12 or roll < 0.25):  # lists are cheap per candidate
+        k = max(2, min(want - 1, rng.randint(3, 9)))
+        return _list(rng.choice(("ul", "ul", "ol")), [_list_item(w, names, world.kind, per) for _ in range(k)])
+    if want >= 4 and roll < 0.35:
+        k = max(1, min(want - 1, rng.randint(2, 6)))
+        rows = [[("Th", _plain("Year")), ("Th", _plain("Event"))]]
+        for _ in range(k - 1):
+            rows.append([("Td", _plain(str(rng.randint(1650, 1995)))),
+                         ("Td", w.fill(rng.choice(_GENERIC), {}))])
+        return _table(rows)
+    if want >= 6 and roll < 0.42:
+        k = min(want - 4, rng.randint(3, 8))
+        return _navbox(_plain(f"Places in {names.word()}"), [_plain(names.word()) for _ in range(k)])
+    if roll < 0.5:
+        pairs = [(_plain(rng.choice(_NOUNS)), w.fill(_DL_TEMPLATE, {}))
+                 for _ in range(rng.randint(1, 3))]
+        return _dl(pairs)
+    # A paragraph sized to the budget: facts about the page's entities, padded with filler.
+    n_sent = max(1, min(9, round(rng.uniform(0.6, 1.4) * per / 13)))
+    fp = facts.paragraph() if roll < 0.75 else None
+    sents = list(fp.body) if fp else []
+    sents += [w.generic(world.topic) for _ in range(n_sent - len(sents))]
+    return _p(sents)
+
+
+def _layout(rng: random.Random, world: _World, infobox: _Block | None, content: list[_Block],
+            extras: list[_Block]) -> tuple[_Page, int]:
+    """Lay the page out: title, H1, infobox, intro, sections, tail. Returns the page and the number
+    of its tokens that form the title."""
     rng.shuffle(content)
+    topic = world.topic
     page = _Page()
     title_toks = _plain(f"{topic.title} - Wikipedia")
     page.words(title_toks)
@@ -894,7 +976,7 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
     n_intro = min(len(content), rng.randint(1, 2))
     for b in content[:n_intro]:
         page.block(b)
-    sections = list(_SECTIONS[kind])
+    sections = list(_SECTIONS[world.kind])
     rest = content[n_intro:]
     n_sec = min(len(sections), max(1, len(rest) // 2))
     cuts = sorted(rng.sample(range(1, len(rest)), min(n_sec - 1, max(0, len(rest) - 1)))) if rest else []
@@ -904,8 +986,13 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
             page.block(b)
     for b in extras:
         page.block(b)
+    return page, len(title_toks)
 
-    html, starts, ends = page.html_and_offsets(len(title_toks))
+
+def _record(cfg: SynthConfig, rng: random.Random, page: _Page, n_title: int, answer: str, question: str,
+            title: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The original-format example of a laid-out page, and the tokens that state its answer."""
+    html, starts, ends = page.html_and_offsets(n_title)
     doc_tokens = [
         {"token": t, "start_byte": s, "end_byte": en, "html_token": h}
         for t, s, en, h in zip(page.tokens, starts, ends, page.is_html)
@@ -916,12 +1003,11 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
     ]
 
     gold = _gold(page, answer)
-    evidence = ()
+    evidence: tuple[str, ...] = ()
     if gold is not None:
         lo, hi = gold.evidence
         evidence = tuple(page.tokens[lo:hi])
     annotations = _annotations(rng, cfg, page, gold, answer, starts, ends)
-    title = topic.title
     example = {
         "example_id": rng.getrandbits(63) - (1 << 62),
         "question_text": question,
@@ -934,8 +1020,35 @@ def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ..
         "long_answer_candidates": cands,
         "annotations": annotations,
     }
-    fact_rec = Fact(answer, e.question_form, rel.name, tuple(values), evidence, on_page)
-    return example, fact_rec
+    return example, evidence
+
+
+def _make_example(cfg: SynthConfig, index: int, answer: str, pool: tuple[str, ...]) -> tuple[dict[str, Any], Fact]:
+    # Every step draws from this one rng, in this order: reordering them changes every page.
+    rng = random.Random(f"tfqa-synth:{cfg.seed}:{index}")
+    names = _Names(rng, pool)
+    w = _Writer(rng)
+    # Two-span answers exist only for some relations (founders, authors): pick the page kind to fit.
+    multi = answer == "short" and rng.random() < cfg.multi_span_fraction
+    world = _world(names, multi)
+    q = _ask(cfg, names, world, answer, multi)
+
+    # Content. (asked, rel) is stated only in the gold; everything else is free to state.
+    content: list[_Block] = []
+    gold_row = None
+    if q.in_table:
+        gold_row = _gold_row(world, q)
+    elif answer != "null":
+        content.append(_gold_paragraph(w, world, q))
+    content += _bait_paragraphs(w, world, q, answer)
+    facts = _FactPool(w, world, q)
+    infobox, target_c = _infobox(cfg, rng, world, q, gold_row, len(content))
+    content.append(facts.paragraph() or _p([w.generic(world.topic)]))
+    extras = _grow(cfg, w, names, world, facts, content, infobox, target_c)
+
+    page, n_title = _layout(rng, world, infobox, content, extras)
+    example, evidence = _record(cfg, rng, page, n_title, answer, q.text, world.topic.title)
+    return example, Fact(answer, q.entity.question_form, q.rel.name, q.values, evidence, q.on_page)
 
 
 def _list_item(w: _Writer, names: _Names, kind: str, per: float) -> Sentence:
