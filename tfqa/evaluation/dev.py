@@ -111,13 +111,13 @@ class DevEvaluator:
                   top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()) -> "DevEvaluator":
         from tfqa.features.dataset import FeatureStore
         from tfqa.features.cache import BuildConfig, build_features
-        from tfqa.features.tokenization import load_tokenizer
+        from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
         dev = DevSet.read(path, limit)
         subset = Path(cache_root) / f"dev-subset-{Path(path).name}-{limit}.jsonl"
         write_subset(path, subset, limit)
         info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=features), progress=False)
-        return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only, decode)
+        return cls(dev, FeatureStore(info.path), pad_id_of(load_tokenizer(tokenizer_dir)), top_level_only, decode)
 
     def __call__(self, model, step: int) -> dict[str, float]:
         import time

@@ -105,7 +105,7 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.modeling.loading import StartingPoint
     from tfqa.modeling.saved import log_tfqa_model
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
     from tfqa.training.loop import TrainConfig, train
 
     # The data first: a file with nothing to train on is refused before any model loads.
@@ -140,7 +140,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
                      "squad/dev_questions": len(dev_ex)}, step=0)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
-    pad_id = int(tok.pad_token_id or 0)
+    pad_id = pad_id_of(tok)
     result = train(model, SquadWindows(train_feats), tcfg, out_dir=out_dir / "checkpoints", logger=run,
                    resume=None if cfg.resume == "none" else cfg.resume)
     metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
