@@ -104,8 +104,8 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.modeling.loading import StartingPoint
-    from tfqa.modeling.saved import log_tfqa_model
     from tfqa.features.tokenization import load_tokenizer, pad_id_of
+    from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
     # The data first: a file with nothing to train on is refused before any model loads.
@@ -145,12 +145,9 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
                    resume=None if cfg.resume == "none" else cfg.resume)
     metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
     run.log_metrics(metrics, step=int(getattr(result, "step", 0) or 0))
-    final = out_dir / "final"
-    model.save_pretrained(final)
-    tok.save_pretrained(str(final))
-    log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
-                                         "html_tokens": cfg.html_tokens},
-                   params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
-                           "epochs": cfg.epochs, "max_questions": cfg.max_questions},
-                   tags={"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name})
+    save_final_model(run, model, tok, out_dir, {"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
+                                                "html_tokens": cfg.html_tokens},
+                     params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
+                             "epochs": cfg.epochs, "max_questions": cfg.max_questions},
+                     tags={"tfqa.stage": "finetune_squad", "tfqa.backbone": backbone_name})
     return metrics
