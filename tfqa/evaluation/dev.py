@@ -135,18 +135,15 @@ class DevEvaluator:
 
 def write_subset(src: str, dst: Path, limit: int) -> Path:
     """The first ``limit`` lines of ``src`` as plain jsonl (all of them when limit is 0)."""
-    import os
-
+    from tfqa.core.destinations import written_whole
     from tfqa.data.readers import iter_lines
 
     if dst.exists():
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    with open(tmp, "wb") as out:
+    with written_whole(dst) as tmp, open(tmp, "wb") as out:
         for n, (_, raw) in enumerate(iter_lines(src)):
             if limit and n >= limit:
                 break
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    os.replace(tmp, dst)
     return dst

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfqa.core.destinations import written_whole
+
 
 @dataclass
 class ModelScores:
@@ -85,8 +87,7 @@ def score_model(model_uri: str, cache_key: str, data_path: str | Path, output_di
                                top_level_only=settings["top_level_only"])
     seconds = time.perf_counter() - t0
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".part")
-    outputs.to_parquet(tmp, index=False)
-    tmp.replace(cache)
+    with written_whole(cache) as tmp:
+        outputs.to_parquet(tmp, index=False)
     timing.write_text(json.dumps({"seconds": seconds, "rows": len(outputs)}))
     return ModelScores(outputs, seconds, False, info.fingerprint, settings, cache)
