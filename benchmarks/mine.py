@@ -56,9 +56,9 @@ def time_inference(model, store, rows: np.ndarray, *, batch_tokens: int = 16384,
                    warmup_rows: int = 8, device: str = "cpu") -> dict:
     """Interleaved timing of ``score_candidates`` over ``rows``: sorted-dynamic vs padded-to-max."""
     from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
-    pad_id = int(load_tokenizer(store.tokenizer_dir).pad_token_id or 0)
+    pad_id = pad_id_of(load_tokenizer(store.tokenizer_dir))
     max_seq_len = int(store.manifest["features"]["max_seq_len"])
     configs = {
         "dynamic": InferenceConfig(batch_tokens=batch_tokens, sort_by_length=True),

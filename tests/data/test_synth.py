@@ -8,9 +8,10 @@ import json
 
 import pytest
 
+from tfqa.data.candidates import CANDIDATE_TAGS
 from tfqa.data.convert import simplify_nq_example
 from tfqa.data.readers import read_examples
-from tfqa.data.synth import CANDIDATE_TAGS, Fact, SynthConfig, generate, generate_original, write_original, write_simplified
+from tfqa.data.synth import Fact, SynthConfig, generate, generate_original, write_original, write_simplified
 
 N = 250
 

@@ -352,7 +352,7 @@ def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
     from tfqa.evaluation.dev import write_subset
     from tfqa.features.cache import file_digest
 
-    assert head.digest == file_digest(write_subset(str(dev), tmp_path / "dev-3.jsonl", 3))
+    assert head.digest == file_digest(write_subset(str(dev), tmp_path, 3))
     # A limit past the end reads the whole file: the same dataset as reading it all.
     assert read_nq_input(dev, EVALUATION, limit=100) == read_nq_input(dev, EVALUATION)
 

@@ -275,13 +275,3 @@ def test_find_finished_run(mlflow_tracking, monkeypatch):
     assert find(experiment, "train_bert", {"lr": "1e-05"}, "c" * 24) is None
     assert find(experiment, "train_bert", {"lr": "3e-05"}, version) == by_stage_tag
     assert find("no-such-experiment-xyz", "train_bert", {}, version) is None
-
-
-def test_git_commit_is_the_checkout_head_or_unknown_outside_one(tmp_path):
-    import subprocess
-    from pathlib import Path
-
-    checkout = Path(tracking.__file__).resolve().parent
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
-    assert tracking.git_commit() == head
-    assert tracking.git_commit(tmp_path) == tracking.UNKNOWN_COMMIT == "unknown"

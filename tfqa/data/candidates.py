@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from tfqa.data.records import Candidate
 
-CANDIDATE_TAGS = frozenset({"p", "table", "tr", "ul", "ol", "dl", "li"})
+CANDIDATE_TAGS = frozenset({"P", "Table", "Tr", "Ul", "Ol", "Dl", "Li"})
+"""The candidate elements, spelled as NQ's html tokens spell them."""
+_CANDIDATE_NAMES = frozenset(t.lower() for t in CANDIDATE_TAGS)  # pages in the wild spell tags any way
 
 
 def _tag(word: str) -> tuple[str, bool] | None:
@@ -16,7 +18,7 @@ def _tag(word: str) -> tuple[str, bool] | None:
         return None
     closing = word[1] == "/"
     name = word[2 if closing else 1 : -1].split("_", 1)[0].lower()
-    return (name, closing) if name in CANDIDATE_TAGS else None
+    return (name, closing) if name in _CANDIDATE_NAMES else None
 
 
 def find_candidates(words: list[str]) -> list[Candidate]:

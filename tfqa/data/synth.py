@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from tfqa.data.candidates import CANDIDATE_TAGS
 from tfqa.data.convert import simplify_nq_example
 
 ANSWER_KINDS = ("short", "yes", "no", "long", "null")
-CANDIDATE_TAGS = frozenset({"P", "Table", "Tr", "Ul", "Ol", "Li", "Dl"})
 # Tags laid out on their own line in the HTML; inline ones (Th, Td, Dt, Dd, Br) hug their text.
-_BLOCK_TAGS = frozenset({"P", "Table", "Tr", "Ul", "Ol", "Li", "Dl", "H1", "H2"})
+_BLOCK_TAGS = CANDIDATE_TAGS | {"H1", "H2"}
 _NO_SPACE_BEFORE = frozenset({",", ".", ";", ":", ")", "%"})
 _HTML_HEAD = '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>'
 _HTML_BODY = "</title>\n</head>\n<body>\n"

@@ -6,6 +6,8 @@ scored here is exactly what ``predictions.json`` holds.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,13 +113,12 @@ class DevEvaluator:
                   top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()) -> "DevEvaluator":
         from tfqa.features.dataset import FeatureStore
         from tfqa.features.cache import BuildConfig, build_features
-        from tfqa.features.tokenization import load_tokenizer
+        from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
         dev = DevSet.read(path, limit)
-        subset = Path(cache_root) / f"dev-subset-{Path(path).name}-{limit}.jsonl"
-        write_subset(path, subset, limit)
+        subset = write_subset(path, cache_root, limit)
         info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=features), progress=False)
-        return cls(dev, FeatureStore(info.path), int(load_tokenizer(tokenizer_dir).pad_token_id or 0), top_level_only, decode)
+        return cls(dev, FeatureStore(info.path), pad_id_of(load_tokenizer(tokenizer_dir)), top_level_only, decode)
 
     def __call__(self, model, step: int) -> dict[str, float]:
         import time
@@ -133,20 +134,29 @@ class DevEvaluator:
         return {**dev_metrics(scored, self.dev.gold), "dev/eval_seconds": time.perf_counter() - t0}
 
 
-def write_subset(src: str, dst: Path, limit: int) -> Path:
-    """The first ``limit`` lines of ``src`` as plain jsonl (all of them when limit is 0)."""
-    import os
+def subset_path(src: str | os.PathLike, folder: str | os.PathLike, limit: int) -> Path:
+    """Where ``write_subset`` keeps the first ``limit`` lines of ``src``: named by the source file
+    (its real path, size and mtime) as well as by ``limit``, so another dev file, or this one
+    rewritten, never reuses a subset of the old one."""
+    st = os.stat(src)
+    source = f"{os.path.realpath(src)}\0{st.st_size}\0{st.st_mtime_ns}"
+    key = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return Path(folder) / f"dev-subset-{Path(src).name}-{limit}-{key}.jsonl"
 
+
+def write_subset(src: str, folder: str | os.PathLike, limit: int) -> Path:
+    """The first ``limit`` lines of ``src`` as plain jsonl (all of them when limit is 0), written
+    once into ``folder`` (see ``subset_path``); returns the file."""
+    from tfqa.core.destinations import written_whole
     from tfqa.data.readers import iter_lines
 
+    dst = subset_path(src, folder, limit)
     if dst.exists():
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    with open(tmp, "wb") as out:
+    with written_whole(dst) as tmp, open(tmp, "wb") as out:
         for n, (_, raw) in enumerate(iter_lines(src)):
             if limit and n >= limit:
                 break
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    os.replace(tmp, dst)
     return dst

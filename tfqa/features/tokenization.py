@@ -140,6 +140,12 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
     return tok
 
 
+def pad_id_of(tok) -> int:
+    """The id batches of ``tok``'s tokens are padded with: its pad token, else 0 (padded positions
+    are masked out, so any id does; a tokenizer without a pad token must still batch)."""
+    return int(tok.pad_token_id or 0)
+
+
 def tokenizer_fingerprint(tok) -> str:
     """A hash of everything that decides token ids: vocabulary, added tokens, normaliser,
     pre-tokeniser and model. Truncation and padding are left out: the tokenizer changes them at

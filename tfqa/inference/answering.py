@@ -51,6 +51,7 @@ class Answerer:
 
     def answer(self, question: str, document_text: str, candidates: list[dict] | None = None) -> Answer:
         from tfqa.features.dataset import InMemoryFeatures
+        from tfqa.features.tokenization import pad_id_of
         from tfqa.inference.batch_scoring import score_candidates
 
         words = document_text.split(" ")
@@ -64,7 +65,7 @@ class Answerer:
             return Answer()
         ex = Example("0", question, words, is_html, cands)
         cols, _ = self.featurizer.featurize(ex, list(range(len(cands))))
-        outputs = score_candidates(self.model, InMemoryFeatures(cols, self.cfg.max_seq_len), pad_id=int(self.tok.pad_token_id or 0), device="cpu",
+        outputs = score_candidates(self.model, InMemoryFeatures(cols, self.cfg.max_seq_len), pad_id=pad_id_of(self.tok), device="cpu",
                                    top_level_only=self.top_level_only)
         [p] = dec.decode(outputs, dec.candidate_spans([ex]), self.decode, example_ids=["0"])
         out = Answer(long_answer_score=float(p.long_score), short_answer_score=float(p.short_score), yes_no_answer=p.yes_no)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfqa.core.destinations import written_whole
+
 
 @dataclass
 class ModelScores:
@@ -65,7 +67,7 @@ def score_model(model_uri: str, cache_key: str, data_path: str | Path, output_di
     from tfqa.inference.batch_scoring import InferenceConfig, score_candidates
     from tfqa.modeling.loading import load_tfqa_model
     from tfqa.modeling.saved import read_feature_config, read_top_level_only, trained_settings
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
     loaded = load_tfqa_model(model_uri)
     fcfg = read_feature_config(loaded.model_dir)
@@ -81,12 +83,11 @@ def score_model(model_uri: str, cache_key: str, data_path: str | Path, output_di
     rows = None if keys is None else store_rows(store, keys)
     t0 = time.perf_counter()
     outputs = score_candidates(loaded.model, store, rows, cfg=InferenceConfig(batch_tokens=batch_tokens),
-                               pad_id=int(load_tokenizer(loaded.model_dir).pad_token_id or 0), progress=progress,
+                               pad_id=pad_id_of(load_tokenizer(loaded.model_dir)), progress=progress,
                                top_level_only=settings["top_level_only"])
     seconds = time.perf_counter() - t0
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".part")
-    outputs.to_parquet(tmp, index=False)
-    tmp.replace(cache)
+    with written_whole(cache) as tmp:
+        outputs.to_parquet(tmp, index=False)
     timing.write_text(json.dumps({"seconds": seconds, "rows": len(outputs)}))
     return ModelScores(outputs, seconds, False, info.fingerprint, settings, cache)

@@ -26,6 +26,7 @@ from tfqa.pipeline.profiles import BACKBONE_STAGES, PROFILES, REPO, Profile
 
 def generate_data(profile: Profile) -> dict[str, str]:
     """Write the profile's generated train/dev/test files (once; they are deterministic)."""
+    from tfqa.core.destinations import written_whole
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
 
     s = profile.synth
@@ -46,9 +47,8 @@ def generate_data(profile: Profile) -> dict[str, str]:
     out = {}
     for key, (path, write) in files.items():
         if not path.exists():
-            tmp = path.with_name(path.name + ".part")
-            write(tmp)
-            os.replace(tmp, path)
+            with written_whole(path) as tmp:
+                write(tmp)
         out[key] = str(path)
     squad = Path(profile.squad_data)
     if not squad.exists():

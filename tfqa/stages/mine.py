@@ -126,9 +126,9 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
 
 
 def _pad_id(model_dir: Path) -> int:
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
-    return int(load_tokenizer(model_dir).pad_token_id or 0)
+    return pad_id_of(load_tokenizer(model_dir))
 
 
 def _wait_for_shards(shard_dir: Path, n: int, timeout_s: float = 24 * 3600) -> None:

@@ -105,8 +105,8 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.modeling.loading import StartingPoint
-    from tfqa.modeling.saved import log_tfqa_model
-    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
+    from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
     # The data first: a file with nothing to train on is refused before any model loads.
@@ -141,17 +141,14 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
                      "squad/dev_questions": len(dev_ex)}, step=0)
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
-    pad_id = int(tok.pad_token_id or 0)
+    pad_id = pad_id_of(tok)
     result = train(model, SquadWindows(train_feats), tcfg, out_dir=out_dir / "checkpoints", logger=run,
                    resume=None if cfg.resume == "none" else cfg.resume)
     metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
     run.log_metrics(metrics, step=int(getattr(result, "step", 0) or 0))
-    final = out_dir / "final"
-    model.save_pretrained(final)
-    tok.save_pretrained(str(final))
-    log_tfqa_model(run, final, features={"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
-                                         "html_tokens": cfg.html_tokens},
-                   params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
-                           "epochs": cfg.epochs, "max_questions": cfg.max_questions},
-                   tags={STAGE_TAG: "finetune_squad", BACKBONE_TAG: backbone_name})
+    save_final_model(run, model, tok, out_dir, {"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
+                                                "html_tokens": cfg.html_tokens},
+                     params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
+                             "epochs": cfg.epochs, "max_questions": cfg.max_questions},
+                     tags={STAGE_TAG: "finetune_squad", BACKBONE_TAG: backbone_name})
     return metrics

@@ -7,7 +7,6 @@ model -> train loop (checkpoints, resume) -> log the final model. The loop itsel
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,8 +92,9 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
 
     from tfqa.features.dataset import CandidateDataset, FeatureStore
     from tfqa.modeling.loading import StartingPoint
-    from tfqa.modeling.saved import log_tfqa_model, variant_model_info
+    from tfqa.modeling.saved import variant_model_info
     from tfqa.features.tokenization import load_tokenizer
+    from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
     v = cfg.variant
@@ -137,12 +137,8 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     result = train(model, CandidateDataset(store), train_cfg, out_dir=out_dir / "checkpoints", logger=run,
                    eval_fn=evaluator, resume=cfg.resume if cfg.resume != "none" else None, pad_id=tok.pad_token_id)
     metrics = {**result.metrics, **final_dev_evaluation(evaluator, model, result.step, run)}
-    if int(os.environ.get("RANK", "0")) == 0:
-        final = out_dir / "final"
-        model.save_pretrained(final)
-        tok.save_pretrained(str(final))
-        log_tfqa_model(run, final, features={**store.manifest["features"], "top_level_only": top_level_only,
-                                             "decode": DecodeConfig(decode=v.decode).to_dict()}, **variant_model_info(v))
+    save_final_model(run, model, tok, out_dir, {**store.manifest["features"], "top_level_only": top_level_only,
+                                                 "decode": DecodeConfig(decode=v.decode).to_dict()}, **variant_model_info(v))
     return metrics
 
 
@@ -150,7 +146,9 @@ def final_dev_evaluation(evaluator, model, step: int, run) -> dict[str, float]:
     """The final model's dev metrics, logged at the last step (rank 0). The loop's own evaluation
     already ran there when ``eval_every`` is set: it is not repeated, and its metrics are the
     loop's last ones (the caller has them)."""
-    if evaluator is None or int(os.environ.get("RANK", "0")) != 0 or evaluator.last_step == step:
+    from tfqa.training.checkpoint import is_rank_zero
+
+    if evaluator is None or not is_rank_zero() or evaluator.last_step == step:
         return {}
     metrics = evaluator(model, step)
     run.log_metrics(metrics, step)

@@ -98,7 +98,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     dev = DevSet.read(cfg.dev_data, cfg.dev_examples)
     dev_path = Path(cfg.dev_data)
     if cfg.dev_examples:
-        dev_path = write_subset(cfg.dev_data, Path(cfg.output_dir) / "features" / f"dev-{cfg.dev_examples}.jsonl", cfg.dev_examples)
+        dev_path = write_subset(cfg.dev_data, Path(cfg.output_dir) / "features", cfg.dev_examples)
     run.log_params({"validate": asdict(cfg), "alias": alias, "decode": dcfg.to_dict(),
                     "cascade": [asdict(st) for st in manifest.cascade] or "none",
                     **{f"weight.{m.name}": m.weight for m in manifest.models}})

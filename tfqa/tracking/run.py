@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +42,6 @@ from tfqa.tracking.system import SystemMetrics, next_system_metrics_step, system
 
 _log = logging.getLogger(__name__)
 
-UNKNOWN_COMMIT = "unknown"
 # The pipeline names its parent run here for the stage runs it launches (tfqa.pipeline.steps); a stage
 # that finds it nests its run under that parent.
 PARENT_RUN_ENV = "TFQA_PARENT_RUN_ID"
@@ -63,18 +61,6 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
-
-
-
-def git_commit(repo: str | os.PathLike | None = None) -> str:
-    """HEAD of the git checkout holding ``repo`` (default: the one holding this package), or "unknown"."""
-    where = Path(repo) if repo is not None else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return UNKNOWN_COMMIT
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) == 40 else UNKNOWN_COMMIT
 
 
 

@@ -227,3 +227,25 @@ def load_checkpoint(
             restore_rng_state(ranks[rank])
             state["rng_restored"] = True
     return state
+
+
+# ------------------------------------------------------------------------------------ final model
+def is_rank_zero() -> bool:
+    """Whether this process is the first (or only) one of a ``torchrun`` launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def save_final_model(run, model, tok, out_dir: str | os.PathLike, features: dict, *,
+                     params: dict | None = None, tags: dict | None = None) -> Path | None:
+    """The trained model and its tokenizer in ``out_dir/final``, logged as the run's model (see
+    ``log_tfqa_model``). Rank 0 only: under DDP every rank holds the same weights, and every rank
+    writing one folder and logging one model would collide. Returns the folder (None elsewhere)."""
+    if not is_rank_zero():
+        return None
+    from tfqa.modeling.saved import log_tfqa_model
+
+    final = Path(out_dir) / "final"
+    model.save_pretrained(final)
+    tok.save_pretrained(str(final))
+    log_tfqa_model(run, final, features, params=params, tags=tags)
+    return final
