@@ -1,9 +1,6 @@
 """MLflow entry point `promote`: register a finished training run's model and move the alias."""
 import click
-from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
-
-from tfqa import tracking
-from tfqa.inference.manifest import EnsembleManifest, promote
+from _args import StageCommand, load_settings, option_names, option_values, resolver, run_entry_point
 
 
 def _variant_of(run_id: str) -> str:
@@ -23,6 +20,10 @@ def _variant_of(run_id: str) -> str:
 @click.option("--alias", default="", help="Alias to move (default: the manifest's).")
 @click.pass_context
 def main(ctx, run_id, **_):
+    # Imported here, after run_entry_point's handover to the prefork server (when there is one).
+    from tfqa import tracking
+    from tfqa.inference.manifest import EnsembleManifest, promote
+
     settings = load_settings()
     with tracking.start_run(run_name=tracking.run_name("promote", _variant_of(run_id)),
                             tags={"tfqa.stage": "promote", "tfqa.upstream.train": run_id}) as run:
@@ -40,4 +41,4 @@ def main(ctx, run_id, **_):
 
 
 if __name__ == "__main__":
-    main(args=normalised_argv())
+    run_entry_point(lambda: main)
