@@ -1,6 +1,11 @@
-"""Command-line plumbing shared by the entry point scripts, which import it before anything heavy."""
+"""Command-line plumbing shared by the entry point scripts, which import it before anything heavy.
+
+An entry point script defines ``command()``, which imports the stage and returns its click command,
+and runs ``run_entry_point(command)`` as ``__main__``: the stage's heavy imports happen only after
+the script had its chance to hand itself to the prefork server."""
 import sys
 from pathlib import Path
+from typing import Callable
 
 # The stage runs the code of the checkout it was started from, whatever environment runs it:
 # `--env-manager uv` installs a snapshot of tfqa into an environment that is kept across code
@@ -11,12 +16,17 @@ from tfqa.core.errors import RefusingCommand  # noqa: E402
 from tfqa.pipeline.prefork import delegate_if_configured  # noqa: E402
 from tfqa.core.progress import quiet_library_bars  # noqa: E402
 
-# A stage's log is read in a file as often as on a terminal: library bars off where they would
-# be noise; tfqa's own progress (tfqa.core.progress) reports instead.
-quiet_library_bars()
-# Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
-# process only waits for its exit status.
-delegate_if_configured()
+
+def run_entry_point(command: Callable) -> None:
+    """Run the click command ``command()`` returns on this process's command line."""
+    # A stage's log is read in a file as often as on a terminal: library bars off where they would
+    # be noise; tfqa's own progress (tfqa.core.progress) reports instead. Before the handover, so
+    # that the environment the stage gets says so.
+    quiet_library_bars()
+    # Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
+    # process only waits for its exit status.
+    delegate_if_configured()
+    command()(args=normalised_argv())
 
 
 class StageCommand(RefusingCommand):
@@ -46,22 +56,23 @@ def format_metrics(metrics) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
 
 
-def given_options(ctx, *, skip=()) -> dict:
+def given_options(ctx, *, skip=(), only=None) -> dict:
     """The options the command line gave a value (MLflow passes a -P left empty as ``''``)."""
     from click.core import ParameterSource
 
     return {name: value for name, value in ctx.params.items()
-            if name not in skip and value not in ("", None)
+            if name not in skip and (only is None or name in only) and value not in ("", None)
             and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
-def option_values(ctx, values: dict, *, skip=()) -> dict:
-    """Every option of the command: its resolved value (converted to the option's type) where
-    there is one, else what it was given, else its default (an empty value counts as none)."""
+def option_values(ctx, values: dict, *, skip=(), only=None) -> dict:
+    """Every option of the command (or those named in ``only``): its resolved value (converted
+    to the option's type) where there is one, else what it was given, else its default (an
+    empty value counts as none)."""
     out = {}
     for param in ctx.command.params:
         name = param.name
-        if name not in ctx.params or name in skip:
+        if name not in ctx.params or name in skip or (only is not None and name not in only):
             continue
         if name in values:
             out[name] = param.type_cast_value(ctx, values[name])
@@ -92,3 +103,24 @@ def resolver(entry_point: str, ctx, settings, run=None, *, given=None, skip=()):
 
 def option_names(ctx, *, skip=()) -> set:
     return {p.name for p in ctx.command.params if p.name in ctx.params and p.name not in skip}
+
+
+def stage_config(ctx, options, entry_point: str, settings, run=None, inputs=None, *, given=(), accepts=()):
+    """The stage's settings (``options.build``) from its command line, each value left empty
+    filled from the settings file (``parameters.<entry point>``), then by ``inputs(resolver)``
+    (the stage's data, backbones and upstream runs: ``tfqa.pipeline.resolve``), else the
+    dataclass default; with one error for whatever stays missing, and each resolution printed
+    and tagged on ``run``. Returns the config and the resolver (a stage that resolves before its
+    run opens, ``run=None``, records it there itself).
+
+    ``given`` adds to the options given on the command line (the training stages' variant
+    overrides), ``accepts`` to the settings keys taken; what ``inputs`` returns are fields of
+    the config the entry point fixes itself."""
+    names = options.option_names
+    r = resolver(entry_point, ctx, settings, run, given={**given_options(ctx, only=names), **dict(given)})
+    r.fill_parameters(names | set(accepts))
+    fixed = (inputs(r) if inputs is not None else None) or {}
+    values = r.finish()
+    if run is not None:
+        r.record(run)
+    return options.build(option_values(ctx, values, only=names), **fixed), r

@@ -1,31 +1,29 @@
 """MLflow entry point `predict`: Kaggle submission.csv from a finished validate run."""
-import click
-from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
-
-from tfqa import tracking
-
-from tfqa.pipeline import resolve
-from tfqa.stages.predict import PredictConfig, run_predict
+from _args import StageCommand, load_settings, run_entry_point, stage_config
 
 
-@click.command(cls=StageCommand)
-@click.option("--validate-run", default="", help="A finished validate run id (default: the latest FINISHED one).")
-@click.option("--test-data", default="", help="Test jsonl (Kaggle simplified format; default: settings data.test).")
-@click.option("--output-dir", default="outputs", show_default=True)
-@click.option("--thresholds", type=click.Choice(["kaggle", "official"]), default="kaggle", show_default=True)
-@click.pass_context
-def main(ctx, **_):
-    settings = load_settings()
-    with tracking.start_run(run_name=tracking.run_name("predict"), tags={tracking.names.STAGE_TAG: "predict"}) as run:
-        r = resolver("predict", ctx, settings, run)
-        r.fill_parameters(option_names(ctx))
-        resolve.predict_inputs(r)
-        values = r.finish()
-        r.record(run)
-        cfg = PredictConfig(**option_values(ctx, values))
-        path = run_predict(cfg, run)
-    click.echo(f"submission: {path}")
+def command():
+    import click
+
+    from tfqa import tracking
+    from tfqa.pipeline import resolve
+    from tfqa.stages.options import StageOptions
+    from tfqa.stages.predict import PredictConfig, run_predict
+
+    options = StageOptions(PredictConfig)
+
+    @click.command(cls=StageCommand)
+    @options
+    @click.pass_context
+    def main(ctx, **_):
+        settings = load_settings()
+        with tracking.start_run(run_name=tracking.run_name("predict"), tags={tracking.names.STAGE_TAG: "predict"}) as run:
+            cfg, _ = stage_config(ctx, options, "predict", settings, run, resolve.predict_inputs)
+            path = run_predict(cfg, run)
+        click.echo(f"submission: {path}")
+
+    return main
 
 
 if __name__ == "__main__":
-    main(args=normalised_argv())
+    run_entry_point(command)

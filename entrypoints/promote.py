@@ -1,18 +1,15 @@
 """MLflow entry point `promote`: register a finished training run's model and move the alias."""
 import click
-from _args import StageCommand, load_settings, normalised_argv, option_names, option_values, resolver
-
-from tfqa import tracking
-from tfqa.inference.manifest import EnsembleManifest
-from tfqa.tracking.registry import promote
+from _args import StageCommand, load_settings, option_names, option_values, resolver, run_entry_point
 
 
 def _variant_of(run_id: str) -> str:
     """For the run's name (promote-v3); the promotion itself checks the run."""
+    from tfqa.tracking.names import VARIANT_TAG
     from tfqa.tracking.queries import run_tags
 
     try:
-        return run_tags(run_id).get(tracking.names.VARIANT_TAG, "")
+        return run_tags(run_id).get(VARIANT_TAG, "")
     except Exception:  # a bad id is refused by promote() with its own message
         return ""
 
@@ -24,6 +21,11 @@ def _variant_of(run_id: str) -> str:
 @click.option("--alias", default="", help="Alias to move (default: the manifest's).")
 @click.pass_context
 def main(ctx, run_id, **_):
+    # Imported here, after run_entry_point's handover to the prefork server (when there is one).
+    from tfqa import tracking
+    from tfqa.inference.manifest import EnsembleManifest
+    from tfqa.tracking.registry import promote
+
     settings = load_settings()
     with tracking.start_run(run_name=tracking.run_name("promote", _variant_of(run_id)),
                             tags={tracking.names.STAGE_TAG: "promote", f"{tracking.names.UPSTREAM_TAG_PREFIX}train": run_id}) as run:
@@ -41,4 +43,4 @@ def main(ctx, run_id, **_):
 
 
 if __name__ == "__main__":
-    main(args=normalised_argv())
+    run_entry_point(lambda: main)

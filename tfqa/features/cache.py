@@ -58,6 +58,7 @@ class BuildConfig:
     scores_path: str | None = None
     """Mining scores table (Parquet), needed by the ``hard`` strategy."""
     max_bad_lines: int = 0
+    """Skip up to this many malformed lines (each is printed); one more is an error."""
     max_lines: int = 0
     """Read only the first this many lines of the input (0: all): a quick run on part of the data."""
     workers: int = 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from tfqa.features.labels import candidate_labels
 from tfqa.data.records import AnswerClass, Example
-from tfqa.features.tokenization import HtmlTokens, check_html_tokens
+from tfqa.features.tokenization import HtmlTokenMode, HtmlTokens, check_html_tokens
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class FeatureConfig:
     """Whole input length in subwords, special tokens included."""
     max_question_len: int = 64
     """Question length in subwords; longer questions lose their tail."""
-    html_tokens: str = "tfqa"
+    html_tokens: HtmlTokenMode = "tfqa"
     """Which token a tag word becomes: ``original`` (the 1st place's: nine opening tags get added
     tokens, every other tag ``<``, or ``qw99`` on SentencePiece tokenizers) or ``tfqa`` (closing
     tags share their opening tag's token, other tags one ``<Tag>``). See ``tfqa.features.tokenization``."""

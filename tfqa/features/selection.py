@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal, Mapping, get_args
 
 import numpy as np
 
 from tfqa.features.labels import positive_indices
 from tfqa.data.records import Example
 
-STRATEGIES = ("all", "random", "hard")
+Strategy = Literal["all", "random", "hard"]
+STRATEGIES = get_args(Strategy)
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    strategy: str = "all"
+    strategy: Strategy = "all"
     """``all`` (every candidate: inference, mining), ``random`` or ``hard`` negatives."""
     negatives: int = 2
     """Negatives per example for ``random`` and ``hard``."""

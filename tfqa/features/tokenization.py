@@ -23,8 +23,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
-HTML_TOKEN_MODES = ("tfqa", "original")
+HtmlTokenMode = Literal["tfqa", "original"]
+HTML_TOKEN_MODES = get_args(HtmlTokenMode)
 STRUCTURAL_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
 OTHER_TAG_TOKEN = "<Tag>"
 HTML_TOKENS = tuple(f"<{t}>" for t in STRUCTURAL_TAGS) + (OTHER_TAG_TOKEN,)

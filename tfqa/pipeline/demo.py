@@ -154,7 +154,8 @@ def ui_hint(uri: str, experiment_id: str) -> str:
 
 DEMO_HEADER = "# Written by tfqa.pipeline.demo"
 LEGACY_DEMO_HEADER = "# Written by tfqa.demo"  # what a clone's tfqa.yaml says from before the package was grouped
-# Step parameters that are run ids of this pipeline, or data and backbones (their own sections).
+# Step parameters that are run ids of this pipeline or the digest of its manifest (what this run
+# read: ValidateConfig.manifest_digest), or data and backbones (their own sections).
 _NOT_SETTINGS = {"mining_run", "init_model", "model", "run_id", "validate_run", "promotions", "manifest_digest",
                  "variant", "backbone", "tokenizer", "input", "train_data", "dev_data", "test_data", "squad_data"}
 

@@ -15,7 +15,6 @@ the new parent as a small ``<name> (reused)`` run pointing at the run it reused.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -146,6 +145,8 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
 
 def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, Callable[[PipelineResult], dict]]]:
     """(step name, entry point, params given the results so far) in execution order."""
+    from tfqa.stages.validate import manifest_digest
+
     manifest = EnsembleManifest.load(profile.manifest)
     work = Path(profile.work_dir).resolve()
     common = {"output_dir": str(work / "outputs")}
@@ -196,7 +197,7 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
         # The promotions are upstream: a new model version must not reuse an old validation; nor
         # may new weights in the manifest (its path alone would not change).
         "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models),
-        "manifest_digest": hashlib.sha256(Path(profile.manifest).read_bytes()).hexdigest()[:16]}))
+        "manifest_digest": manifest_digest(profile.manifest)}))
     if data.get("test"):
         steps.append(("predict", "predict", lambda r: {
             "validate_run": r.run_id("validate"), "test_data": data["test"], **common}))

@@ -22,19 +22,23 @@ from tfqa.tracking.names import DATA_FINGERPRINT_TAG, MINING_DIR, MODEL_VERSION_
 @dataclass(frozen=True)
 class MineConfig:
     model: str
-    """The scoring model: run id, runs:/ or models:/ URI, or a local model dir."""
+    """The scoring model: run id, runs:/ or models:/ URI, or a local model dir (default: the latest
+    FINISHED train_bert_base run)."""
     train_data: str
-    """The NQ training file."""
+    """The NQ training file (default: settings data.train)."""
     output_dir: str = "outputs"
     top_level_only: bool = False
+    """Score the top-level negatives only (``SelectionConfig.top_level_only``)."""
     negatives_per_example: int = 2
     """How many hard negatives per example the selection table keeps."""
     n_shards: int = 16
     max_seq_len: int = 0
     """0: what the scoring model was trained with (its candidates are then seen as in training)."""
     max_question_len: int = 0
+    """0: what the scoring model was trained with."""
     batch_tokens: int = 16384
     workers: int = 0
+    """Feature-building processes (0: one per CPU core)."""
     max_lines: int = 0
     """Mine only the first this many training examples (0: all); the hard-negative variants then
     train on the same ones (their own ``max_lines``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -25,9 +26,11 @@ from tfqa.tracking.upstream import download_run_artifact, require_stage
 @dataclass(frozen=True)
 class PredictConfig:
     validate_run: str
+    """A finished validate run id (default: the latest FINISHED one)."""
     test_data: str
+    """Test jsonl, Kaggle's simplified format (default: settings data.test)."""
     output_dir: str = "outputs"
-    thresholds: str = "kaggle"
+    thresholds: Literal["kaggle", "official"] = "kaggle"
     """``kaggle`` (the pair that maximised Kaggle's micro-F1) or ``official`` (best-F1 per type)."""
 
 

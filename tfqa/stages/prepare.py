@@ -5,7 +5,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from tfqa.features.cache import BuildConfig, CacheInfo, build_features
-from tfqa.features.featurize import FeatureConfig
 from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.features.selection import SelectionConfig
 from tfqa.tracking.names import DATA_FINGERPRINT_TAG, FEATURES_MANIFEST_ARTIFACT, FEATURES_PATH_TAG
@@ -14,11 +13,14 @@ from tfqa.tracking.names import DATA_FINGERPRINT_TAG, FEATURES_MANIFEST_ARTIFACT
 @dataclass(frozen=True)
 class PrepareConfig:
     input: str
-    """NQ file (simplified jsonl or original jsonl[.gz], plain or gzip)."""
+    """NQ file (simplified jsonl or original jsonl[.gz], plain or gzip; default: settings data.train)."""
     tokenizer: str
-    """Local directory holding the backbone's tokenizer."""
+    """Local directory holding the backbone's tokenizer (default: settings backbones.<train_bert_base's
+    backbone name>)."""
     cache_dir: str = "features"
-    build: BuildConfig = field(default_factory=BuildConfig)
+    """Where the feature caches are kept, one folder per fingerprint."""
+    build: BuildConfig = field(default_factory=lambda: BuildConfig(selection=SelectionConfig("random")))
+    """What to build; by default the features ``train_bert_base`` trains on (random negatives)."""
 
     def __post_init__(self) -> None:
         from tfqa.data.readers import require_file
@@ -58,19 +60,3 @@ def skipped_errors(cfg: PrepareConfig, info: CacheInfo) -> list:
 
     return [BadInputError(cfg.input, s["line"], s["field"], s["reason"]) for s in info.manifest.get("skipped", [])]
 
-
-def build_config(
-    *, max_seq_len: int, max_question_len: int, strategy: str, negatives: int, top_level_only: bool,
-    seed: int, scores: str | None, max_bad_lines: int, workers: int, random_negatives: int = 0,
-    html_tokens: str = "tfqa",
-    allow_empty: bool = False,
-) -> BuildConfig:
-    return BuildConfig(
-        features=FeatureConfig(max_seq_len=max_seq_len, max_question_len=max_question_len, html_tokens=html_tokens),
-        selection=SelectionConfig(strategy=strategy, negatives=negatives, top_level_only=top_level_only, seed=seed,
-                                  random_negatives=random_negatives),
-        scores_path=scores or None,
-        max_bad_lines=max_bad_lines,
-        workers=workers,
-        allow_empty=allow_empty,
-    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -17,22 +18,29 @@ from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_
 from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
 from tfqa.squad.data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad.metric import evaluate
+from tfqa.features.tokenization import HtmlTokenMode
+from tfqa.training.loop import PRECISIONS
 
 
 @dataclass(frozen=True)
 class SquadStageConfig:
     backbone: str
+    """Local dir of the pretrained backbone (default: settings backbones.<backbone_name>; the name
+    defaults to the ALBERT variants' backbone)."""
     squad_data: str
-    """SQuAD 2.0 JSON to train on (split by article into train/dev when ``squad_dev`` is empty)."""
+    """SQuAD 2.0 JSON to train on (split by article into train/dev when ``squad_dev`` is empty;
+    default: settings data.squad)."""
     squad_dev: str = ""
+    """SQuAD 2.0 dev JSON (default: settings data.squad_dev, else split ``squad_data``)."""
     dev_fraction: float = 0.25
+    """The share of ``squad_data``'s articles split off as the dev set when there is no ``squad_dev``."""
     max_questions: int = 0
     """Train on a seeded sample of this many questions (0: all)."""
     max_dev_questions: int = 600
     max_seq_len: int = 384
     doc_stride: int = 128
     max_question_len: int = 64
-    html_tokens: str = "tfqa"
+    html_tokens: HtmlTokenMode = "tfqa"
     """The tag vocabulary the tokenizer carries on to the NQ variants trained from this model
     (SQuAD paragraphs hold no tags; see ``FeatureConfig.html_tokens``)."""
     lr: float = 3e-5
@@ -41,13 +49,15 @@ class SquadStageConfig:
     max_steps: int = 0
     seed: int = 42
     backbone_name: str = ""
+    """Name recorded as the backbone (default: the dir name)."""
     init_model: str = ""
     """Start from this tfqa model (run id, runs:/ or models:/ URI) instead of the bare backbone;
     its tokenizer comes along. The backbone still names what the model is built on."""
     output_dir: str = "outputs"
     checkpoint_every: int = 500
-    precision: str = "auto"
+    precision: Literal[PRECISIONS] = "auto"
     resume: str = "auto"
+    """``auto`` (from the latest checkpoint of this run's output dir, if any), ``none`` or a checkpoint dir."""
 
 
 class SquadWindows:

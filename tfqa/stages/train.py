@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from tfqa.inference.decode import DecodeConfig
 from tfqa.features.cache import MANIFEST, BuildConfig, build_features
@@ -18,6 +19,7 @@ from tfqa.features.selection import SelectionConfig
 from tfqa.tracking.names import (BACKBONE_DIR_TAG, BACKBONE_TAG, DATA_FINGERPRINT_TAG, FEATURES_PATH_TAG, MINING_SCORES_ARTIFACT,
                                  MODEL_TYPE_TAG, REGISTERED_MODEL_TAG, UPSTREAM_TAG_PREFIX)
 from tfqa.tracking.upstream import download_run_artifact, is_run_id, run_tag
+from tfqa.training.loop import OPTIMIZERS, PRECISIONS
 from tfqa.training.variants import Variant
 
 
@@ -26,27 +28,34 @@ from tfqa.training.variants import Variant
 class TrainStageConfig:
     variant: Variant
     backbone: str
-    """Local dir of the pretrained backbone (tokenizer + weights)."""
+    """Local dir of the pretrained backbone, tokenizer + weights (default: settings backbones.<name>,
+    or the SQuAD run's)."""
     train_data: str
-    """NQ train file, a feature cache dir, or a ``prepare`` run id."""
+    """NQ train file, a feature cache dir, or a ``prepare`` run id (default: settings data.train,
+    or the mining run's)."""
     dev_data: str = ""
     """NQ dev file: the run ends with an evaluation on its first ``dev_examples`` examples, and
-    evaluates every ``eval_every`` steps as well when that is set (empty: no evaluation)."""
+    evaluates every ``eval_every`` steps as well when that is set (empty: no evaluation; default:
+    settings data.dev)."""
     dev_examples: int = 200
     mining_run: str = ""
-    """Run id of ``mine_hard_negatives`` (needed when the variant samples hard negatives)."""
+    """Run id of ``mine_hard_negatives``, needed when the variant samples hard negatives (default:
+    the latest FINISHED one on this train file)."""
     init_model: str = ""
-    """Start from this tfqa/SQuAD model (run id, runs:/ or models:/) instead of the backbone."""
+    """Start from this tfqa/SQuAD model (run id, runs:/ or models:/) instead of the backbone
+    (ALBERT variants; default: the latest FINISHED SQuAD run on this backbone)."""
     output_dir: str = "outputs"
     max_steps: int = 0
     """Stop after this many optimizer steps (0: train ``variant.epochs``)."""
     checkpoint_every: int = 500
     eval_every: int = 0
     log_every: int = 10
-    precision: str = "auto"
-    optimizer: str = "adamw"
+    precision: Literal[PRECISIONS] = "auto"
+    optimizer: Literal[OPTIMIZERS] = "adamw"
     resume: str = "auto"
+    """``auto`` (from the latest checkpoint of this run's output dir, if any), ``none`` or a checkpoint dir."""
     workers: int = 0
+    """Feature-building processes (0: one per CPU core)."""
     max_lines: int = 0
     """Train on the first this many examples of a train file (0: all), e.g. the ones a mining run
     limited to them scored."""

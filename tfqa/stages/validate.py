@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import re
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,28 +31,36 @@ from tfqa.tracking.names import (DATA_FINGERPRINT_TAG, HTML_TOKENS_TAG_PREFIX, O
                                  UPSTREAM_TAG_PREFIX, VALIDATION_DIR)
 from tfqa.tracking.registry import record_models_used, resolve_aliases
 from tfqa.evaluation.nq_metric import ScoredAnswers, score_answers
+from tfqa.core.errors import UserError
 
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    manifest: str
-    dev_data: str
+    manifest: str = "registry/ensemble.yaml"
+    """The ensemble manifest (default: settings parameters.validate.manifest, else this)."""
+    dev_data: str = ""
+    """NQ dev file, original jsonl.gz or simplified (default: settings data.dev)."""
     alias: str = ""
     """Alias to pull (default: the manifest's)."""
     output_dir: str = "outputs"
     fit_weights: bool = False
     """Fit the ensemble weights on the dev set, cross-validated over its two halves."""
     dev_examples: int = 0
-    decode: str = ""
+    """Only the first this many dev examples (0: all)."""
+    decode: Literal["", "joint", "original"] = ""
     """``joint`` or ``original`` (empty: the manifest's)."""
     max_answer_words: int = 0
     """Longest short answer of the joint decoding (0: the manifest's)."""
-    cascade: str = ""
+    cascade: Literal["", "none"] = ""
     """``none``: skip the manifest's pruning cascade (empty: run it)."""
     batch_tokens: int = 16384
     promotions: str = ""
     """Run ids of the promotions this validation follows (recorded so reuse sees new versions)."""
+    manifest_digest: str = ""
+    """The digest of the manifest's content (``manifest_digest()``) when the pipeline read it: a
+    changed manifest then changes the step's reuse key, as its path alone would not. A manifest
+    whose content no longer has this digest is refused (empty: not checked)."""
 
     def __post_init__(self) -> None:
         if self.cascade not in ("", "none"):
@@ -59,6 +69,18 @@ class ValidateConfig:
     def decode_config(self, manifest: EnsembleManifest) -> dec.DecodeConfig:
         return dec.DecodeConfig(self.max_answer_words or manifest.decode.max_answer_words,
                                 self.decode or manifest.decode.decode)
+
+
+def manifest_digest(path: str | Path) -> str:
+    """A short hash of a manifest file's bytes: the pipeline's reuse key for its content."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def check_manifest_digest(cfg: ValidateConfig) -> None:
+    """Refuse a manifest whose content is not the one ``cfg.manifest_digest`` was taken of."""
+    if cfg.manifest_digest and manifest_digest(cfg.manifest) != cfg.manifest_digest:
+        raise UserError(f"its content (digest {manifest_digest(cfg.manifest)}) is not the one given as manifest_digest "
+                        f"{cfg.manifest_digest}: it changed after the pipeline read it", cfg.manifest)
 
 
 def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
@@ -90,6 +112,7 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     from tfqa.inference.cascade import restrict, run_cascade
 
     manifest = EnsembleManifest.load(cfg.manifest)  # every manifest error before any model loads
+    check_manifest_digest(cfg)
     if cfg.cascade == "none":
         manifest = replace(manifest, cascade=())
     dcfg = cfg.decode_config(manifest)
