@@ -8,6 +8,7 @@ cascade. Candidate lengths are uniform in 1..128 words (about 50M words in all).
     python benchmarks/decode.py
     python benchmarks/decode.py --models 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,7 @@ def synthetic(n_examples: int, n_cands: int, max_words: int, seed: int):
         sums = np.add.reduceat(raw, offsets[:-1])
         return Ragged(raw / np.repeat(sums, lengths), offsets.astype(np.int64))
 
-    out = CandidateOutputs(example_id, candidate_index, word_offset, class_probs.astype(np.float32),
-                           word_probs(), word_probs())
+    out = CandidateOutputs(example_id, candidate_index, word_offset, class_probs.astype(np.float32), word_probs(), word_probs())
     spans = {
         ex: np.stack([word_offset[:n_cands], word_offset[:n_cands] + max_words], axis=1).astype(np.int64)
         for ex in example_id[::n_cands]
@@ -52,14 +52,16 @@ def to_arrow(out) -> pa.Table:
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
     cls_offsets = np.arange(0, 5 * len(out) + 1, 5)
-    return pa.table({
-        "example_id": pa.array(out.example_id.tolist(), pa.string()),
-        "candidate_index": out.candidate_index,
-        "word_offset": out.word_offset,
-        "class_probs": lists(out.class_probs.reshape(-1), cls_offsets),
-        "start_probs": lists(out.start_probs.values, out.start_probs.offsets),
-        "end_probs": lists(out.end_probs.values, out.end_probs.offsets),
-    })
+    return pa.table(
+        {
+            "example_id": pa.array(out.example_id.tolist(), pa.string()),
+            "candidate_index": out.candidate_index,
+            "word_offset": out.word_offset,
+            "class_probs": lists(out.class_probs.reshape(-1), cls_offsets),
+            "start_probs": lists(out.start_probs.values, out.start_probs.offsets),
+            "end_probs": lists(out.end_probs.values, out.end_probs.offsets),
+        }
+    )
 
 
 def timed(label: str, fn, n_examples: int):
@@ -85,8 +87,10 @@ def main() -> None:
     t0 = time.perf_counter()
     out, spans = synthetic(args.examples, args.candidates, args.max_words, seed=0)
     words = len(out.start_probs.values)
-    print(f"{args.examples:,} examples x {args.candidates} candidates = {len(out):,} rows, {words:,} words "
-          f"(built in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"{args.examples:,} examples x {args.candidates} candidates = {len(out):,} rows, {words:,} words "
+        f"(built in {time.perf_counter() - t0:.1f} s)"
+    )
 
     n = args.examples
     preds = timed("decode(CandidateOutputs)", lambda: decode(out, spans), n)
@@ -103,7 +107,8 @@ def main() -> None:
         # The other models' rows come in another order (the worst case for alignment).
         models = [out] + [
             synthetic(args.examples, args.candidates, args.max_words, seed=k)[0].take(
-                np.random.default_rng(k).permutation(len(out)))
+                np.random.default_rng(k).permutation(len(out))
+            )
             for k in range(1, args.models)
         ]
         aligned = timed(f"align({args.models} models, rows shuffled)", lambda: align(models), n)

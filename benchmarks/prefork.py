@@ -6,6 +6,7 @@ every stage imports, then exit), so the figure is the start-up a pipeline stage 
 
     python benchmarks/prefork.py --runs 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def main() -> None:
             timed(script, env_pf)  # the first one waits for the server's own imports
             forked = [timed(script, env_pf) for _ in range(args.runs)]
     print(f"fresh process: median {statistics.median(fresh):.2f} s over {args.runs} runs")
-    print(f"prefork server: median {statistics.median(forked):.2f} s over {args.runs} runs "
-          f"({statistics.median(fresh) / statistics.median(forked):.0f}x less start-up per stage)")
+    print(
+        f"prefork server: median {statistics.median(forked):.2f} s over {args.runs} runs "
+        f"({statistics.median(fresh) / statistics.median(forked):.0f}x less start-up per stage)"
+    )
 
 
 if __name__ == "__main__":

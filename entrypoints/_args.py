@@ -3,9 +3,10 @@
 An entry point script defines ``command()``, which imports the stage and returns its click command,
 and runs ``run_entry_point(command)`` as ``__main__``: the stage's heavy imports happen only after
 the script had its chance to hand itself to the prefork server."""
+
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # The stage runs the code of the checkout it was started from, whatever environment runs it:
 # `--env-manager uv` installs a snapshot of tfqa into an environment that is kept across code
@@ -13,8 +14,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tfqa.core.errors import RefusingCommand  # noqa: E402
-from tfqa.pipeline.prefork import delegate_if_configured  # noqa: E402
 from tfqa.core.progress import quiet_library_bars  # noqa: E402
+from tfqa.pipeline.prefork import delegate_if_configured  # noqa: E402
 
 
 def run_entry_point(command: Callable) -> None:
@@ -60,9 +61,14 @@ def given_options(ctx, *, skip=(), only=None) -> dict:
     """The options the command line gave a value (MLflow passes a -P left empty as ``''``)."""
     from click.core import ParameterSource
 
-    return {name: value for name, value in ctx.params.items()
-            if name not in skip and (only is None or name in only) and value not in ("", None)
-            and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in skip
+        and (only is None or name in only)
+        and value not in ("", None)
+        and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
 
 
 def option_values(ctx, values: dict, *, skip=(), only=None) -> dict:
@@ -97,8 +103,13 @@ def resolver(entry_point: str, ctx, settings, run=None, *, given=None, skip=()):
     from tfqa.pipeline.resolve import StageResolver, experiment_of
 
     run_id = run.run_id if run is not None else None
-    return StageResolver(entry_point, given_options(ctx, skip=skip) if given is None else given, settings,
-                         experiment_id=experiment_of(run_id), run_id=run_id)
+    return StageResolver(
+        entry_point,
+        given_options(ctx, skip=skip) if given is None else given,
+        settings,
+        experiment_id=experiment_of(run_id),
+        run_id=run_id,
+    )
 
 
 def option_names(ctx, *, skip=()) -> set:

@@ -1,6 +1,7 @@
 """MLflow entry point `mine_hard_negatives`: score every negative training candidate.
 
 Under torchrun each rank scores its share of the shards; rank 0 merges and logs."""
+
 import os
 
 from _args import StageCommand, format_metrics, load_settings, run_entry_point, stage_config
@@ -26,8 +27,9 @@ def command():
     def main(ctx, **_):
         settings = load_settings()
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-        with tracking.start_run(run_name=tracking.run_name("mine_hard_negatives"),
-                                tags={tracking.names.STAGE_TAG: "mine_hard_negatives"}) as run:
+        with tracking.start_run(
+            run_name=tracking.run_name("mine_hard_negatives"), tags={tracking.names.STAGE_TAG: "mine_hard_negatives"}
+        ) as run:
             cfg, _ = stage_config(ctx, options, "mine_hard_negatives", settings, run, inputs)
             summary = run_mine(cfg, run, rank=rank, world_size=world)
         click.echo(f"mined: {format_metrics(summary)}")

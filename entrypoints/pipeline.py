@@ -1,4 +1,5 @@
 """MLflow entry point `pipeline`: every stage in order, reusing finished runs (see tfqa.pipeline.steps)."""
+
 import sys
 from pathlib import Path
 

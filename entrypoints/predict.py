@@ -1,4 +1,5 @@
 """MLflow entry point `predict`: Kaggle submission.csv from a finished validate run."""
+
 from _args import StageCommand, load_settings, run_entry_point, stage_config
 
 

@@ -1,4 +1,5 @@
 """MLflow entry point `prepare`: candidate features of an NQ file, cached by fingerprint."""
+
 from _args import StageCommand, load_settings, run_entry_point, stage_config
 
 
@@ -21,8 +22,10 @@ def command():
     def main(ctx, **_):
         settings = load_settings()
         # The tokenizer is the one the first model (train_bert_base) trains with.
-        tokenizer_name = next((value for key, (value, _) in settings.parameters_for("train_bert_base").items()
-                               if key == "backbone_name"), VARIANTS["bert_base"].backbone_name)
+        tokenizer_name = next(
+            (value for key, (value, _) in settings.parameters_for("train_bert_base").items() if key == "backbone_name"),
+            VARIANTS["bert_base"].backbone_name,
+        )
         # No upstream runs to look up: resolved, and the input checked, before a run is opened.
         cfg, r = stage_config(ctx, options, "prepare", settings, None, lambda r: resolve.prepare_inputs(r, tokenizer_name))
         with tracking.start_run(run_name=tracking.run_name("prepare"), tags={tracking.names.STAGE_TAG: "prepare"}) as run:

@@ -1,5 +1,7 @@
 """MLflow entry point `promote`: register a finished training run's model and move the alias."""
+
 import click
+
 from _args import StageCommand, load_settings, option_names, option_values, resolver, run_entry_point
 
 
@@ -16,7 +18,9 @@ def _variant_of(run_id: str) -> str:
 
 @click.command(cls=StageCommand)
 @click.option("--run-id", required=True, help="The finished training run.")
-@click.option("--manifest", default="registry/ensemble.yaml", show_default=True, help="(default: settings parameters.promote.manifest)")
+@click.option(
+    "--manifest", default="registry/ensemble.yaml", show_default=True, help="(default: settings parameters.promote.manifest)"
+)
 @click.option("--name", default="", help="Registered model name (default: the manifest's entry for the run's variant).")
 @click.option("--alias", default="", help="Alias to move (default: the manifest's).")
 @click.pass_context
@@ -27,8 +31,10 @@ def main(ctx, run_id, **_):
     from tfqa.tracking.registry import promote
 
     settings = load_settings()
-    with tracking.start_run(run_name=tracking.run_name("promote", _variant_of(run_id)),
-                            tags={tracking.names.STAGE_TAG: "promote", f"{tracking.names.UPSTREAM_TAG_PREFIX}train": run_id}) as run:
+    with tracking.start_run(
+        run_name=tracking.run_name("promote", _variant_of(run_id)),
+        tags={tracking.names.STAGE_TAG: "promote", f"{tracking.names.UPSTREAM_TAG_PREFIX}train": run_id},
+    ) as run:
         r = resolver("promote", ctx, settings, run)
         r.fill_parameters(option_names(ctx))
         o = option_values(ctx, r.finish())

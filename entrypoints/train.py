@@ -5,6 +5,7 @@ One script for all of them: the entry point picks the row of the variants table,
 e.g. `mlflow run . -e train_albert -P variant=2 -P lr=1e-5 -P epochs=1`. What is left empty comes
 from the settings file and the experiment's upstream runs (tfqa.pipeline.resolve).
 """
+
 from _args import StageCommand, format_metrics, load_settings, run_entry_point, stage_config
 
 
@@ -46,15 +47,19 @@ def command():
         settings = load_settings()
 
         def inputs(r):
-            v = with_overrides(variant_for(entry_point, key),
-                               {k: val for k, val in r.values.items() if k not in options.option_names})
+            v = with_overrides(
+                variant_for(entry_point, key), {k: val for k, val in r.values.items() if k not in options.option_names}
+            )
             resolve.training_inputs(r, v)
             return {"variant": v}
 
-        with tracking.start_run(run_name=tracking.run_name(entry_point, key),
-                                tags={tracking.names.STAGE_TAG: entry_point, tracking.names.VARIANT_TAG: key}) as run:
-            cfg, _ = stage_config(ctx, options, entry_point, settings, run, inputs,
-                                  given=_overrides(ctx.args), accepts=variant_settings)
+        with tracking.start_run(
+            run_name=tracking.run_name(entry_point, key),
+            tags={tracking.names.STAGE_TAG: entry_point, tracking.names.VARIANT_TAG: key},
+        ) as run:
+            cfg, _ = stage_config(
+                ctx, options, entry_point, settings, run, inputs, given=_overrides(ctx.args), accepts=variant_settings
+            )
             metrics = run_train(cfg, run)
         click.echo(f"trained variant {cfg.variant.key}: {format_metrics(metrics)}")
 

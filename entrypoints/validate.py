@@ -1,4 +1,5 @@
 """MLflow entry point `validate`: the registered ensemble, by alias, scored on the dev set."""
+
 import json
 
 from _args import StageCommand, load_settings, run_entry_point, stage_config
@@ -22,8 +23,11 @@ def command():
         with tracking.start_run(run_name=tracking.run_name("validate"), tags={tracking.names.STAGE_TAG: "validate"}) as run:
             cfg, _ = stage_config(ctx, options, "validate", settings, run, resolve.validate_inputs)
             result = run_validate(cfg, run)
-        keys = [k for k in sorted(result) if k.startswith(("ensemble/long-best", "ensemble/short-best", "ensemble/kaggle",
-                                                           "thresholds."))]
+        keys = [
+            k
+            for k in sorted(result)
+            if k.startswith(("ensemble/long-best", "ensemble/short-best", "ensemble/kaggle", "thresholds."))
+        ]
         click.echo(json.dumps({k: result[k] for k in keys}, indent=1))
 
     return main

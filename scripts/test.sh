@@ -9,6 +9,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-ruff check --quiet tfqa entrypoints tests benchmarks
+ruff check --quiet .
+ruff format --check --quiet .
 python -m pytest -q -m "not slow" "$@"
 python -m pytest -q -m slow "$@"

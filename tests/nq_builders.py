@@ -10,15 +10,16 @@ annotations; ``simplified_form`` writes Kaggle's simplified form of such a dict 
 answer class for the cache and selection tests; ``write_jsonl``/``write_lines`` write files
 (gzip when the name ends in .gz, or when asked).
 """
+
 from __future__ import annotations
 
 import copy
 import gzip
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from tfqa.pipeline.profiles import SHARED_DATA
 
@@ -113,9 +114,7 @@ class Doc:
                 {"token": t, "start_byte": s, "end_byte": e, "html_token": h}
                 for t, s, e, h in zip(self.tokens, self.starts, self.ends, self.is_html)
             ],
-            "long_answer_candidates": [
-                {**self.span(s, e), "top_level": top} for s, e, top in self.candidates
-            ],
+            "long_answer_candidates": [{**self.span(s, e), "top_level": top} for s, e, top in self.candidates],
         }
         if annotations is not None:
             obj["annotations"] = annotations
@@ -200,9 +199,7 @@ def simplified_form(original: dict) -> dict:
                     "end_token": a["long_answer"]["end_token"],
                     "candidate_index": a["long_answer"]["candidate_index"],
                 },
-                "short_answers": [
-                    {"start_token": s["start_token"], "end_token": s["end_token"]} for s in a["short_answers"]
-                ],
+                "short_answers": [{"start_token": s["start_token"], "end_token": s["end_token"]} for s in a["short_answers"]],
                 "yes_no_answer": a["yes_no_answer"],
             }
             for a in original["annotations"]

@@ -12,11 +12,12 @@ vocabulary, every word ``<unk>``); loading the folder with ``AutoTokenizer.from_
 to an ALBERT ``config.json`` converts it, and ``save_pretrained`` then writes a ``tokenizer.json``
 that reloads as the same tokenizer.
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tfqa.data.readers import is_html_word
 from tfqa.data.records import Example
@@ -36,10 +37,15 @@ def albert_prenormalizer():
     that the tokenizer can never reach."""
     from tokenizers import normalizers
 
-    return normalizers.Sequence([
-        normalizers.Replace("``", '"'), normalizers.Replace("''", '"'),
-        normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase(),
-    ])
+    return normalizers.Sequence(
+        [
+            normalizers.Replace("``", '"'),
+            normalizers.Replace("''", '"'),
+            normalizers.NFKD(),
+            normalizers.StripAccents(),
+            normalizers.Lowercase(),
+        ]
+    )
 
 
 def training_lines(examples: Iterable[Example], words_per_line: int = 40) -> list[str]:
@@ -65,7 +71,10 @@ def train_spiece(out_dir: Path, examples: Iterable[Example], vocab_size: int = S
         model_prefix=str(out_dir / "spiece"),
         vocab_size=vocab_size,
         model_type="unigram",
-        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
         control_symbols=["[CLS]", "[SEP]", "[MASK]"],
         normalization_rule_name="nmt_nfkc",
         # Every character of the training text gets a piece: words of these documents then only
@@ -82,8 +91,14 @@ def train_spiece(out_dir: Path, examples: Iterable[Example], vocab_size: int = S
 def tiny_config(kind: str, vocab_size: int):
     from transformers import AlbertConfig, BertConfig
 
-    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=37, max_position_embeddings=MAX_POSITIONS)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=MAX_POSITIONS,
+    )
     if kind == "albert":
         return AlbertConfig(embedding_size=16, pad_token_id=0, **common)
     if kind == "bert":

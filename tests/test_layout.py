@@ -1,4 +1,5 @@
 """The README's module map and the tests' folders follow the package's folders."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ def _packages() -> set[str]:
 
 def test_the_readme_module_map_names_every_folder_of_the_package_and_no_other():
     text = (REPO / "README.md").read_text()
-    section = text[text.index("### Module map"):]
+    section = text[text.index("### Module map") :]
     rows = set(re.findall(r"^\| `tfqa/([a-z_]+)/` \|", section, flags=re.M))
     assert rows == _packages()
 

@@ -1,5 +1,6 @@
 """The names re-exported at ``tfqa``: each resolves to the object its module defines, and importing
 the package alone stays free of the heavy libraries."""
+
 from __future__ import annotations
 
 import importlib

@@ -8,6 +8,7 @@ span's start and end.
 Run as a script it trains a tiny model with ``tfqa.train_loop.train`` (used for the SIGKILL and
 torchrun tests): ``python tests/tiny_training.py --backbone DIR --out DIR --steps 20 ...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ class FakeCandidates:
             ids = np.concatenate([[CLS], question, [SEP], cand, [SEP]]).astype(np.int32)
             types = np.zeros(len(ids), dtype=np.int32)
             types[offset:] = 1
-            self.rows.append({"input_ids": ids, "token_type_ids": types, "label": label,
-                              "start_position": start, "end_position": end})
+            self.rows.append(
+                {"input_ids": ids, "token_type_ids": types, "label": label, "start_position": start, "end_position": end}
+            )
         self.lengths = np.array([len(r["input_ids"]) for r in self.rows], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -61,16 +63,39 @@ def tiny_config(kind: str = "bert", vocab_size: int = VOCAB, dropout: float = 0.
     from transformers import AlbertConfig, BertConfig, DistilBertConfig
 
     if kind == "bert":
-        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                          attention_probs_dropout_prob=dropout)
+        return BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
     if kind == "albert":
-        return AlbertConfig(vocab_size=vocab_size, embedding_size=16, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        return AlbertConfig(
+            vocab_size=vocab_size,
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+        )
     if kind == "distilbert":  # no pooler, no token types
-        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                max_position_embeddings=64, dropout=dropout, attention_dropout=dropout)
+        return DistilBertConfig(
+            vocab_size=vocab_size,
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            dropout=dropout,
+            attention_dropout=dropout,
+        )
     raise ValueError(kind)
 
 
@@ -130,10 +155,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # the same in every run: thread count changes float summation order
     torch.manual_seed(0)
     model = CandidateQAModel.from_backbone(args.backbone)
-    cfg = TrainConfig(lr=2e-3, warmup_steps=3, max_steps=args.steps, batch_size=args.batch_size,
-                      grad_accum_steps=args.grad_accum, checkpoint_every_steps=args.checkpoint_every,
-                      keep_checkpoints=args.keep or None, log_every_steps=1, seed=7, num_workers=args.workers,
-                      mega_batch_steps=2)
+    cfg = TrainConfig(
+        lr=2e-3,
+        warmup_steps=3,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum_steps=args.grad_accum,
+        checkpoint_every_steps=args.checkpoint_every,
+        keep_checkpoints=args.keep or None,
+        log_every_steps=1,
+        seed=7,
+        num_workers=args.workers,
+        mega_batch_steps=2,
+    )
     logger = RecordingLogger(Path(args.progress) if args.progress else None, args.hang_at_step)
     result = train(model, FakeCandidates(args.rows, seed=3), cfg, out_dir=args.out, logger=logger, resume="auto")
     if args.report:
@@ -141,10 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         report = Path(args.report)
         report.mkdir(parents=True, exist_ok=True)
         save_model(model, str(report / f"rank{rank}.safetensors"))
-        (report / f"rank{rank}.json").write_text(json.dumps({
-            "step": result.step, "logged": len(logger.metrics), "artifacts": len(logger.artifacts),
-            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-        }))
+        (report / f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "step": result.step,
+                    "logged": len(logger.metrics),
+                    "artifacts": len(logger.artifacts),
+                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Every refusal is one line on stderr and a non-zero exit (see tfqa.core.errors); ``--debug`` shows the
 traceback."""
+
 from __future__ import annotations
 
 import json

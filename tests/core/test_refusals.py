@@ -5,6 +5,7 @@ The real ``tfqa`` CLI and the real entry point scripts run as subprocesses on re
 MLflow-touching ones against the session's real tracking server. Three classes of refusal: a bad
 file (its content), a bad path (where it is, or what it is), and misuse (a run of the wrong stage).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -19,20 +20,33 @@ from pathlib import Path
 
 import pytest
 
-import nq_builders as nb
-from tfqa.pipeline.profiles import REPO, minilm_dir
 from tfqa.data.readers import BadInputError
+from tfqa.pipeline.profiles import REPO, minilm_dir
+
+import nq_builders as nb
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 def tfqa(*args, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfqa.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tfqa.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def entry_point(name: str, *args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "entrypoints" / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "entrypoints" / f"{name}.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def refusal(proc: subprocess.CompletedProcess, prefix: str, *, exit_code: int = 1, only: bool = True) -> str:
@@ -99,10 +113,17 @@ def test_a_truncated_gzip_is_named_not_taken_for_ctrl_d(tmp_path, command):
     src = truncated(original_file(tmp_path / "orig.jsonl.gz", n=12), keep=0.6)
     (tmp_path / "p.json").write_text(json.dumps({"predictions": []}))
     before = snapshot(tmp_path)
-    args = ["convert", src, tmp_path / "s.jsonl"] if command == "convert" else ["score", "--gold", src, "--predictions", tmp_path / "p.json"]
+    args = (
+        ["convert", src, tmp_path / "s.jsonl"]
+        if command == "convert"
+        else ["score", "--gold", src, "--predictions", tmp_path / "p.json"]
+    )
     line = refusal(tfqa(*args), f"tfqa: {src}:")
-    assert re.fullmatch(rf"tfqa: {re.escape(str(src))}:\d+: truncated gzip: the compressed data ends before its "
-                        r"end-of-stream marker; \d+ lines were read before it", line), line
+    assert re.fullmatch(
+        rf"tfqa: {re.escape(str(src))}:\d+: truncated gzip: the compressed data ends before its "
+        r"end-of-stream marker; \d+ lines were read before it",
+        line,
+    ), line
     assert "Aborted" not in line
     assert snapshot(tmp_path) == before
 
@@ -138,8 +159,12 @@ def test_a_gzip_break_is_the_same_with_one_or_two_feature_workers(tmp_path):
 
     lines = [nb.dumps(nb.simplified_form(o)) for o in nb.random_dataset(12, seed=6)]
     src = truncated(nb.write_lines(tmp_path / "t.jsonl.gz", lines, gz=True), keep=0.6)
-    m1, m2 = (build_features(src, minilm_dir(), tmp_path / f"w{w}", BuildConfig(max_bad_lines=1, workers=w, chunk_lines=2),
-                             progress=False).manifest for w in (1, 2))
+    m1, m2 = (
+        build_features(
+            src, minilm_dir(), tmp_path / f"w{w}", BuildConfig(max_bad_lines=1, workers=w, chunk_lines=2), progress=False
+        ).manifest
+        for w in (1, 2)
+    )
     assert len(m1["skipped"]) == 1 and m1["skipped"][0]["reason"].startswith("truncated gzip")
     assert (m1["skipped"], m1["lines"], m1["rows"]) == (m2["skipped"], m2["lines"], m2["rows"]) and m1["rows"] > 0
     with pytest.raises(BadInputError, match=r":\d+: truncated gzip"):
@@ -154,10 +179,13 @@ def test_reader_errors_survive_a_trip_through_a_process_pool():
     assert (back.path, back.line, back.field, back.reason) == ("f.jsonl", 3, "example_id", "duplicate of line 1")
 
 
-@pytest.mark.parametrize("null_long, field, reason", [
-    (False, "annotations[0].short_answers[0].end_token", "20 is past the end of its long answer [4, 18)"),
-    (True, "annotations[0].short_answers", "1 short answers given for a null long answer"),
-])
+@pytest.mark.parametrize(
+    "null_long, field, reason",
+    [
+        (False, "annotations[0].short_answers[0].end_token", "20 is past the end of its long answer [4, 18)"),
+        (True, "annotations[0].short_answers", "1 short answers given for a null long answer"),
+    ],
+)
 def test_a_short_answer_outside_its_long_answer_is_refused(tmp_path, null_long, field, reason):
     src = nb.write_jsonl(tmp_path / "orig.jsonl", [nb.sample_example(1, five=False), short_outside_long(null_long)])
     before = snapshot(tmp_path)
@@ -202,8 +230,10 @@ def test_skipped_lines_are_printed_up_to_20_then_counted(tmp_path):
     proc = tfqa("convert", src, tmp_path / "s.jsonl", "--max-bad-lines", 30)
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr.splitlines()
-    assert err[:20] == [f"skipped {src}:{n}: field '<json>': invalid JSON: Expecting property name enclosed in double "
-                        "quotes at column 2" for n in range(2, 22)]
+    assert err[:20] == [
+        f"skipped {src}:{n}: field '<json>': invalid JSON: Expecting property name enclosed in double quotes at column 2"
+        for n in range(2, 22)
+    ]
     assert err[20:] == ["... and 3 more skipped lines"]
     assert json.loads(proc.stdout) == {"lines": 25, "examples": 2, "skipped": 23}
 
@@ -213,8 +243,12 @@ def test_skipped_lines_are_printed_up_to_20_then_counted(tmp_path):
 def test_convert_never_writes_over_its_input(tmp_path, how):
     """The bug: ``tfqa convert f f`` exited 0 with f replaced by its simplified form. --force or not."""
     src = original_file(tmp_path / "orig.jsonl")
-    dst = {"same path": src, "relative path": Path("./orig.jsonl"), "symlink": tmp_path / "link.jsonl",
-           "hard link": tmp_path / "hard.jsonl"}[how]
+    dst = {
+        "same path": src,
+        "relative path": Path("./orig.jsonl"),
+        "symlink": tmp_path / "link.jsonl",
+        "hard link": tmp_path / "hard.jsonl",
+    }[how]
     if how == "symlink":
         dst.symlink_to(src)
     elif how == "hard link":
@@ -268,9 +302,11 @@ def test_a_directory_or_missing_file_where_a_file_belongs(tmp_path, what, kind):
     bad = tmp_path / "folder"
     if kind == "directory":
         bad.mkdir()
-    args = {"convert input": ["convert", bad, tmp_path / "s.jsonl"],
-            "score --gold": ["score", "--gold", bad, "--predictions", preds],
-            "score --predictions": ["score", "--gold", gold, "--predictions", bad]}[what]
+    args = {
+        "convert input": ["convert", bad, tmp_path / "s.jsonl"],
+        "score --gold": ["score", "--gold", bad, "--predictions", preds],
+        "score --predictions": ["score", "--gold", gold, "--predictions", bad],
+    }[what]
     before = snapshot(tmp_path)
     reason = "is a directory, not a file" if kind == "directory" else "no such file"
     assert refusal(tfqa(*args), f"tfqa: {bad}: ") == f"tfqa: {bad}: {reason}"
@@ -284,9 +320,11 @@ def test_a_usage_error_is_one_line_with_exit_2(tmp_path):
 
 @pytest.mark.parametrize("how", ["--debug before", "--debug after", "TFQA_DEBUG=1"])
 def test_debug_shows_the_traceback(tmp_path, how):
-    args = {"--debug before": ["--debug", "convert", tmp_path, "x.jsonl"],
-            "--debug after": ["convert", "--debug", tmp_path, "x.jsonl"],
-            "TFQA_DEBUG=1": ["convert", tmp_path, "x.jsonl"]}[how]
+    args = {
+        "--debug before": ["--debug", "convert", tmp_path, "x.jsonl"],
+        "--debug after": ["convert", "--debug", tmp_path, "x.jsonl"],
+        "TFQA_DEBUG=1": ["convert", tmp_path, "x.jsonl"],
+    }[how]
     proc = tfqa(*args, env={"TFQA_DEBUG": "1"} if how == "TFQA_DEBUG=1" else {"TFQA_DEBUG": ""})
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr
@@ -297,9 +335,20 @@ def test_prepare_refuses_a_directory_as_its_input(tmp_path):
     """It said "input file not found"; it fails before any run is opened."""
     (tmp_path / "data").mkdir()
     before = snapshot(tmp_path)
-    line = refusal(entry_point("prepare", "--input", tmp_path / "data", "--tokenizer", minilm_dir(),
-                               "--cache-dir", tmp_path / "features", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""}),
-                   f"tfqa: {tmp_path / 'data'}: ")
+    line = refusal(
+        entry_point(
+            "prepare",
+            "--input",
+            tmp_path / "data",
+            "--tokenizer",
+            minilm_dir(),
+            "--cache-dir",
+            tmp_path / "features",
+            cwd=tmp_path,
+            env={"MLFLOW_TRACKING_URI": ""},
+        ),
+        f"tfqa: {tmp_path / 'data'}: ",
+    )
     assert line == f"tfqa: {tmp_path / 'data'}: is a directory, not a file"
     assert snapshot(tmp_path) == before
 
@@ -351,8 +400,11 @@ def test_prepare_refuses_a_cache_dir_it_cannot_write(mlflow_tracking, tmp_path, 
         cache = Path("/sys") / f"tfqa-cache-{uuid.uuid4().hex[:8]}"
         reason = "cannot write the feature cache here: "
     before = snapshot(tmp_path)
-    line = refusal(entry_point("prepare", "--input", src, "--tokenizer", minilm_dir(), "--cache-dir", cache,
-                               "--workers", 1, cwd=work), f"tfqa: {cache}: {reason}", only=False)
+    line = refusal(
+        entry_point("prepare", "--input", src, "--tokenizer", minilm_dir(), "--cache-dir", cache, "--workers", 1, cwd=work),
+        f"tfqa: {cache}: {reason}",
+        only=False,
+    )
     if kind == "read-only":
         assert line.removeprefix(f"tfqa: {cache}: {reason}").strip()  # and the reason the OS gave
     assert snapshot(tmp_path) == before
@@ -365,24 +417,44 @@ def test_prepare_prints_and_records_skipped_lines_and_keeps_the_lines_before_a_g
     lines = [nb.dumps(good[0]), nb.dumps(bad_short), *[b"{not json\n"] * 20, *map(nb.dumps, good[1:])]
     src = truncated(nb.write_lines(tmp_path / "train.jsonl.gz", lines, gz=True), keep=0.6)
     before = snapshot(src)
-    proc = entry_point("prepare", "--input", src, "--tokenizer", minilm_dir(), "--cache-dir", tmp_path / "features",
-                       "--max-bad-lines", 22, "--workers", 1, cwd=work)
+    proc = entry_point(
+        "prepare",
+        "--input",
+        src,
+        "--tokenizer",
+        minilm_dir(),
+        "--cache-dir",
+        tmp_path / "features",
+        "--max-bad-lines",
+        22,
+        "--workers",
+        1,
+        cwd=work,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and snapshot(src) == before
     path = Path(re.search(r"features: (\S+) \(built; (\d+) rows\)", proc.stdout).group(1))
     manifest = json.loads((path / "manifest.json").read_text())
     skipped = manifest["skipped"]
     assert len(skipped) == 22 and manifest["skipped_lines"] == 22
-    assert skipped[0] == {"line": 2, "field": "annotations[0].short_answers[0].end_token",
-                          "reason": "20 is past the end of its long answer [4, 18)"}
+    assert skipped[0] == {
+        "line": 2,
+        "field": "annotations[0].short_answers[0].end_token",
+        "reason": "20 is past the end of its long answer [4, 18)",
+    }
     assert [s["field"] for s in skipped[1:21]] == ["<json>"] * 20
     assert skipped[21]["field"] is None and skipped[21]["reason"].startswith("truncated gzip")
     read = skipped[21]["line"] - 1  # the break comes after the last line read
     assert 23 < read < len(lines) and manifest["lines"] == read and manifest["counts"]["examples"] == read - 21
     printed = [line for line in proc.stderr.splitlines() if line.startswith(("skipped ", "... and"))]
-    assert printed[0] == f"skipped {src}:2: field 'annotations[0].short_answers[0].end_token': 20 is past the end of its long answer [4, 18)"
-    assert printed[1:20] == [f"skipped {src}:{n}: field '<json>': invalid JSON: Expecting property name enclosed in double "
-                             "quotes at column 2" for n in range(3, 22)]
+    assert (
+        printed[0]
+        == f"skipped {src}:2: field 'annotations[0].short_answers[0].end_token': 20 is past the end of its long answer [4, 18)"
+    )
+    assert printed[1:20] == [
+        f"skipped {src}:{n}: field '<json>': invalid JSON: Expecting property name enclosed in double quotes at column 2"
+        for n in range(3, 22)
+    ]
     assert printed[20:] == [f"... and 2 more skipped lines (all are in {path / 'manifest.json'})"]
 
 
@@ -431,8 +503,16 @@ def test_finetune_squad_names_an_empty_squad_file_before_any_model_loads(mlflow_
     squad.write_text(json.dumps({"version": "v2.0", "data": []}))
     before = snapshot(squad)
     # The backbone does not exist: the refusal is about the data, so nothing tried to load a model.
-    proc = entry_point("finetune_squad", "--backbone", tmp_path / "no-such-backbone", "--squad-data", squad,
-                       "--output-dir", tmp_path / "outputs", cwd=work)
+    proc = entry_point(
+        "finetune_squad",
+        "--backbone",
+        tmp_path / "no-such-backbone",
+        "--squad-data",
+        squad,
+        "--output-dir",
+        tmp_path / "outputs",
+        cwd=work,
+    )
     line = refusal(proc, f"tfqa: {squad}: field 'data': ", only=False)
     assert line == f"tfqa: {squad}: field 'data': holds no questions"
     assert snapshot(squad) == before and not (tmp_path / "outputs").exists()
@@ -450,8 +530,15 @@ def test_under_mlflow_run_a_refusal_before_the_stage_opened_its_run_is_its_error
     MlflowClient().create_experiment(experiment)
     (tmp_path / "data").mkdir()
     with pytest.raises(StepFailed) as info:
-        run_step("prepare", "prepare", {"input": tmp_path / "data", "tokenizer": minilm_dir(), "cache_dir": tmp_path / "f"},
-                 experiment=experiment, code_version="test", log=lambda _: None, force=True)
+        run_step(
+            "prepare",
+            "prepare",
+            {"input": tmp_path / "data", "tokenizer": minilm_dir(), "cache_dir": tmp_path / "f"},
+            experiment=experiment,
+            code_version="test",
+            log=lambda _: None,
+            force=True,
+        )
     e = info.value
     assert e.run_id and MlflowClient().get_run(e.run_id).info.status == "FAILED"
     assert e.error == f"UserError: {tmp_path / 'data'}: is a directory, not a file"

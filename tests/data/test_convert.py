@@ -5,6 +5,7 @@ writes them as ``<Td_colspan="2">``; joining them as they are would add a word p
 every later offset. The real lines in ``../shared/data/`` are rebuilt in original form (each ``_``
 inside a tag word back to the blank it was) and converted back: Kaggle's own bytes must come out.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -13,11 +14,12 @@ import json
 import numpy as np
 import pytest
 
-import nq_builders as nb
 from tfqa.data.convert import simplify_nq_example
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.data.readers import convert_file, is_html_word, read_examples
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.selection import SelectionConfig, select_candidates
+
+import nq_builders as nb
 
 
 def original_form(simple: dict) -> dict:
@@ -25,19 +27,22 @@ def original_form(simple: dict) -> dict:
     tokens = []
     for w in simple["document_text"].split(" "):
         html = is_html_word(w)
-        tokens.append({"token": w.replace("_", " ") if html else w, "html_token": html,
-                       "start_byte": -1, "end_byte": -1})
+        tokens.append({"token": w.replace("_", " ") if html else w, "html_token": html, "start_byte": -1, "end_byte": -1})
     out = {
-        "example_id": simple["example_id"], "question_text": simple["question_text"],
-        "document_url": simple["document_url"], "document_title": "", "document_tokens": tokens,
-        "long_answer_candidates": [
-            {**c, "start_byte": -1, "end_byte": -1} for c in simple["long_answer_candidates"]
-        ],
+        "example_id": simple["example_id"],
+        "question_text": simple["question_text"],
+        "document_url": simple["document_url"],
+        "document_title": "",
+        "document_tokens": tokens,
+        "long_answer_candidates": [{**c, "start_byte": -1, "end_byte": -1} for c in simple["long_answer_candidates"]],
     }
     if "annotations" in simple:
         out["annotations"] = [
-            {**a, "long_answer": {**a["long_answer"], "start_byte": -1, "end_byte": -1},
-             "short_answers": [{**s, "start_byte": -1, "end_byte": -1} for s in a["short_answers"]]}
+            {
+                **a,
+                "long_answer": {**a["long_answer"], "start_byte": -1, "end_byte": -1},
+                "short_answers": [{**s, "start_byte": -1, "end_byte": -1} for s in a["short_answers"]],
+            }
             for a in simple["annotations"]
         ]
     return out
@@ -50,12 +55,19 @@ def real_lines() -> list[bytes]:
 def test_minimal_page_with_a_blank_inside_a_tag(tmp_path):
     tokens = ["<Table>", '<Td colspan="2">', "x", "</Td>", "</Table>"]
     obj = {
-        "example_id": 1, "question_text": "q", "document_url": "u",
+        "example_id": 1,
+        "question_text": "q",
+        "document_url": "u",
         "document_tokens": [{"token": t, "html_token": t != "x", "start_byte": -1, "end_byte": -1} for t in tokens],
         "long_answer_candidates": [{"start_token": 0, "end_token": 5, "top_level": True, "start_byte": -1, "end_byte": -1}],
-        "annotations": [{"annotation_id": 7, "yes_no_answer": "NONE",
-                         "long_answer": {"start_token": 0, "end_token": 5, "candidate_index": 0},
-                         "short_answers": [{"start_token": 2, "end_token": 3}]}],
+        "annotations": [
+            {
+                "annotation_id": 7,
+                "yes_no_answer": "NONE",
+                "long_answer": {"start_token": 0, "end_token": 5, "candidate_index": 0},
+                "short_answers": [{"start_token": 2, "end_token": 3}],
+            }
+        ],
     }
     simple = simplify_nq_example(obj)
     words = simple["document_text"].split(" ")

@@ -1,4 +1,5 @@
 """Readers of both NQ formats, original -> simplified conversion, and malformed-line reporting."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,15 +9,23 @@ import warnings
 
 import pytest
 
-import nq_builders as nb
 from tfqa.data.convert import simplify_nq_example
 from tfqa.data.readers import BadInputError, ReadReport, convert_file, is_html_word, parse_line, read_examples
 from tfqa.data.records import AnswerClass
 
+import nq_builders as nb
+
 HEAD10_IDS = [
-    "5655493461695504401", "5328212470870865242", "4435104480114867852", "5289242154789678439",
-    "5489863933082811018", "3411244446249504947", "-2500044561429484630", "5611750702541347162",
-    "4958098854057393062", "8796576945844451825",
+    "5655493461695504401",
+    "5328212470870865242",
+    "4435104480114867852",
+    "5289242154789678439",
+    "5489863933082811018",
+    "3411244446249504947",
+    "-2500044561429484630",
+    "5611750702541347162",
+    "4958098854057393062",
+    "8796576945844451825",
 ]
 HEAD10_CANDIDATES = [63, 37, 49, 481, 97, 146, 39, 71, 82, 60]
 HEAD10_WORDS = [3778, 3948, 3215, 14004, 9989, 3454, 2225, 5026, 8267, 5901]
@@ -188,7 +197,11 @@ def test_original_format_bytes_and_five_annotations(tmp_path, name):
 # -- conversion ------------------------------------------------------------------------------------
 def _strip_bytes(ex):
     return (
-        ex.example_id, ex.question, ex.url, ex.words, ex.is_html,
+        ex.example_id,
+        ex.question,
+        ex.url,
+        ex.words,
+        ex.is_html,
         [(c.start_token, c.end_token, c.top_level) for c in ex.candidates],
         [
             (
@@ -281,8 +294,14 @@ def test_max_bad_lines_skips_and_reports(tmp_path, name):
 
 def test_max_bad_lines_raises_on_the_next_one(tmp_path):
     cases = malformed_cases()
-    lines = [nb.dumps(nb.sample_example(1001)), cases["bad_json"][0], cases["non_utf8"][0],
-             nb.dumps(nb.sample_example(1002)), cases["candidate_index_out_of_range"][0], cases["duplicate_id"][0]]
+    lines = [
+        nb.dumps(nb.sample_example(1001)),
+        cases["bad_json"][0],
+        cases["non_utf8"][0],
+        nb.dumps(nb.sample_example(1002)),
+        cases["candidate_index_out_of_range"][0],
+        cases["duplicate_id"][0],
+    ]
     path = nb.write_lines(tmp_path / "many.jsonl", lines)
     report = ReadReport()
     with pytest.raises(BadInputError) as e:
@@ -299,10 +318,16 @@ def test_max_bad_lines_raises_on_the_next_one(tmp_path):
     [
         ("document_tokens[3].start_byte is null", _set(["document_tokens", 3, "start_byte"], None), "document_tokens[3]"),
         ("document_tokens[3].end_byte is a string", _set(["document_tokens", 3, "end_byte"], "12a"), "document_tokens[3]"),
-        ("a short answer's start_byte is null", _set(["annotations", 1, "short_answers", 0, "start_byte"], None),
-         "annotations[1].short_answers[0].start_byte"),
-        ("a candidate's end_byte is a string", _set(["long_answer_candidates", 0, "end_byte"], "x"),
-         "long_answer_candidates[0].end_byte"),
+        (
+            "a short answer's start_byte is null",
+            _set(["annotations", 1, "short_answers", 0, "start_byte"], None),
+            "annotations[1].short_answers[0].start_byte",
+        ),
+        (
+            "a candidate's end_byte is a string",
+            _set(["long_answer_candidates", 0, "end_byte"], "x"),
+            "long_answer_candidates[0].end_byte",
+        ),
     ],
     ids=["token-start-null", "token-end-str", "short-start-null", "candidate-end-str"],
 )

@@ -1,5 +1,6 @@
 """The NQ-like data generator: exact NQ formats, consistent offsets, answer mix, and a task that
 word overlap cannot solve while the text always states the answer."""
+
 from __future__ import annotations
 
 import collections
@@ -35,15 +36,18 @@ def _gold_index(ex: dict) -> int:
 
 
 # -- config ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [
-    {"null_fraction": 0.5},  # sums to 1.2
-    {"short_fraction": -0.1, "null_fraction": 0.5},
-    {"min_candidates": 30, "max_candidates": 20},
-    {"min_candidates": 3},
-    {"n_annotations": 0},
-    {"n_examples": -1},
-    {"multi_span_fraction": 1.5},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"null_fraction": 0.5},  # sums to 1.2
+        {"short_fraction": -0.1, "null_fraction": 0.5},
+        {"min_candidates": 30, "max_candidates": 20},
+        {"min_candidates": 3},
+        {"n_annotations": 0},
+        {"n_examples": -1},
+        {"multi_span_fraction": 1.5},
+    ],
+)
 def test_config_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
         SynthConfig(**bad)
@@ -59,8 +63,17 @@ def test_deterministic_for_a_seed() -> None:
 
 # -- original format ---------------------------------------------------------------------------------
 def test_original_format_keys_and_types(train: list) -> None:
-    keys = {"example_id", "question_text", "question_tokens", "document_title", "document_url",
-            "document_html", "document_tokens", "long_answer_candidates", "annotations"}
+    keys = {
+        "example_id",
+        "question_text",
+        "question_tokens",
+        "document_title",
+        "document_url",
+        "document_html",
+        "document_tokens",
+        "long_answer_candidates",
+        "annotations",
+    }
     ids = set()
     for ex, _ in train:
         assert set(ex) == keys
@@ -82,7 +95,7 @@ def test_byte_offsets_slice_the_html(train: list, dev: list) -> None:
         html = ex["document_html"].encode()
         toks = ex["document_tokens"]
         for t in toks:
-            assert html[t["start_byte"]:t["end_byte"]].decode() == t["token"]
+            assert html[t["start_byte"] : t["end_byte"]].decode() == t["token"]
             assert t["html_token"] == (t["token"].startswith("<") and t["token"].endswith(">"))
         starts = [t["start_byte"] for t in toks]
         assert starts == sorted(starts)
@@ -108,13 +121,16 @@ def test_spans_inside_document_and_consistent(train: list, dev: list) -> None:
             la = ann["long_answer"]
             ci = la["candidate_index"]
             if ci < 0:
-                assert la == {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1,
-                              "candidate_index": -1}
+                assert la == {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1, "candidate_index": -1}
                 assert ann["short_answers"] == [] and ann["yes_no_answer"] == "NONE"
                 continue
             c = cands[ci]
             assert (la["start_token"], la["end_token"], la["start_byte"], la["end_byte"]) == (
-                c["start_token"], c["end_token"], c["start_byte"], c["end_byte"])
+                c["start_token"],
+                c["end_token"],
+                c["start_byte"],
+                c["end_byte"],
+            )
             for s in ann["short_answers"]:
                 assert la["start_token"] <= s["start_token"] < s["end_token"] <= la["end_token"]
             if ann["yes_no_answer"] != "NONE":
@@ -134,16 +150,18 @@ def test_candidates_are_nq_elements(train: list) -> None:
             tag = toks[c["start_token"]][1:-1]
             assert tag in CANDIDATE_TAGS
             assert toks[c["end_token"] - 1] == f"</{tag}>"
-            inside_another = any(o["start_token"] <= c["start_token"] and c["end_token"] <= o["end_token"]
-                                 for j, o in enumerate(cands) if j != i)
+            inside_another = any(
+                o["start_token"] <= c["start_token"] and c["end_token"] <= o["end_token"] for j, o in enumerate(cands) if j != i
+            )
             assert c["top_level"] == (not inside_another)
         assert toks[:2] != ["<H1>"] and "<H1>" in toks
     assert min(n_tokens) >= 150 and max(n_tokens) <= 1700
     assert 250 <= sum(n_tokens) / len(n_tokens) <= 1000
     tags = collections.Counter(_tokens(ex)[c["start_token"]] for ex, _ in train for c in ex["long_answer_candidates"])
     assert set(tags) == {f"<{t}>" for t in CANDIDATE_TAGS}
-    nested = collections.Counter(_tokens(ex)[c["start_token"]] for ex, _ in train
-                                 for c in ex["long_answer_candidates"] if not c["top_level"])
+    nested = collections.Counter(
+        _tokens(ex)[c["start_token"]] for ex, _ in train for c in ex["long_answer_candidates"] if not c["top_level"]
+    )
     assert set(nested) == {"<Tr>", "<Li>", "<Ul>"}  # rows, list items, lists inside navbox tables
 
 
@@ -164,14 +182,18 @@ def test_answer_mix_follows_the_fractions(train: list) -> None:
     assert all(_kind(ex["annotations"][0]) == fact.answer for ex, fact in train)
     n_multi = sum(len(ex["annotations"][0]["short_answers"]) == 2 for ex, _ in train)
     assert 0.03 * N <= n_multi <= 0.08 * N  # 10% of the 40% short answers
-    in_rows = sum(_kind(ex["annotations"][0]) == "short" and _tokens(ex)[
-        ex["long_answer_candidates"][_gold_index(ex)]["start_token"]] == "<Tr>" for ex, _ in train)
+    in_rows = sum(
+        _kind(ex["annotations"][0]) == "short"
+        and _tokens(ex)[ex["long_answer_candidates"][_gold_index(ex)]["start_token"]] == "<Tr>"
+        for ex, _ in train
+    )
     assert 0.05 * N <= in_rows <= 0.2 * N
 
 
 def test_other_fractions() -> None:
-    cfg = SynthConfig(n_examples=40, seed=2, short_fraction=0.0, yes_fraction=0.5, no_fraction=0.5,
-                      long_only_fraction=0.0, null_fraction=0.0)
+    cfg = SynthConfig(
+        n_examples=40, seed=2, short_fraction=0.0, yes_fraction=0.5, no_fraction=0.5, long_only_fraction=0.0, null_fraction=0.0
+    )
     kinds = collections.Counter(_kind(ex["annotations"][0]) for ex in generate_original(cfg))
     assert kinds == {"yes": 20, "no": 20}
 
@@ -191,7 +213,7 @@ def test_gold_candidate_states_the_fact(train: list, dev: list) -> None:
         votes = collections.Counter(a["long_answer"]["candidate_index"] for a in ex["annotations"])
         gold = ex["long_answer_candidates"][votes.most_common(1)[0][0]]
         ev = list(fact.evidence)
-        hits = [i for i in range(len(toks) - len(ev) + 1) if toks[i:i + len(ev)] == ev]
+        hits = [i for i in range(len(toks) - len(ev) + 1) if toks[i : i + len(ev)] == ev]
         # Stated exactly once, inside the gold candidate.
         assert len(hits) == 1
         assert gold["start_token"] <= hits[0] and hits[0] + len(ev) <= gold["end_token"]
@@ -199,7 +221,7 @@ def test_gold_candidate_states_the_fact(train: list, dev: list) -> None:
         if toks[gold["start_token"]] == "<P>":
             assert fact.entity in ev_text.lower()  # the sentence names the asked entity
         if fact.answer == "short" and len(ex["annotations"]) == 1:
-            shorts = [" ".join(toks[s["start_token"]:s["end_token"]]) for s in ex["annotations"][0]["short_answers"]]
+            shorts = [" ".join(toks[s["start_token"] : s["end_token"]]) for s in ex["annotations"][0]["short_answers"]]
             assert tuple(shorts) == fact.values
             assert all(v in ev_text for v in fact.values)
         if fact.answer in ("yes", "no"):
@@ -217,8 +239,10 @@ def test_word_overlap_baseline_mostly_misses(train: list) -> None:
             continue
         q = set(ex["question_text"].split(" "))
         toks = ex["document_tokens"]
-        scores = [len(q & {t["token"].lower() for t in toks[c["start_token"]:c["end_token"]] if not t["html_token"]})
-                  for c in ex["long_answer_candidates"]]
+        scores = [
+            len(q & {t["token"].lower() for t in toks[c["start_token"] : c["end_token"]] if not t["html_token"]})
+            for c in ex["long_answer_candidates"]
+        ]
         total += 1
         hits += scores.index(max(scores)) == gi
     assert total > 0.6 * N

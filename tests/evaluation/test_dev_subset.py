@@ -1,4 +1,5 @@
 """The dev subset cache (``write_subset``) is keyed by its source, not only by the line count."""
+
 from __future__ import annotations
 
 import os

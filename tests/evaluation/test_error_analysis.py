@@ -2,6 +2,7 @@
 gold answer types (the annotator vote, ties), per-example rightness, accuracy and F1 by answer
 type and by document length, the agreement matrix, the examples the ensemble fixed and broke,
 the files it writes and the tables MLflow reads back; and ``tfqa.evaluation.dev.dev_metrics``."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfqa.inference import decode as dec
+from tfqa.data.records import Annotation, Candidate, Example, Span
 from tfqa.evaluation import error_analysis as ea
 from tfqa.evaluation.dev import dev_metrics, official_predictions
-from tfqa.data.records import Annotation, Candidate, Example, Span
 from tfqa.evaluation.nq_metric import build_gold, score_answers
+from tfqa.inference import decode as dec
 
 CANDIDATES = [Candidate(0, 5, True), Candidate(5, 10, True)]
 SPAN_OF = {0: (0, 5), 1: (5, 10), -1: (-1, -1)}
@@ -60,30 +61,36 @@ def answers(name: str, preds: list[dec.Prediction], thresholds=AT) -> ea.ModelAn
 
 
 # Right at 0.5/0.5 (long and short each):            e1 e2 e3 e4 e5 e6 e7 e8
-A = [pred("e1", 1, 0.3, short_score=0.1),             # T: nothing kept on a null example
-     pred("e2", 0, 0.9, (1, 2), 0.2),                 # T: short not kept, gold has none
-     pred("e3", 0, 0.8, (1, 3), 0.7),                 # T
-     pred("e4", 1, 0.9, "YES", 0.6),                  # T
-     pred("e5", 0, 0.9, "YES", 0.6),                  # F: YES for NO
-     pred("e6", 0, 0.9, (1, 2), 0.8),                 # F: wrong long and short
-     pred("e7", 0, 0.9, "YES", 0.9),                  # T
-     pred("e8", 1, 0.4, "NO", 0.9)]                   # F: long not kept (short NO is right)
-B = [pred("e1", 1, 0.7),                              # F: a long kept on a null example
-     pred("e2", 0, 0.9, short_score=0.1),             # T
-     pred("e3", 1, 0.9, (1, 3), 0.7),                 # F: wrong long
-     pred("e4", 1, 0.9, "YES", 0.6),                  # T
-     pred("e5", 0, 0.9, "NO", 0.7),                   # T
-     pred("e6", 1, 0.9, (6, 7), 0.8),                 # T
-     pred("e7", 1, 0.6, "YES", 0.2),                  # F: wrong long, short not kept
-     pred("e8", 0, 0.9, (2, 4), 0.6)]                 # T
-E = [dec.Prediction("e1"),                            # T: no candidate at all (pruned)
-     pred("e2", 0, 0.9, short_score=0.1),             # T
-     pred("e3", 0, 0.9, (1, 3), 0.8),                 # T  (fixed)
-     pred("e4", 1, 0.9, "YES", 0.6),                  # T
-     pred("e5", 0, 0.9, "YES", 0.7),                  # F  (broken)
-     pred("e6", 1, 0.9, (6, 7), 0.8),                 # T
-     pred("e7", 0, 0.9, "YES", 0.8),                  # T  (fixed)
-     pred("e8", 0, 0.9, (2, 4), 0.6)]                 # T
+A = [
+    pred("e1", 1, 0.3, short_score=0.1),  # T: nothing kept on a null example
+    pred("e2", 0, 0.9, (1, 2), 0.2),  # T: short not kept, gold has none
+    pred("e3", 0, 0.8, (1, 3), 0.7),  # T
+    pred("e4", 1, 0.9, "YES", 0.6),  # T
+    pred("e5", 0, 0.9, "YES", 0.6),  # F: YES for NO
+    pred("e6", 0, 0.9, (1, 2), 0.8),  # F: wrong long and short
+    pred("e7", 0, 0.9, "YES", 0.9),  # T
+    pred("e8", 1, 0.4, "NO", 0.9),
+]  # F: long not kept (short NO is right)
+B = [
+    pred("e1", 1, 0.7),  # F: a long kept on a null example
+    pred("e2", 0, 0.9, short_score=0.1),  # T
+    pred("e3", 1, 0.9, (1, 3), 0.7),  # F: wrong long
+    pred("e4", 1, 0.9, "YES", 0.6),  # T
+    pred("e5", 0, 0.9, "NO", 0.7),  # T
+    pred("e6", 1, 0.9, (6, 7), 0.8),  # T
+    pred("e7", 1, 0.6, "YES", 0.2),  # F: wrong long, short not kept
+    pred("e8", 0, 0.9, (2, 4), 0.6),
+]  # T
+E = [
+    dec.Prediction("e1"),  # T: no candidate at all (pruned)
+    pred("e2", 0, 0.9, short_score=0.1),  # T
+    pred("e3", 0, 0.9, (1, 3), 0.8),  # T  (fixed)
+    pred("e4", 1, 0.9, "YES", 0.6),  # T
+    pred("e5", 0, 0.9, "YES", 0.7),  # F  (broken)
+    pred("e6", 1, 0.9, (6, 7), 0.8),  # T
+    pred("e7", 0, 0.9, "YES", 0.8),  # T  (fixed)
+    pred("e8", 0, 0.9, (2, 4), 0.6),
+]  # T
 
 
 def test_gold_answer_types_follow_the_vote_and_break_ties_towards_spans():
@@ -101,8 +108,13 @@ def test_example_right_at_thresholds():
 
 def test_accuracy_by_type():
     acc = ea.accuracy_by_type(build_gold(EXAMPLES), answers("A", A).scored, AT)
-    assert acc == {"null": (1, 1.0), "long_only": (1, 1.0), "short_span": (3, pytest.approx(1 / 3)),
-                   "yes": (2, 1.0), "no": (1, 0.0)}
+    assert acc == {
+        "null": (1, 1.0),
+        "long_only": (1, 1.0),
+        "short_span": (3, pytest.approx(1 / 3)),
+        "yes": (2, 1.0),
+        "no": (1, 0.0),
+    }
 
 
 def slice_rows(analysis: ea.ErrorAnalysis, model: str, by: str) -> pd.DataFrame:
@@ -111,8 +123,9 @@ def slice_rows(analysis: ea.ErrorAnalysis, model: str, by: str) -> pd.DataFrame:
 
 
 def test_slices_by_answer_type_and_by_length():
-    a = ea.analyse(EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], answers("ensemble", E),
-                   length_edges=[35, 65])
+    a = ea.analyse(
+        EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], answers("ensemble", E), length_edges=[35, 65]
+    )
     everything = slice_rows(a, "A", "all").loc["all"]
     # long: 6 kept, 5 correct of 7 gold; short: 6 kept, 4 correct of 6 gold.
     assert everything.n == 8 and everything.accuracy == 5 / 8
@@ -158,8 +171,11 @@ def test_length_buckets_default_to_quantiles():
 def test_agreement_matrix_counts_same_long_pick_before_thresholds():
     a = ea.analyse(EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], answers("ensemble", E))
     # picks A 1 0 0 1 0 0 0 1, B 1 0 1 1 0 1 1 0, ensemble -1 0 0 1 0 1 0 0
-    expected = pd.DataFrame([[1, 4 / 8, 5 / 8], [4 / 8, 1, 5 / 8], [5 / 8, 5 / 8, 1]],
-                            index=pd.Index(["A", "B", "ensemble"], name="model"), columns=["A", "B", "ensemble"])
+    expected = pd.DataFrame(
+        [[1, 4 / 8, 5 / 8], [4 / 8, 1, 5 / 8], [5 / 8, 5 / 8, 1]],
+        index=pd.Index(["A", "B", "ensemble"], name="model"),
+        columns=["A", "B", "ensemble"],
+    )
     pd.testing.assert_frame_equal(a.agreement, expected)
 
 
@@ -196,8 +212,17 @@ def test_misaligned_inputs_are_refused():
 def test_write_tables_and_plots(tmp_path):
     a = ea.analyse(EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], answers("ensemble", E))
     files = ea.write(a, tmp_path)
-    assert {f.name for f in files} == {"slices.csv", "slices.json", "agreement.csv", "agreement.json", "ensemble_changes.csv",
-                                       "ensemble_changes.json", "slices.png", "agreement.png", "summary.json"}
+    assert {f.name for f in files} == {
+        "slices.csv",
+        "slices.json",
+        "agreement.csv",
+        "agreement.json",
+        "ensemble_changes.csv",
+        "ensemble_changes.json",
+        "slices.png",
+        "agreement.png",
+        "summary.json",
+    }
     for png in ("slices.png", "agreement.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / png).stat().st_size > 5000
     slices = pd.read_csv(tmp_path / "slices.csv", keep_default_na=False, na_values=[""])  # the type "null" is a name
@@ -241,9 +266,16 @@ def test_dev_metrics_names_and_values():
         assert out[f"dev/acc_{name}"] == pytest.approx(right[rows].mean())
 
     # A perfect model: every answer right at its best thresholds (0.9 keeps the answers, drops e1's).
-    perfect = [pred("e1", 0, 0.1), pred("e2", 0, 0.9, short_score=0.1), pred("e3", 0, 0.9, (1, 3), 0.9),
-               pred("e4", 1, 0.9, "YES", 0.9), pred("e5", 0, 0.9, "NO", 0.9), pred("e6", 1, 0.9, (6, 7), 0.9),
-               pred("e7", 0, 0.9, "YES", 0.9), pred("e8", 0, 0.9, (2, 4), 0.9)]
+    perfect = [
+        pred("e1", 0, 0.1),
+        pred("e2", 0, 0.9, short_score=0.1),
+        pred("e3", 0, 0.9, (1, 3), 0.9),
+        pred("e4", 1, 0.9, "YES", 0.9),
+        pred("e5", 0, 0.9, "NO", 0.9),
+        pred("e6", 1, 0.9, (6, 7), 0.9),
+        pred("e7", 0, 0.9, "YES", 0.9),
+        pred("e8", 0, 0.9, (2, 4), 0.9),
+    ]
     out = dev_metrics(score_answers(gold, official_predictions(perfect)), gold)
     assert out["dev/long_f1"] == out["dev/short_f1"] == 1.0 and out["dev/long_threshold"] == 0.9
     assert all(out[f"dev/acc_{name}"] == 1.0 for name in ea.ANSWER_TYPES) and out["dev/acc_all"] == 1.0

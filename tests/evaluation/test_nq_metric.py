@@ -2,6 +2,7 @@
 the same gold .jsonl.gz and prediction JSON: randomized data sets over many seeds (ties, nulls,
 byte-vs-token offsets, partial span matches, yes/no), hand-made edge cases, validation errors,
 and Kaggle micro-F1 on hand-computed counts and against a brute-force threshold search."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,12 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from tfqa.evaluation.nq_predictions import (
-    NQRecordError,
-    Prediction,
-    prediction_from_json,
-    read_predictions,
-)
 from tfqa.data.records import Annotation, Candidate, Example, Span
 from tfqa.evaluation.nq_metric import (
     GoldRule,
@@ -31,6 +26,12 @@ from tfqa.evaluation.nq_metric import (
     main,
     score,
     score_answers,
+)
+from tfqa.evaluation.nq_predictions import (
+    NQRecordError,
+    Prediction,
+    prediction_from_json,
+    read_predictions,
 )
 
 absl_flags = pytest.importorskip("absl.flags")
@@ -105,9 +106,7 @@ def annotation(long: dict | None, shorts=(), yes_no="NONE", candidate_index=None
     return {"annotation_id": 0, "long_answer": long_answer, "short_answers": list(shorts), "yes_no_answer": yes_no}
 
 
-def random_gold(
-    rng: random.Random, example_id, n_annotations: int, null_rate: float = 0.3
-) -> tuple[dict, Doc, list[dict]]:
+def random_gold(rng: random.Random, example_id, n_annotations: int, null_rate: float = 0.3) -> tuple[dict, Doc, list[dict]]:
     doc = random_doc(rng)
     with_bytes = rng.random() > 0.2  # else like the simplified format: tokens only
     n = len(doc.starts)
@@ -140,8 +139,12 @@ def random_gold(
                 anns.append(annotation(longs[ci], [dict(NULL), rng.choice(pool)], candidate_index=ci))
             else:
                 a, b = rng.sample(pool, 2)
-                mixed = {"start_byte": a["start_byte"], "end_byte": a["end_byte"],
-                         "start_token": b["start_token"], "end_token": b["end_token"]}
+                mixed = {
+                    "start_byte": a["start_byte"],
+                    "end_byte": a["end_byte"],
+                    "start_token": b["start_token"],
+                    "end_token": b["end_token"],
+                }
                 anns.append(annotation(longs[ci], [mixed], candidate_index=ci))
     return gold_line(example_id, doc, anns), doc, pool
 
@@ -149,6 +152,7 @@ def random_gold(
 def example_from_line(obj: dict) -> Example:
     """The ``Example`` our reader makes of a gold line (built directly, so these tests only
     exercise the scorer; ``test_main_*`` goes through ``tfqa.data.readers``)."""
+
     def span(d: dict) -> Span:
         return Span(d["start_token"], d["end_token"], d["start_byte"], d["end_byte"])
 
@@ -163,8 +167,10 @@ def example_from_line(obj: dict) -> Example:
         question=obj["question_text"],
         words=[t["token"] for t in toks],
         is_html=[t["html_token"] for t in toks],
-        candidates=[Candidate(c["start_token"], c["end_token"], True, c["start_byte"], c["end_byte"])
-                    for c in obj["long_answer_candidates"]],
+        candidates=[
+            Candidate(c["start_token"], c["end_token"], True, c["start_byte"], c["end_byte"])
+            for c in obj["long_answer_candidates"]
+        ],
         annotations=anns,
         word_start_bytes=[t["start_byte"] for t in toks],
         word_end_bytes=[t["end_byte"] for t in toks],
@@ -288,7 +294,7 @@ def random_dataset(seed: int, n_annotations: int = 5, string_ids: bool = False):
     null_rate = rng.choice([0.3, 0.6, 0.85])  # 5-way gold mostly has an answer at 0.3
     lines, preds = [], []
     for i in range(rng.randint(1, 30)):
-        eid = f"{seed}-{i}" if string_ids else rng.randrange(-10**18, 10**18)
+        eid = f"{seed}-{i}" if string_ids else rng.randrange(-(10**18), 10**18)
         line, doc, pool = random_gold(rng, eid, n_annotations, null_rate)
         lines.append(line)
         preds.append(random_prediction(rng, line, doc, pool, scores))
@@ -341,8 +347,14 @@ def fixed_doc() -> Doc:
 
 
 def pred(eid, long=None, long_score=0.0, shorts=(), short_score=0.0, yes_no="NONE") -> dict:
-    return {"example_id": eid, "long_answer": long or dict(NULL), "long_answer_score": long_score,
-            "short_answers": list(shorts), "short_answers_score": short_score, "yes_no_answer": yes_no}
+    return {
+        "example_id": eid,
+        "long_answer": long or dict(NULL),
+        "long_answer_score": long_score,
+        "short_answers": list(shorts),
+        "short_answers_score": short_score,
+        "yes_no_answer": yes_no,
+    }
 
 
 D = fixed_doc()
@@ -373,8 +385,10 @@ EDGE_CASES = {
     ),
     "token_mismatch_byte_match_and_token_only": (
         [five(annotation(L0, [S1]), annotation(L0, [S1])), five(annotation(L1), annotation(L1))],
-        [pred(1, {**L0, "end_token": 6}, 1.0, [{**S1, "start_byte": -1, "end_byte": -1}], 2.0),
-         pred(2, {**L1, "start_token": -1, "end_token": -1}, 3.0)],
+        [
+            pred(1, {**L0, "end_token": 6}, 1.0, [{**S1, "start_byte": -1, "end_byte": -1}], 2.0),
+            pred(2, {**L1, "start_token": -1, "end_token": -1}, 3.0),
+        ],
     ),
     "yes_no_matches_a_minority_annotation": (
         [five(annotation(L0, [S1]), annotation(L0, [S1]), annotation(L0, yes_no="NO"))],
@@ -473,8 +487,16 @@ def test_a_bad_prediction_file_is_named_with_its_line_and_field(tmp_path):
     _, pred_path = write_files(tmp_path, [], [pred(7, {**L0, "start_byte": -1}, 1.0)])
     with pytest.raises(NQRecordError) as err:
         read_predictions(pred_path)
-    assert (err.value.path, err.value.field, err.value.example_id, err.value.kind) == (str(pred_path), "long_answer", "7", "prediction")
-    assert str(err.value) == f"{pred_path}: field 'long_answer': prediction for example 7: inconsistent null byte span (-1, {L0['end_byte']})"
+    assert (err.value.path, err.value.field, err.value.example_id, err.value.kind) == (
+        str(pred_path),
+        "long_answer",
+        "7",
+        "prediction",
+    )
+    assert (
+        str(err.value)
+        == f"{pred_path}: field 'long_answer': prediction for example 7: inconsistent null byte span (-1, {L0['end_byte']})"
+    )
 
 
 def test_prediction_ids_must_match_gold_exactly(tmp_path):
@@ -539,9 +561,9 @@ def test_gold_errors():
 # -- Kaggle micro-F1 ------------------------------------------------------------------------------
 def kaggle_case():
     """Four single-annotation examples (the vote of one decides with the default rule)."""
+
     def ex(eid, long, shorts=(), yes_no="NONE"):
-        return Example(eid, "q", ["w"] * 20, [False] * 20, [],
-                       [Annotation(long, 0 if long else -1, tuple(shorts), yes_no)])
+        return Example(eid, "q", ["w"] * 20, [False] * 20, [], [Annotation(long, 0 if long else -1, tuple(shorts), yes_no)])
 
     def sp(s, e):
         return Span(s, e)

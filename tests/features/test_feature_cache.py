@@ -1,5 +1,6 @@
 """The feature cache: builds, reuse by fingerprint, workers, bad lines, crash safety, and reading
 it back through ``FeatureStore`` / ``CandidateDataset``."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -15,15 +16,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-import nq_builders as nb
 import tfqa.features.cache as fc
-from tfqa.features.dataset import CandidateDataset, FeatureStore
-from tfqa.features.cache import BuildConfig, build_features, file_digest, fingerprint, read_shard
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.data.readers import BadInputError, read_examples
 from tfqa.data.records import AnswerClass
+from tfqa.features.cache import BuildConfig, build_features, file_digest, fingerprint, read_shard
+from tfqa.features.dataset import CandidateDataset, FeatureStore
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.selection import SelectionConfig, select_candidates
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
+
+import nq_builders as nb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -85,7 +87,11 @@ def test_head10_build_manifest_and_rows(head10_cache, tok, tok_dir):
     assert m["counts"]["examples"] == 10
     assert m["rows"] == m["counts"]["candidates"] == sum(map(len, chosen)) == 10 * 3 + 6
     assert (m["counts"]["class_2_short"], m["counts"]["class_1_long"], m["counts"]["class_0_not_answer"]) == (4, 2, 30)
-    assert m["fingerprint"] == info.fingerprint and m["features"] == {"max_seq_len": 360, "max_question_len": 64, "html_tokens": "tfqa"}
+    assert m["fingerprint"] == info.fingerprint and m["features"] == {
+        "max_seq_len": 360,
+        "max_question_len": 64,
+        "html_tokens": "tfqa",
+    }
     assert m["input"]["blake2b"] == file_digest(nb.HEAD10)
     assert [s["rows"] for s in m["shards"]] == [sum(map(len, chosen[i : i + 4])) for i in (0, 4, 8)]
 
@@ -102,7 +108,11 @@ def test_head10_build_manifest_and_rows(head10_cache, tok, tok_dir):
             assert row["input_ids"] == cols["input_ids"][k].tolist()
             assert row["word_positions"] == cols["word_positions"][k].tolist()
             assert (row["label"], row["start_word"], row["end_word"], row["n_kept"]) == (
-                cols["label"][k], cols["start_word"][k], cols["end_word"][k], cols["n_kept"][k])
+                cols["label"][k],
+                cols["start_word"][k],
+                cols["end_word"][k],
+                cols["n_kept"][k],
+            )
             r += 1
 
     # the tokenizer saved beside the shards is the same tokenizer
@@ -140,7 +150,8 @@ def test_feature_store_and_dataset_rows(head10_cache, tok):
             end = pos[meta["end_word"] + 1] if meta["end_word"] + 1 < len(pos) else len(ids) - 1
             text = " ".join(ex.words[sp.start_token : sp.end_token])
             assert tok.decode(ids[item["start_position"] : end].tolist()) == tok.decode(
-                tok(text, add_special_tokens=False)["input_ids"])
+                tok(text, add_special_tokens=False)["input_ids"]
+            )
             n_short += 1
         else:
             assert (item["start_position"], item["end_position"]) == (-1, -1)
@@ -275,8 +286,15 @@ def test_hard_strategy_build(built_file, tok_dir, tmp_path):
 
 
 # -- malformed lines ---------------------------------------------------------------------------------------
-BUILD_CASES = ["bad_json", "missing_field", "span_outside_document", "start_ge_end",
-               "candidate_index_out_of_range", "non_utf8", "duplicate_id"]
+BUILD_CASES = [
+    "bad_json",
+    "missing_field",
+    "span_outside_document",
+    "start_ge_end",
+    "candidate_index_out_of_range",
+    "non_utf8",
+    "duplicate_id",
+]
 
 
 @pytest.mark.parametrize("name", BUILD_CASES)

@@ -1,4 +1,5 @@
 """Candidate features (word <-> subword maps, labels, truncation) and candidate selection."""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import nq_builders as nb
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.data.readers import parse_example, read_examples
 from tfqa.data.records import AnswerClass
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.selection import SelectionConfig, load_score_table, positive_indices, select_candidates
 from tfqa.features.tokenization import HTML_TOKENS, html_token_for, load_tokenizer
+
+import nq_builders as nb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CFG = FeatureConfig(max_seq_len=360, max_question_len=64)
@@ -96,7 +98,16 @@ def test_html_tokens_added(tok):
     ids = tok.convert_tokens_to_ids(list(HTML_TOKENS))
     assert len(set(ids)) == 10 and tok.unk_token_id not in ids
     assert [html_token_for(w) for w in ["<P>", "</P>", "<Table>", "</Tr>", "<Li>", "<Dd>", "</Dt>", "<Ol>", "<Fl>"]] == [
-        "<P>", "<P>", "<Table>", "<Tr>", "<Li>", "<Dd>", "<Dt>", "<Ol>", "<Fl>"]
+        "<P>",
+        "<P>",
+        "<Table>",
+        "<Tr>",
+        "<Li>",
+        "<Dd>",
+        "<Dt>",
+        "<Ol>",
+        "<Fl>",
+    ]
     assert {html_token_for(w) for w in ["<Td>", "</Th>", '<Th_colspan="2">', "<H1>", "</Dl>", "<br/>"]} == {"<Tag>"}
     # loading again does not add them twice
     assert len(load_tokenizer(tok.name_or_path)) == len(tok)
@@ -425,8 +436,11 @@ def test_hard_selection_takes_highest_scored_negatives(tmp_path):
         select_candidates(ex, SelectionConfig("hard", negatives=2))
     # the same through a Parquet scores table, with another example in it
     df = pd.DataFrame(
-        {"example_id": [int(ex.example_id)] * len(idx) + [5, 5], "candidate_index": [*idx.tolist(), 0, 1],
-         "score": [*sc.tolist(), 1.0, 2.0]}
+        {
+            "example_id": [int(ex.example_id)] * len(idx) + [5, 5],
+            "candidate_index": [*idx.tolist(), 0, 1],
+            "score": [*sc.tolist(), 1.0, 2.0],
+        }
     )
     path = tmp_path / "scores.parquet"
     df.to_parquet(path)
@@ -440,7 +454,8 @@ def test_hard_plus_random_negatives_mixes_the_top_scored_with_a_seeded_draw_from
     idx = np.array([1, 2, 4, 5, 6, 7], dtype=np.int64)
     table = {ex.example_id: (idx, np.array([0.5, 2.0, 2.0, -1.0, 2.0, 0.1], dtype=np.float32))}
     mixed = lambda seed, m=2: select_candidates(  # noqa: E731
-        ex, SelectionConfig("hard", negatives=1, random_negatives=m, seed=seed), table)
+        ex, SelectionConfig("hard", negatives=1, random_negatives=m, seed=seed), table
+    )
     draws = {tuple(mixed(seed)) for seed in range(20)}
     for chosen in draws:
         negatives = set(chosen) - {0, 3, 8, 9}

@@ -5,6 +5,7 @@ from ``document_text.split()``, a word matching ``<.+>`` becomes ``qw1``..``qw9`
 the nine opening tags exactly and ``<`` otherwise (BERT), each word is tokenised on its own, and
 the candidate stops at the first word whose pieces would overflow the budget.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,22 @@ import re
 import numpy as np
 import pytest
 
-import nq_builders as nb
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.data.readers import parse_line
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.tokenization import (
-    HTML_TOKENS, ORIGINAL_TOKENS, HtmlTokens, added_html_tokens, detect_html_tokens, load_tokenizer,
+    HTML_TOKENS,
+    ORIGINAL_TOKENS,
+    HtmlTokens,
+    added_html_tokens,
+    detect_html_tokens,
+    load_tokenizer,
 )
 
-_NEW_TOKENS = dict(zip(["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"],
-                       [f"qw{k}" for k in range(1, 10)]))
+import nq_builders as nb
+
+_NEW_TOKENS = dict(
+    zip(["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)])
+)
 
 
 def original_input_ids(obj: dict, tok, max_seq_len: int = 360, max_question_len: int = 64):
@@ -82,9 +90,11 @@ def test_the_two_vocabularies_token_by_token(minilm_dir):
     o, t = HtmlTokens.of(orig, "original"), HtmlTokens.of(tfqa, "tfqa")
     lt = orig.convert_tokens_to_ids("<")
     # The nine added tokens get the same ids in both (same order of addition).
-    assert [o.id_for(f"<{n}>") for n in ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")] == \
-        [t.id_for(f"<{n}>") for n in ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")] == \
-        list(range(30522, 30531))
+    assert (
+        [o.id_for(f"<{n}>") for n in ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")]
+        == [t.id_for(f"<{n}>") for n in ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")]
+        == list(range(30522, 30531))
+    )
     for word in ("</P>", "</Tr>", "</Li>", "<Td>", '<Td_colspan="2">', "<H1>", "<Dl>", "<p>"):
         assert o.id_for(word) == lt, word
     assert t.id_for("</P>") == t.id_for("<P>") and t.id_for("<Td>") == t.id_for("<H1>") == tfqa.convert_tokens_to_ids("<Tag>")

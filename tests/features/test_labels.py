@@ -1,13 +1,15 @@
 """Training labels from several annotations follow the vote Google's ``nq_eval`` takes for gold."""
+
 from __future__ import annotations
 
 import pytest
 
-import nq_builders as nb
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
-from tfqa.features.labels import candidate_labels, positive_indices
 from tfqa.data.readers import parse_example, read_examples
 from tfqa.data.records import AnswerClass
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
+from tfqa.features.labels import candidate_labels, positive_indices
+
+import nq_builders as nb
 
 absl_flags = pytest.importorskip("absl.flags")
 eval_utils = pytest.importorskip("natural_questions.eval_utils")
@@ -75,8 +77,11 @@ def test_one_annotation_decides_alone_as_in_kaggle_train():
 
 def test_labels_agree_with_the_official_vote_on_random_five_way_data(tmp_path):
     objs = nb.random_dataset(60, seed=31, n_annotations=5)
-    null = {"long_answer": {"start_token": -1, "end_token": -1, "start_byte": -1, "end_byte": -1, "candidate_index": -1},
-            "short_answers": [], "yes_no_answer": "NONE"}
+    null = {
+        "long_answer": {"start_token": -1, "end_token": -1, "start_byte": -1, "end_byte": -1, "candidate_index": -1},
+        "short_answers": [],
+        "yes_no_answer": "NONE",
+    }
     for k, obj in enumerate(objs):  # a third keep one non-null annotator, a third two
         keep = 1 + k % 3
         obj["annotations"] = [a if i < keep else {**a, **null} for i, a in enumerate(obj["annotations"])]

@@ -8,36 +8,38 @@ by document word whatever the tokenizer. The word maps are checked against token
 its own, on every candidate of the real Kaggle lines; the trained models' outputs are then lined
 up, averaged and decoded back to document words.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-import nq_builders as nb
-import spm_assets as sa
-from tfqa.inference import decode as dec
-from tfqa.features.dataset import CandidateDataset, FeatureStore
-from tfqa.inference.ensemble import align, ensemble
-from tfqa.evaluation.dev import DevSet, score_outputs
-from tfqa.features.cache import BuildConfig, build_features
-from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
-from tfqa.inference.batch_scoring import score_candidates
-from tfqa.modeling.model import CandidateQAModel
 from tfqa.data.readers import read_examples
 from tfqa.data.records import AnswerClass, Example
-from tfqa.features.selection import SelectionConfig
-from tfqa.stages.prepare import PrepareConfig, run_prepare
 from tfqa.data.synth import SynthConfig, write_original
+from tfqa.evaluation.dev import DevSet, score_outputs
+from tfqa.features.cache import BuildConfig, build_features
+from tfqa.features.dataset import CandidateDataset, FeatureStore
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
+from tfqa.features.selection import SelectionConfig
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
+from tfqa.inference import decode as dec
+from tfqa.inference.batch_scoring import score_candidates
+from tfqa.inference.ensemble import align, ensemble
+from tfqa.modeling.model import CandidateQAModel
+from tfqa.stages.prepare import PrepareConfig, run_prepare
 from tfqa.training.loop import TrainConfig, train
+
+import nq_builders as nb
+import spm_assets as sa
 from tiny_training import RecordingLogger
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -115,16 +117,30 @@ class Row:
 
 def rows_of_columns(cols: dict[str, list]) -> Iterator[Row]:
     for r in range(len(cols["candidate_index"])):
-        yield Row(cols["example_id"][r], cols["candidate_index"][r], cols["word_offset"][r], cols["n_words"][r],
-                  cols["n_kept"][r], cols["input_ids"][r].tolist(), cols["word_positions"][r].tolist())
+        yield Row(
+            cols["example_id"][r],
+            cols["candidate_index"][r],
+            cols["word_offset"][r],
+            cols["n_words"][r],
+            cols["n_kept"][r],
+            cols["input_ids"][r].tolist(),
+            cols["word_positions"][r].tolist(),
+        )
 
 
 def rows_of_store(store: FeatureStore) -> Iterator[Row]:
     meta = store.meta
     for r in range(len(store)):
         m = meta.iloc[r]
-        yield Row(str(m["example_id"]), int(m["candidate_index"]), int(m["word_offset"]), int(m["n_words"]),
-                  int(m["n_kept"]), store.input_ids(r).tolist(), store.word_positions(r).tolist())
+        yield Row(
+            str(m["example_id"]),
+            int(m["candidate_index"]),
+            int(m["word_offset"]),
+            int(m["n_words"]),
+            int(m["n_kept"]),
+            store.input_ids(r).tolist(),
+            store.word_positions(r).tolist(),
+        )
 
 
 def check_row(ref: WordReference, ex: Example, row: Row, cfg: FeatureConfig, counts: Counter) -> None:
@@ -281,14 +297,27 @@ def trained(backbones, tmp_path_factory) -> Trained:
         torch.manual_seed(0)
         model = CandidateQAModel.from_backbone(backbones.dirs[kind], vocab_size=len(tok))
         logger = RecordingLogger()
-        cfg = TrainConfig(lr=3e-3, warmup_steps=3, max_steps=40, batch_size=8, checkpoint_every_steps=0,
-                          keep_checkpoints=1, log_every_steps=1, progress=False, seed=0, mega_batch_steps=2, device="cpu")
-        result = train(model, CandidateDataset(store), cfg, out_dir=tmp / kind, logger=logger, resume=None,
-                       pad_id=tok.pad_token_id)
+        cfg = TrainConfig(
+            lr=3e-3,
+            warmup_steps=3,
+            max_steps=40,
+            batch_size=8,
+            checkpoint_every_steps=0,
+            keep_checkpoints=1,
+            log_every_steps=1,
+            progress=False,
+            seed=0,
+            mega_batch_steps=2,
+            device="cpu",
+        )
+        result = train(
+            model, CandidateDataset(store), cfg, out_dir=tmp / kind, logger=logger, resume=None, pad_id=tok.pad_token_id
+        )
         # Dev inputs from the tokenizer saved with the training features, as validate builds them
         # from the model folder.
-        dev_info = build_features(dev_src, store.tokenizer_dir, tmp / "features", BuildConfig(features=fcfg, workers=1),
-                                  progress=False)
+        dev_info = build_features(
+            dev_src, store.tokenizer_dir, tmp / "features", BuildConfig(features=fcfg, workers=1), progress=False
+        )
         dev_store = FeatureStore(dev_info.path)
         out.stores[kind], out.tokenizers[kind], out.models[kind] = dev_store, tok, model.eval()
         out.outputs[kind] = score_candidates(model, dev_store, device="cpu", pad_id=tok.pad_token_id)
@@ -330,7 +359,15 @@ def _brute_best_span(start: np.ndarray, end: np.ndarray, max_words: int) -> tupl
 
 
 def _answer(p: dec.Prediction) -> tuple:
-    return p.example_id, p.long_candidate_index, p.long_start_token, p.long_end_token, p.short_start_token, p.short_end_token, p.yes_no
+    return (
+        p.example_id,
+        p.long_candidate_index,
+        p.long_start_token,
+        p.long_end_token,
+        p.short_start_token,
+        p.short_end_token,
+        p.yes_no,
+    )
 
 
 def test_prepare_train_and_score_both_backbones(trained):
@@ -381,12 +418,16 @@ def test_outputs_align_row_for_row_and_average_per_word(trained):
     assert np.diff(aligned.offsets).tolist() == np.maximum(lb, la).tolist()
     ens = dec.as_outputs(ensemble([bert, albert], [0.5, 0.5], names=list(BACKBONES)))
     assert _keys(ens) == _keys(aligned)
-    np.testing.assert_allclose(ens.class_probs, 0.5 * np.stack(bert["class_probs"]) + 0.5 * np.stack(albert["class_probs"]), atol=1e-6)
+    np.testing.assert_allclose(
+        ens.class_probs, 0.5 * np.stack(bert["class_probs"]) + 0.5 * np.stack(albert["class_probs"]), atol=1e-6
+    )
     for r in range(len(bert)):
         # A word only one model kept counts as probability 0 for the other.
         n = max(lb[r], la[r])
         want = 0.5 * np.pad(bert["start_probs"][r], (0, n - lb[r])) + 0.5 * np.pad(albert["start_probs"][r], (0, n - la[r]))
-        np.testing.assert_allclose(ens.start_probs.values[ens.start_probs.offsets[r] : ens.start_probs.offsets[r + 1]], want, atol=1e-6)
+        np.testing.assert_allclose(
+            ens.start_probs.values[ens.start_probs.offsets[r] : ens.start_probs.offsets[r + 1]], want, atol=1e-6
+        )
 
 
 def test_decoded_spans_are_document_words_for_each_model_and_the_ensemble(trained):
@@ -464,8 +505,10 @@ def test_albert_peaking_on_berts_words_decodes_to_the_same_document_words(traine
         assert all(with_span)
     assert [_answer(p) for p in answers["albert"]] == [_answer(p) for p in bert_preds]
     assert [_answer(p) for p in answers["ensemble"]] == [_answer(p) for p in bert_preds]
-    words = {k: [ex.words[p.short_start_token : p.short_end_token] for ex, p in zip(dev.examples, preds) if p.short_start_token >= 0]
-             for k, preds in answers.items()}
+    words = {
+        k: [ex.words[p.short_start_token : p.short_end_token] for ex, p in zip(dev.examples, preds) if p.short_start_token >= 0]
+        for k, preds in answers.items()
+    }
     assert words["bert"] == words["albert"] == words["ensemble"] and all(words["bert"])
     # The one-hot rows really decide: without them ALBERT answers elsewhere on some example.
     plain = dec.decode(_frame(albert, cls, albert["start_probs"], albert["end_probs"]), dev.spans, cfg, example_ids=ids)
@@ -520,8 +563,11 @@ def test_official_metric_scores_both_models_and_the_ensemble(trained):
     albert_oracle, albert_short = _oracle(dev, albert)
     both_short = bert_short & albert_short
     assert dev.gold.has_long.sum() >= 6 and both_short.sum() >= 3
-    for name, out, short in (("bert", bert_oracle, bert_short), ("albert", albert_oracle, albert_short),
-                             ("ensemble", ensemble([bert_oracle, albert_oracle], [0.5, 0.5]), both_short)):
+    for name, out, short in (
+        ("bert", bert_oracle, bert_short),
+        ("albert", albert_oracle, albert_short),
+        ("ensemble", ensemble([bert_oracle, albert_oracle], [0.5, 0.5]), both_short),
+    ):
         scored, _ = score_outputs(out, dev)
         assert (scored.long.correct == dev.gold.has_long).all(), name
         assert scored.official_metrics()["long-best-threshold-f1"] == 1.0, name

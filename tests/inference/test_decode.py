@@ -1,5 +1,6 @@
 """Decoding rules: long candidate, yes/no vs span, span limits, ties, empty examples, thresholds,
 and the official prediction-JSON entries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tfqa.data.records import Candidate, Example
 from tfqa.inference.decode import (
     CandidateOutputs,
     DecodeConfig,
@@ -21,7 +23,6 @@ from tfqa.inference.decode import (
     nq_predictions_json,
     to_nq_json,
 )
-from tfqa.data.records import Candidate, Example
 
 F32 = np.float32
 JOINT = DecodeConfig(decode="joint")
@@ -157,8 +158,16 @@ def test_order_of_first_appearance_and_input_forms_agree():
     for ex in ("z", "y", "x"):
         for ci in range(4):
             n = int(rng.integers(0, 8))
-            rows.append(row(ex, ci, 10 * ci, rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(n)) if n else [],
-                            rng.dirichlet(np.ones(n)) if n else []))
+            rows.append(
+                row(
+                    ex,
+                    ci,
+                    10 * ci,
+                    rng.dirichlet(np.ones(5)),
+                    rng.dirichlet(np.ones(n)) if n else [],
+                    rng.dirichlet(np.ones(n)) if n else [],
+                )
+            )
     df = frame(*rows)
     spans = spans_of(df)
     a = decode(df, spans, JOINT)
@@ -218,9 +227,13 @@ def test_thresholds():
 
 def test_nq_json_entries():
     ex = Example(
-        example_id="-123", question="q", words=["<P>", "a", "b", "c", "</P>"],
+        example_id="-123",
+        question="q",
+        words=["<P>", "a", "b", "c", "</P>"],
         is_html=[True, False, False, False, True],
-        candidates=[Candidate(0, 5, True)], word_start_bytes=[0, 3, 5, 7, 9], word_end_bytes=[3, 4, 6, 8, 13],
+        candidates=[Candidate(0, 5, True)],
+        word_start_bytes=[0, 3, 5, 7, 9],
+        word_end_bytes=[3, 4, 6, 8, 13],
     )
     assert candidate_spans([ex])["-123"].tolist() == [[0, 5]]
     offsets = byte_offsets([ex])
@@ -298,8 +311,13 @@ def original_kernel(df: pd.DataFrame, spans: dict[str, np.ndarray], question_wor
             end = np.zeros(width)
             start[: len(rec["start_probs"])] = rec["start_probs"]
             end[: len(rec["end_probs"])] = rec["end_probs"]
-            entry = {"long": long_score, "ci": int(rec["candidate_index"]), "short": 1.0 - p[0] - p[1],
-                     "yes_no": "NONE", "span": (-1, -1)}
+            entry = {
+                "long": long_score,
+                "ci": int(rec["candidate_index"]),
+                "short": 1.0 - p[0] - p[1],
+                "yes_no": "NONE",
+                "span": (-1, -1),
+            }
             if max(p[3], p[4]) > p[2]:
                 entry["yes_no"] = "NO" if p[3] > p[4] else "YES"
             else:
@@ -346,8 +364,11 @@ def test_original_decoding_is_the_original_kernel(seed):
         assert p.yes_no == w["yes_no"]
         assert (p.short_start_token, p.short_end_token) == (w["span"] if w["yes_no"] == "NONE" else (-1, -1))
     joint = decode(df, spans, DecodeConfig(decode="joint"))
-    differ = sum((a.long_candidate_index, a.short_start_token, a.short_end_token) !=
-                 (b.long_candidate_index, b.short_start_token, b.short_end_token) for a, b in zip(got, joint))
+    differ = sum(
+        (a.long_candidate_index, a.short_start_token, a.short_end_token)
+        != (b.long_candidate_index, b.short_start_token, b.short_end_token)
+        for a, b in zip(got, joint)
+    )
     # Independent argmaxes vs the joint best span: they disagree on a good share of random outputs.
     assert differ >= len(got) // 10
 

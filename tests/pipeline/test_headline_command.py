@@ -2,6 +2,7 @@
 then `mlflow run . -e train_albert -P variant=2 --env-manager local` with nothing else, then
 `mlflow ui` with no flags, which must show both, the stage runs named and nested under the
 pipeline's parent run. A second demo reuses every stage, visibly, under a new parent run."""
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,27 @@ from tfqa.pipeline.profiles import REPO, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-STAGES = {"prepare", "train_bert_base", "mine_hard_negatives", "train_bert", "finetune_squad", "train_albert",
-          "train_bert_large", "promote", "validate", "predict"}
+STAGES = {
+    "prepare",
+    "train_bert_base",
+    "mine_hard_negatives",
+    "train_bert",
+    "finetune_squad",
+    "train_albert",
+    "train_bert_large",
+    "promote",
+    "validate",
+    "predict",
+}
 
 
 def _clone(dst: Path) -> Path:
     """What `git clone` of this checkout would hold (tracked and new files, nothing ignored)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
@@ -39,17 +53,27 @@ def _clone(dst: Path) -> Path:
 
 
 def _env(clone: Path) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TFQA_CONFIG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TFQA_CONFIG")
+    }
     # The venv's `python` and `mlflow` first (as after `. .venv/bin/activate`), this copy's code.
-    return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "TFQA_SQUAD_DATA": str(SHARED_DATA / "squad2-dev-half.json")}
+    return {
+        **env,
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PYTHONPATH": str(clone),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TFQA_SQUAD_DATA": str(SHARED_DATA / "squad2-dev-half.json"),
+    }
 
 
 def _run(cmd: list[str], clone: Path, timeout: int) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=clone, env=_env(clone), capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, cwd=clone, env=_env(clone), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0, f"{cmd}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     return proc
 
@@ -68,8 +92,14 @@ def user(tmp_path_factory):
     headline = _run(["mlflow", "run", ".", "-e", "train_albert", "-P", "variant=2", "--env-manager", "local"], clone, 1200)
     rerun = _run([sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work)], clone, 1200)
     port = _free_port()
-    ui = subprocess.Popen(["mlflow", "ui", "--port", str(port)], cwd=clone, env=_env(clone), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen(
+        ["mlflow", "ui", "--port", str(port)],
+        cwd=clone,
+        env=_env(clone),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -80,8 +110,15 @@ def user(tmp_path_factory):
             except OSError:
                 assert time.monotonic() < deadline and ui.poll() is None, "mlflow ui did not come up"
                 time.sleep(0.5)
-        yield {"clone": clone, "work": work, "demo": demo, "headline": headline, "rerun": rerun, "uri": uri,
-               "client": MlflowClient(uri)}
+        yield {
+            "clone": clone,
+            "work": work,
+            "demo": demo,
+            "headline": headline,
+            "rerun": rerun,
+            "uri": uri,
+            "client": MlflowClient(uri),
+        }
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
@@ -116,12 +153,29 @@ def test_the_stage_runs_are_named_and_nested_under_one_parent(user):
     first = parents[0]
     children = _children(runs, first.info.run_id)
     names = sorted(r.info.run_name for r in children)
-    assert names == sorted(["prepare", "train_bert_base", "mine_hard_negatives", "train_bert-v1", "finetune_squad",
-                            "train_albert-v2", "train_albert-v3", "train_bert_large-v4", "train_bert_large-v5",
-                            "promote-v1", "promote-v2", "promote-v3", "promote-v4", "promote-v5", "validate", "predict"]), names
+    assert names == sorted(
+        [
+            "prepare",
+            "train_bert_base",
+            "mine_hard_negatives",
+            "train_bert-v1",
+            "finetune_squad",
+            "train_albert-v2",
+            "train_albert-v3",
+            "train_bert_large-v4",
+            "train_bert_large-v5",
+            "promote-v1",
+            "promote-v2",
+            "promote-v3",
+            "promote-v4",
+            "promote-v5",
+            "validate",
+            "predict",
+        ]
+    ), names
     assert all(r.info.status == "FINISHED" and r.data.tags["tfqa.stage"] in STAGES for r in children)
     assert first.info.status == "FINISHED" and "ensemble/long-best-threshold-f1" in first.data.metrics
-    steps = {k[len("tfqa.step."):]: v for k, v in first.data.tags.items() if k.startswith("tfqa.step.")}
+    steps = {k[len("tfqa.step.") :]: v for k, v in first.data.tags.items() if k.startswith("tfqa.step.")}
     assert set(steps.values()) == {r.info.run_id for r in children}
 
 
@@ -140,16 +194,21 @@ def test_a_second_pipeline_shows_each_reused_stage_under_its_own_parent(user):
 def test_the_headline_command_trains_variant_2_from_the_pipelines_runs(user):
     client, runs = user["client"], _runs(user["client"])
     first = min((r for r in runs if r.info.run_name == "pipeline-ci"), key=lambda r: r.info.start_time)
-    steps = {k[len("tfqa.step."):]: v for k, v in first.data.tags.items() if k.startswith("tfqa.step.")}
-    bare = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "train_albert"
-            and "mlflow.parentRunId" not in r.data.tags]
+    steps = {k[len("tfqa.step.") :]: v for k, v in first.data.tags.items() if k.startswith("tfqa.step.")}
+    bare = [
+        r
+        for r in runs
+        if r.data.tags.get("mlflow.project.entryPoint") == "train_albert" and "mlflow.parentRunId" not in r.data.tags
+    ]
     assert len(bare) == 1, "the bare `mlflow run` landed elsewhere"
     run = bare[0]
     tags = run.data.tags
     assert run.info.status == "FINISHED" and run.info.run_name == "train_albert-v2" and tags["tfqa.variant"] == "2"
     assert tags["tfqa.upstream.mine_hard_negatives"] == steps["mine_hard_negatives"]
     assert tags["tfqa.upstream.init"] == steps["finetune_squad"]
-    assert tags["tfqa.resolved.mining_run"].startswith(f"{steps['mine_hard_negatives']} (from the latest FINISHED mine_hard_negatives run")
+    assert tags["tfqa.resolved.mining_run"].startswith(
+        f"{steps['mine_hard_negatives']} (from the latest FINISHED mine_hard_negatives run"
+    )
     assert tags["tfqa.resolved.init_model"].startswith(f"{steps['finetune_squad']} (from the latest FINISHED finetune_squad run")
     settings = str(user["clone"] / "tfqa.yaml")
     tiny = str(user["work"] / "tiny-bert")

@@ -1,5 +1,6 @@
 """The whole pipeline (CI profile: tiny models) against a real mlflow server, a rerun that reuses
 every step, and the MLflow UI's run comparison rendered by headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,21 @@ EXPERIMENT = "tfqa-pipeline-e2e"
 
 def _demo(work: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
     # `mlflow run --env-manager local` runs entry points with the `python` on PATH: this one.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("MLFLOW_RUN_ID", None)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work), "--experiment", EXPERIMENT],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     return proc, time.perf_counter() - t0
 
@@ -47,17 +56,38 @@ def pipeline(mlflow_server, tmp_path_factory):
 def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["uri"])
     out = pipeline["stdout"]
-    for step in ("train_bert_base", "mine_hard_negatives", "train_1", "finetune_squad", "train_2", "train_3",
-                 "train_4", "train_5", "promote_1", "promote_5", "validate", "predict"):
+    for step in (
+        "train_bert_base",
+        "mine_hard_negatives",
+        "train_1",
+        "finetune_squad",
+        "train_2",
+        "train_3",
+        "train_4",
+        "train_5",
+        "promote_1",
+        "promote_5",
+        "validate",
+        "predict",
+    ):
         assert f"] {step}" in out, f"step {step} missing from the progress output"
     summary = json.loads((pipeline["work"] / "summary.json").read_text())
     assert "ensemble " in out and "thresholds: " in out and " long=" in out, out[-2000:]
-    for key in ("ensemble/long-best-threshold-f1", "ensemble/short-best-threshold-f1", "threshold/long",
-                "threshold/short", "baseline/null/long-best-threshold-f1", "baseline/question_overlap/long-best-threshold-f1"):
+    for key in (
+        "ensemble/long-best-threshold-f1",
+        "ensemble/short-best-threshold-f1",
+        "threshold/long",
+        "threshold/short",
+        "baseline/null/long-best-threshold-f1",
+        "baseline/question_overlap/long-best-threshold-f1",
+    ):
         assert key in summary, key
     client = MlflowClient()
-    validate = client.get_run(client.search_runs(
-        [client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.`tfqa.stage` = 'validate'")[0].info.run_id)
+    validate = client.get_run(
+        client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], "tags.`tfqa.stage` = 'validate'")[
+            0
+        ].info.run_id
+    )
     for m in MANIFEST.models:
         mv = client.get_model_version_by_alias(m.name, MANIFEST.alias)
         run = client.get_run(mv.run_id)
@@ -67,7 +97,8 @@ def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypa
         # The training run's final dev evaluation saw validate's 60 dev examples, decoded as validate does.
         for part in ("long", "short"):
             assert run.data.metrics[f"dev/{part}_f1"] == pytest.approx(
-                validate.data.metrics[f"model/{m.name}/{part}-best-threshold-f1"], abs=1e-9), (m.name, part)
+                validate.data.metrics[f"model/{m.name}/{part}-best-threshold-f1"], abs=1e-9
+            ), (m.name, part)
     analysis = {a.path for a in client.list_artifacts(validate.info.run_id, "validation/error_analysis")}
     assert {f"validation/error_analysis/{n}" for n in ("slices.json", "ensemble_changes.csv", "agreement.png")} <= analysis
     # Every training run ends with the dev evaluation; the CI profile's eval_every=10 adds step 10.
@@ -107,11 +138,19 @@ def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
     train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
     assert len(train_runs) >= 6
     ids = [r.info.run_id for r in train_runs]
-    url = (f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}"
-           f"&experiments={quote(json.dumps([exp.experiment_id]))}")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--virtual-time-budget=20000", "--window-size=1600,1000"]
+    url = f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp.experiment_id]))}"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=20000",
+        "--window-size=1600,1000",
+    ]
     png = tmp_path / "compare.png"
     subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
     dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
@@ -132,9 +171,18 @@ def _render(url: str, name: str, profile: Path) -> str:
     """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
-             "--virtual-time-budget=20000", "--window-size=1800,1100"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=20000",
+        "--window-size=1800,1100",
+    ]
     out = _ui_artifacts()
     png = out / f"{name}.png"
     png.unlink(missing_ok=True)
@@ -171,22 +219,27 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
     # parent, folded (the UI keeps `runsExpanded` out of shared views); sorted by a metric it lists
     # every run flat, which is how a user compares the stages' dev/long_f1.
     columns = ["attributes.`Models`", "metrics.`dev/long_f1`", "metrics.`dev/short_f1`"]
-    views = {"stages": {"selectedColumns": columns, "orderByKey": "metrics.`dev/long_f1`", "orderByAsc": False},
-             "parent": {"selectedColumns": columns}}
+    views = {
+        "stages": {"selectedColumns": columns, "orderByKey": "metrics.`dev/long_f1`", "orderByAsc": False},
+        "parent": {"selectedColumns": columns},
+    }
     for key, state in views.items():
         client.set_experiment_tag(eid, f"mlflow.sharedViewState.tfqa{key}", json.dumps(state))
-    stages = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages",
-                           "runs-table-stages", tmp_path / "p1"))
+    stages = _text(
+        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages", "runs-table-stages", tmp_path / "p1")
+    )
     assert "dev/long_f1" in stages, stages[:3000]
     for r in [*train, next(r for r in children if r.info.run_name == "validate")]:
         assert r.info.run_name in stages, (r.info.run_name, stages[:3000])
     assert f"{v2.data.metrics['dev/long_f1']:.4g}"[:4] in stages, (v2.data.metrics["dev/long_f1"], stages[:3000])
-    top = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent",
-                        "runs-table-parent", tmp_path / "p2"))
+    top = _text(
+        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent", "runs-table-parent", tmp_path / "p2")
+    )
     assert "pipeline-ci" in top and "train_albert-v2" not in top, top[:3000]  # children folded under the parent
     # The child run's own page names its parent.
-    run_page = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}", "run-train_albert-v2",
-                             tmp_path / "p3"))
+    run_page = _text(
+        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}", "run-train_albert-v2", tmp_path / "p3")
+    )
     assert "Parent run" in run_page and "pipeline-ci" in run_page, run_page[:3000]
 
     models = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/models", "logged-models", tmp_path / "p4"))

@@ -1,4 +1,5 @@
 """tfqa.pipeline.prefork: a stage handed to the prefork server runs as if it were its own process."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from tfqa.pipeline import prefork
 
 REPO = Path(__file__).resolve().parents[2]
 
-STAGE = r'''from tfqa.pipeline.prefork import delegate_if_configured
+STAGE = r"""from tfqa.pipeline.prefork import delegate_if_configured
 delegate_if_configured()
 import os, sys, time
 mode = sys.argv[1]
@@ -27,7 +28,7 @@ if mode == "sleep":
     open(sys.argv[2], "w").write(str(os.getpid()))
     time.sleep(60)
 sys.exit(int(mode))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def stage(tmp_path) -> Path:
 
 
 def run(script: Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 def fields(stdout: str) -> dict[str, str]:
@@ -66,8 +68,14 @@ def sleeping_stage(stage: Path, tmp_path: Path, **popen) -> tuple[subprocess.Pop
 
 
 def test_the_stage_gets_its_argv_environment_cwd_streams_and_exit_status(server, stage, tmp_path):
-    proc = subprocess.Popen([sys.executable, str(stage), "3", "a", "b c"], cwd=tmp_path,
-                            env={**os.environ, "X": "42"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(stage), "3", "a", "b c"],
+        cwd=tmp_path,
+        env={**os.environ, "X": "42"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3
     f = fields(out)
@@ -104,8 +112,13 @@ def test_torchrun_workers_are_not_handed_over(server, stage, tmp_path):
 
 
 def test_a_real_entry_point_runs_through_the_server(server, tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "entrypoints" / "promote.py"), "--help"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "entrypoints" / "promote.py"), "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "--run-id" in r.stdout
 
 

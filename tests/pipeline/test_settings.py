@@ -1,6 +1,7 @@
 """The settings file (tfqa.pipeline.settings) and how a stage's empty parameters are resolved (tfqa.pipeline.resolve):
 real YAML files, real directories, a real tracking server with hand-made runs, the real entry
 point script for the one error that lists what is missing."""
+
 from __future__ import annotations
 
 import io
@@ -14,11 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tfqa import tracking
-
-from tfqa.pipeline import resolve
 from tfqa.core.errors import UserError
-from tfqa.pipeline.profiles import REPO
 from tfqa.core.progress import LineProgress, on_terminal
+from tfqa.pipeline import resolve
+from tfqa.pipeline.profiles import REPO
 from tfqa.pipeline.settings import Settings, same_store
 from tfqa.training.variants import VARIANTS
 
@@ -33,7 +33,9 @@ def test_a_settings_file_resolves_relative_paths_and_merges_the_training_group(t
     (tmp_path / "models" / "albert").mkdir(parents=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text("{}\n")
-    f = _write(tmp_path / "tfqa.yaml", """
+    f = _write(
+        tmp_path / "tfqa.yaml",
+        """
 tracking: {uri: sqlite:///runs/mlflow.db, experiment: tfqa}
 backbones:
   albert-xxlarge-v2: models/albert
@@ -42,7 +44,8 @@ data:
 parameters:
   train: {max_steps: 20, eval_every: 0, top_level_only: false}
   train_albert: {max_steps: 5, lr: 1.0e-5}
-""")
+""",
+    )
     s = Settings.load(f)
     assert s.path == f.resolve() and s.experiment == "tfqa"
     assert s.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
@@ -67,20 +70,27 @@ def test_the_file_in_force_is_tfqa_config_else_none_when_turned_off(tmp_path, mo
     assert str(e.value) == f"{tmp_path / 'nope.yaml'}: no such settings file (TFQA_CONFIG names it)"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data: [unclosed\n", "{f}:2: not valid YAML: expected ',' or ']', but got '<stream end>' (column 1)"),
-    ("datas: {}\n", "{f}: field 'datas': unknown key (known: tracking, backbones, data, parameters)"),
-    ("data: {trian: x}\n", "{f}: field 'data.trian': unknown key (known: train, dev, test, squad, squad_dev)"),
-    ("tracking: {url: x}\n", "{f}: field 'tracking.url': unknown key (known: uri, experiment)"),
-    ("backbones: {albert-xxlarge-v2: /no/such/albert}\n",
-     "{f}: field 'backbones.albert-xxlarge-v2': no such directory: /no/such/albert"),
-    ("data: {dev: missing-dev.jsonl.gz}\n", "{f}: field 'data.dev': no such file or directory: {d}/missing-dev.jsonl.gz"),
-    ("parameters: {train_roberta: {lr: 1}}\n", "{f}: field 'parameters.train_roberta': no such entry point in MLproject"),
-    ("parameters: {prepare: {max_seq_len: 128}}\n",
-     "{f}: field 'parameters.prepare.max_seq_len': MLproject gives max_seq_len the default 360"),
-    ("parameters: {train: {lr: [1, 2]}}\n", "{f}: field 'parameters.train.lr': expected a single value, not list"),
-    ("- a\n- b\n", "{f}: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data: [unclosed\n", "{f}:2: not valid YAML: expected ',' or ']', but got '<stream end>' (column 1)"),
+        ("datas: {}\n", "{f}: field 'datas': unknown key (known: tracking, backbones, data, parameters)"),
+        ("data: {trian: x}\n", "{f}: field 'data.trian': unknown key (known: train, dev, test, squad, squad_dev)"),
+        ("tracking: {url: x}\n", "{f}: field 'tracking.url': unknown key (known: uri, experiment)"),
+        (
+            "backbones: {albert-xxlarge-v2: /no/such/albert}\n",
+            "{f}: field 'backbones.albert-xxlarge-v2': no such directory: /no/such/albert",
+        ),
+        ("data: {dev: missing-dev.jsonl.gz}\n", "{f}: field 'data.dev': no such file or directory: {d}/missing-dev.jsonl.gz"),
+        ("parameters: {train_roberta: {lr: 1}}\n", "{f}: field 'parameters.train_roberta': no such entry point in MLproject"),
+        (
+            "parameters: {prepare: {max_seq_len: 128}}\n",
+            "{f}: field 'parameters.prepare.max_seq_len': MLproject gives max_seq_len the default 360",
+        ),
+        ("parameters: {train: {lr: [1, 2]}}\n", "{f}: field 'parameters.train.lr': expected a single value, not list"),
+        ("- a\n- b\n", "{f}: expected a mapping"),
+    ],
+)
 def test_a_bad_settings_file_is_one_error_naming_file_key_and_path(tmp_path, text, message):
     f = _write(tmp_path / "tfqa.yaml", text)
     with pytest.raises(UserError) as e:
@@ -104,12 +114,17 @@ class Runs:
         self.experiment_id = self.client.create_experiment(name)
         self.t = int(time.time() * 1000) - 100_000
 
-    def make(self, stage: str, status: str = "FINISHED", params: dict | None = None, tags: dict | None = None,
-             name: str | None = "") -> str:
+    def make(
+        self, stage: str, status: str = "FINISHED", params: dict | None = None, tags: dict | None = None, name: str | None = ""
+    ) -> str:
         self.t += 1000  # start times a second apart: "latest" is well defined
         name = f"{stage}-{self.t}" if name == "" else name  # None: MLflow makes one up, as `mlflow run` does
-        run = self.client.create_run(self.experiment_id, start_time=self.t, run_name=name,
-                                     tags={"tfqa.stage": stage, "mlflow.project.entryPoint": stage, **(tags or {})})
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=self.t,
+            run_name=name,
+            tags={"tfqa.stage": stage, "mlflow.project.entryPoint": stage, **(tags or {})},
+        )
         for k, v in (params or {}).items():
             self.client.log_param(run.info.run_id, k, v)
         if status != "RUNNING":
@@ -118,9 +133,14 @@ class Runs:
 
 
 def _settings(tmp_path: Path, backbone: Path, train: Path) -> Settings:
-    return Settings.load(_write(tmp_path / "tfqa.yaml", f"backbones: {{all-MiniLM-L6-v2: {backbone}}}\n"
-                                                        f"data: {{train: {train}}}\n"
-                                                        "parameters: {train_albert: {backbone_name: all-MiniLM-L6-v2}}\n"))
+    return Settings.load(
+        _write(
+            tmp_path / "tfqa.yaml",
+            f"backbones: {{all-MiniLM-L6-v2: {backbone}}}\n"
+            f"data: {{train: {train}}}\n"
+            "parameters: {train_albert: {backbone_name: all-MiniLM-L6-v2}}\n",
+        )
+    )
 
 
 def _resolver(runs: Runs, settings: Settings, given: dict | None = None) -> resolve.StageResolver:
@@ -176,15 +196,35 @@ def test_without_settings_the_upstream_runs_give_the_backbone_and_train_file(mlf
     assert {x.param: x.source for x in r.resolutions}["train_data"] == f"train_data of the mine_hard_negatives run {mine}"
 
 
-@pytest.mark.parametrize("param, stage, status, expected", [
-    ("init_model", "finetune_squad", "FAILED", "run {id} is FAILED, not FINISHED: refused as init_model (a finetune_squad run)"),
-    ("init_model", "validate", "FINISHED",
-     "run {id} is a validate run (entry point validate), not a finetune_squad run: refused as init_model (status FINISHED)"),
-    ("mining_run", "train_bert", "FINISHED",
-     "run {id} is a train_bert run (entry point train_bert), not a mine_hard_negatives run: refused as mining_run (status FINISHED)"),
-    ("mining_run", "mine_hard_negatives", "KILLED", "run {id} is KILLED, not FINISHED: refused as mining_run"),
-])
-def test_a_given_upstream_run_that_failed_or_is_of_another_stage_is_refused(mlflow_tracking, tmp_path, param, stage, status, expected):
+@pytest.mark.parametrize(
+    "param, stage, status, expected",
+    [
+        (
+            "init_model",
+            "finetune_squad",
+            "FAILED",
+            "run {id} is FAILED, not FINISHED: refused as init_model (a finetune_squad run)",
+        ),
+        (
+            "init_model",
+            "validate",
+            "FINISHED",
+            "run {id} is a validate run (entry point validate), not a finetune_squad run: "
+            "refused as init_model (status FINISHED)",
+        ),
+        (
+            "mining_run",
+            "train_bert",
+            "FINISHED",
+            "run {id} is a train_bert run (entry point train_bert), not a mine_hard_negatives run: "
+            "refused as mining_run (status FINISHED)",
+        ),
+        ("mining_run", "mine_hard_negatives", "KILLED", "run {id} is KILLED, not FINISHED: refused as mining_run"),
+    ],
+)
+def test_a_given_upstream_run_that_failed_or_is_of_another_stage_is_refused(
+    mlflow_tracking, tmp_path, param, stage, status, expected
+):
     runs = Runs()
     bad = runs.make(stage, status=status)
     r = _resolver(runs, Settings(), given={"backbone": str(tmp_path), "train_data": "/data/train.jsonl", param: bad})
@@ -204,7 +244,10 @@ def test_what_cannot_be_resolved_is_one_error_listing_each_value_and_what_gives_
     assert msg.startswith("train_albert: missing mining_run, init_model, backbone, train_data. "), msg
     assert "mining_run: give -P mining_run=<mine_hard_negatives run id>, or have a FINISHED mine_hard_negatives run" in msg
     assert "init_model: give -P init_model=<finetune_squad run id>" in msg and "is FAILED: not used" in msg
-    assert f"backbone: give -P backbone=<backbone dir> or settings key backbones.albert-xxlarge-v2 in {tmp_path / 'tfqa.yaml'}" in msg
+    assert (
+        f"backbone: give -P backbone=<backbone dir> or settings key backbones.albert-xxlarge-v2 in {tmp_path / 'tfqa.yaml'}"
+        in msg
+    )
     assert "train_data: give -P train_data=<NQ train file, feature cache or prepare run id> or settings key data.train" in msg
     assert "names experiment 'tfqa-elsewhere': run with --experiment-name tfqa-elsewhere" in msg
 
@@ -214,9 +257,25 @@ def test_the_entry_point_refuses_in_one_line_and_fails_its_run(mlflow_tracking, 
     runs = Runs()
     run_id = runs.make("train_albert", status="RUNNING", name=None)
     env = {**os.environ, "MLFLOW_RUN_ID": run_id, "TFQA_CONFIG": ""}
-    proc = subprocess.run([sys.executable, str(REPO / "entrypoints" / "train.py"), "--entry-point", "train_albert",
-                           "--variant", "2", "--backbone", "", "--train-data", ""],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "entrypoints" / "train.py"),
+            "--entry-point",
+            "train_albert",
+            "--variant",
+            "2",
+            "--backbone",
+            "",
+            "--train-data",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     lines = [x for x in proc.stderr.splitlines() if x.startswith("tfqa: ")]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("tfqa: train_albert: missing mining_run, init_model, backbone, train_data. "), lines[0]
@@ -263,7 +322,9 @@ def test_off_a_terminal_progress_is_one_line_per_tenth():
         p.update()
     p.close()
     lines = out.getvalue().splitlines()
-    assert len(lines) == 10 and lines[0].startswith("inference:  10% (4/37 batch") and lines[-1].startswith("inference: 100% (37/37")
+    assert (
+        len(lines) == 10 and lines[0].startswith("inference:  10% (4/37 batch") and lines[-1].startswith("inference: 100% (37/37")
+    )
     now = [0.0]
     out = io.StringIO()
     p = LineProgress("features", unit="ex", stream=out, every_s=30.0, clock=lambda: now[0])

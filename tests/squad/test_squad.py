@@ -1,4 +1,5 @@
 """SQuAD 2.0: reader, article split, windowed features, post-processing and the official metric."""
+
 from __future__ import annotations
 
 import gzip

@@ -6,6 +6,7 @@ manifest; the registry entry points then run as MLflow projects, as an operator 
 Each `mlflow run` costs ~30 s here, so there are five of them: promote, validate twice, a validate
 that must fail, predict.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,7 @@ ALIAS = "champion"
 BACKBONE = "tiny"
 # Cheap settings for every variant. Variants 1, 2 and 4 sample hard negatives and 2, 3 start from
 # the SQuAD model in the real recipe; here all use random negatives and the backbone.
-OVERRIDES = {"backbone_name": BACKBONE, "max_seq_len": "96", "batch_size": "8", "negatives": "random",
-             "init": "backbone"}
+OVERRIDES = {"backbone_name": BACKBONE, "max_seq_len": "96", "batch_size": "8", "negatives": "random", "init": "backbone"}
 SMALL_PAGES = dict(min_candidates=8, max_candidates=16, min_tokens=200, max_tokens=500)
 RUN_ID = re.compile(r"Run \(ID '([0-9a-f]{32})'\)")
 
@@ -53,9 +53,15 @@ class E2E:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env.update(MLFLOW_TRACKING_URI=self.uri, MLFLOW_EXPERIMENT_NAME=self.experiment, OMP_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        env.update(
+            MLFLOW_TRACKING_URI=self.uri,
+            MLFLOW_EXPERIMENT_NAME=self.experiment,
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            HF_HUB_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
         return env
 
 
@@ -65,8 +71,15 @@ def _train(e: E2E, variant: str, run_name: str, **extra: str) -> str:
     from tfqa.training.variants import VARIANTS, with_overrides
 
     v = with_overrides(VARIANTS[variant], {**OVERRIDES, **extra})
-    cfg = TrainStageConfig(variant=v, backbone=e.backbone, train_data=str(e.train),
-                           output_dir=str(e.root / "train-outputs"), max_steps=3, checkpoint_every=3, log_every=1)
+    cfg = TrainStageConfig(
+        variant=v,
+        backbone=e.backbone,
+        train_data=str(e.train),
+        output_dir=str(e.root / "train-outputs"),
+        max_steps=3,
+        checkpoint_every=3,
+        log_every=1,
+    )
     # Opened as the entry point opens it: the stage tags are set by whoever starts the run.
     tags = {"tfqa.stage": v.entry_point, "tfqa.variant": v.key}
     with tracking.start_run(experiment=e.experiment, run_name=run_name, tags=tags, log_system_metrics=False) as run:
@@ -78,10 +91,10 @@ def _train(e: E2E, variant: str, run_name: str, **extra: str) -> str:
 def e2e(mlflow_server, tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
-    from tfqa.pipeline.demo import tiny_backbone
-    from tfqa.inference.manifest import EnsembleManifest
-    from tfqa.tracking.registry import promote
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
+    from tfqa.inference.manifest import EnsembleManifest
+    from tfqa.pipeline.demo import tiny_backbone
+    from tfqa.tracking.registry import promote
 
     if not mlflow_server.running:
         mlflow_server.start()
@@ -91,14 +104,24 @@ def e2e(mlflow_server, tmp_path_factory):
         mp.setenv("MLFLOW_EXPERIMENT_NAME", f"e2e-registry-{UID}")
         for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             mp.delenv(k, raising=False)
-        e = E2E(root=root, uri=mlflow_server.uri, experiment=f"e2e-registry-{UID}", backbone=tiny_backbone(root),
-                train=root / "train.jsonl", dev=root / "dev.jsonl.gz", test=root / "test.jsonl",
-                manifest=root / "ensemble.yaml", outputs=root / "outputs")
+        e = E2E(
+            root=root,
+            uri=mlflow_server.uri,
+            experiment=f"e2e-registry-{UID}",
+            backbone=tiny_backbone(root),
+            train=root / "train.jsonl",
+            dev=root / "dev.jsonl.gz",
+            test=root / "test.jsonl",
+            manifest=root / "ensemble.yaml",
+            outputs=root / "outputs",
+        )
         write_simplified(e.train, SynthConfig(n_examples=24, seed=1, **SMALL_PAGES))
         write_original(e.dev, SynthConfig(n_examples=10, seed=2, n_annotations=5, **SMALL_PAGES))
         write_simplified(e.test, SynthConfig(n_examples=6, seed=3, **SMALL_PAGES), with_annotations=False)
-        e.manifest.write_text(f"alias: {ALIAS}\nmodels:\n" + "".join(
-            f'  - {{name: {NAMES[k]}, variant: "{k}", backbone: {BACKBONE}, weight: 0.2}}\n' for k in "12345"))
+        e.manifest.write_text(
+            f"alias: {ALIAS}\nmodels:\n"
+            + "".join(f'  - {{name: {NAMES[k]}, variant: "{k}", backbone: {BACKBONE}, weight: 0.2}}\n' for k in "12345")
+        )
 
         for k in "12345":
             e.runs[k] = _train(e, k, f"train-v{k}")
@@ -113,11 +136,23 @@ def e2e(mlflow_server, tmp_path_factory):
         yield e
 
 
-def mlflow_run(e: E2E, entry_point: str, params: dict[str, str], *, expect_ok: bool = True,
-               timeout: float = 600) -> tuple[str | None, str]:
+def mlflow_run(
+    e: E2E, entry_point: str, params: dict[str, str], *, expect_ok: bool = True, timeout: float = 600
+) -> tuple[str | None, str]:
     """`mlflow run . -e <entry_point> --env-manager local -P ...`; (run id, combined output)."""
-    cmd = [sys.executable, "-m", "mlflow", "run", ".", "-e", entry_point, "--env-manager", "local",
-           "--experiment-name", e.experiment]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        ".",
+        "-e",
+        entry_point,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        e.experiment,
+    ]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
     proc = subprocess.run(cmd, cwd=REPO, env=e.env(), capture_output=True, text=True, timeout=timeout)
@@ -146,8 +181,12 @@ def _download(run_id: str, path: str, dst: Path) -> Path:
 
 
 def _validate(e: E2E, *, expect_ok: bool = True, **extra: str) -> tuple[str | None, str]:
-    return mlflow_run(e, "validate", {"manifest": str(e.manifest), "dev_data": str(e.dev),
-                                      "output_dir": str(e.outputs), **extra}, expect_ok=expect_ok)
+    return mlflow_run(
+        e,
+        "validate",
+        {"manifest": str(e.manifest), "dev_data": str(e.dev), "output_dir": str(e.outputs), **extra},
+        expect_ok=expect_ok,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +212,7 @@ def test_promote_entry_point_registers_and_sets_alias(e2e):
     mv = client.get_model_version_by_alias(solo, ALIAS)
     assert mv.version == "1" and mv.run_id == e2e.runs["2"]
     # MLflow 3: the version is made from the training run's LoggedModel (models:/<model_id>).
-    (lm,) = client.search_logged_models([client.get_run(e2e.runs["2"]).info.experiment_id],
-                                        f"source_run_id = '{e2e.runs['2']}'")
+    (lm,) = client.search_logged_models([client.get_run(e2e.runs["2"]).info.experiment_id], f"source_run_id = '{e2e.runs['2']}'")
     assert mv.source == f"models:/{lm.model_id}" and str(lm.status) == "READY"
     assert mv.tags == {"tfqa.backbone": BACKBONE, "tfqa.variant": "2"}
     assert client.get_registered_model(solo).tags == {"tfqa.backbone": BACKBONE, "tfqa.variant": "2"}
@@ -193,9 +231,9 @@ def test_promote_entry_point_registers_and_sets_alias(e2e):
 def test_validate_entry_point_metrics_tags_artifacts(e2e, first_validate, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from tfqa.evaluation.nq_predictions import read_predictions
     from tfqa.data.readers import read_examples
     from tfqa.evaluation.nq_metric import score
+    from tfqa.evaluation.nq_predictions import read_predictions
 
     client = MlflowClient()
     run, _ = first_validate
@@ -208,22 +246,39 @@ def test_validate_entry_point_metrics_tags_artifacts(e2e, first_validate, tmp_pa
         for key in ("long-best-threshold-f1", "short-best-threshold-f1", "kaggle-micro-f1"):
             assert 0.0 <= m[f"model/{name}/{key}"] <= 1.0
         assert m[f"model/{name}/outputs_reused"] == 0.0  # a fresh output dir: everything computed
-    for key in ("ensemble/long-best-threshold-f1", "ensemble/short-best-threshold-f1", "ensemble/kaggle-micro-f1",
-                "threshold/long", "threshold/short",
-                "baseline/null/long-best-threshold-f1", "baseline/null/short-best-threshold-f1",
-                "baseline/question_overlap/long-best-threshold-f1", "baseline/question_overlap/short-best-threshold-f1",
-                # official keys (compute_f1 and the PR-curve ones that are valid MLflow names)
-                "ensemble/long-answer-f1", "ensemble/long-answer-precision", "ensemble/long-answer-recall",
-                "ensemble/long-answer-n", "ensemble/short-answer-f1", "ensemble/short-answer-n",
-                "ensemble/long-best-threshold-precision",
-                "ensemble/long-best-threshold-recall", "ensemble/short-best-threshold"):
+    for key in (
+        "ensemble/long-best-threshold-f1",
+        "ensemble/short-best-threshold-f1",
+        "ensemble/kaggle-micro-f1",
+        "threshold/long",
+        "threshold/short",
+        "baseline/null/long-best-threshold-f1",
+        "baseline/null/short-best-threshold-f1",
+        "baseline/question_overlap/long-best-threshold-f1",
+        "baseline/question_overlap/short-best-threshold-f1",
+        # official keys (compute_f1 and the PR-curve ones that are valid MLflow names)
+        "ensemble/long-answer-f1",
+        "ensemble/long-answer-precision",
+        "ensemble/long-answer-recall",
+        "ensemble/long-answer-n",
+        "ensemble/short-answer-f1",
+        "ensemble/short-answer-n",
+        "ensemble/long-best-threshold-precision",
+        "ensemble/long-best-threshold-recall",
+        "ensemble/short-best-threshold",
+    ):
         assert key in m, f"metric {key} missing; logged: {sorted(m)}"
     assert m["baseline/null/long-best-threshold-f1"] == 0.0 and m["baseline/null/short-best-threshold-f1"] == 0.0
     assert m["ensemble/long-answer-n"] == m["ensemble/short-answer-n"] == 10
 
     arts = _artifacts(client, run.info.run_id)
-    for path in ("validation/predictions.json", "validation/predictions.txt", "validation/precision_recall.png",
-                 "validation/thresholds.json", "validation/ensemble.json"):
+    for path in (
+        "validation/predictions.json",
+        "validation/predictions.txt",
+        "validation/precision_recall.png",
+        "validation/thresholds.json",
+        "validation/ensemble.json",
+    ):
         assert path in arts, f"{path} not logged; artifacts: {sorted(arts)}"
     parquets = sorted(a for a in arts if a.startswith("outputs/") and a.endswith(".parquet"))
     assert len(parquets) == 5
@@ -389,8 +444,9 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
 
     client = MlflowClient()
     vrun, _ = first_validate
-    run_id, _ = mlflow_run(e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test),
-                                            "output_dir": str(e2e.outputs)})
+    run_id, _ = mlflow_run(
+        e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test), "output_dir": str(e2e.outputs)}
+    )
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["tfqa.upstream.validate"] == vrun.info.run_id
@@ -427,20 +483,26 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from tfqa.inference import decode as dec
     from tfqa import tracking
-    from tfqa.inference.ensemble import ensemble
     from tfqa.data.readers import read_examples
+    from tfqa.inference import decode as dec
+    from tfqa.inference.ensemble import ensemble
     from tfqa.stages.predict import PredictConfig, run_predict
 
     client = MlflowClient()
     manifest = e2e.root / "original.yaml"
-    manifest.write_text(e2e.manifest.read_text().replace("weight: 0.2", "weight: 0.25").replace(
-        f"variant: \"1\", backbone: {BACKBONE}, weight: 0.25", f"variant: \"1\", backbone: {BACKBONE}, weight: 0.0")
+    manifest.write_text(
+        e2e.manifest.read_text()
+        .replace("weight: 0.2", "weight: 0.25")
+        .replace(f'variant: "1", backbone: {BACKBONE}, weight: 0.25', f'variant: "1", backbone: {BACKBONE}, weight: 0.0')
         + f"decode: original\ncascade:\n  - {{model: {NAMES['1']}, top_k: 6, threshold: 0.0}}\n"
-          f"  - {{model: {NAMES['4']}, top_k: 3, threshold: 0.0}}\n")
-    run_id, _ = mlflow_run(e2e, "validate", {"manifest": str(manifest), "dev_data": str(e2e.dev),
-                                             "output_dir": str(e2e.outputs), "max_answer_words": "7"})
+        f"  - {{model: {NAMES['4']}, top_k: 3, threshold: 0.0}}\n"
+    )
+    run_id, _ = mlflow_run(
+        e2e,
+        "validate",
+        {"manifest": str(manifest), "dev_data": str(e2e.dev), "output_dir": str(e2e.outputs), "max_answer_words": "7"},
+    )
     run = client.get_run(run_id)
     p, m = run.data.params, run.data.metrics
     assert (p["decode.decode"], p["decode.max_answer_words"]) == ("original", "7")
@@ -451,7 +513,10 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
     assert "ensemble_no_cascade/long-best-threshold-f1" in m
     text = _download(run_id, "validation/predictions.txt", tmp_path / "v").read_text()
     assert "decode: original (max_answer_words 7)" in text
-    assert f"cascade: {NAMES['1']} top 6 > 0.0 ({int(m['cascade/stage1_scored'])} -> {int(m['cascade/stage1_kept'])} candidates)" in text
+    assert (
+        f"cascade: {NAMES['1']} top 6 > 0.0 ({int(m['cascade/stage1_scored'])} -> {int(m['cascade/stage1_kept'])} candidates)"
+        in text
+    )
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", e2e.uri)
@@ -481,9 +546,13 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
         assert len(ensemble_part) == 1, (n, survivors[n])
         outs.append(pd.read_parquet(_download(prun.info.run_id, ensemble_part[0], tmp_path / "o")))
     ens = ensemble(outs, [0.25] * 4)
-    want = dec.apply_thresholds(dec.decode(ens, dec.candidate_spans(examples), dec.DecodeConfig(7, "original"),
-                                           example_ids=[ex.example_id for ex in examples]),
-                                thresholds["long"], thresholds["short"])
+    want = dec.apply_thresholds(
+        dec.decode(
+            ens, dec.candidate_spans(examples), dec.DecodeConfig(7, "original"), example_ids=[ex.example_id for ex in examples]
+        ),
+        thresholds["long"],
+        thresholds["short"],
+    )
     from tfqa.stages.predict import submission_rows
 
     got = pd.read_csv(path, keep_default_na=False)

@@ -13,6 +13,7 @@ The SIGKILL tests kill a process group this module started, right after the firs
 folder (or the second mining shard) appears: both are renamed into place atomically, so what a
 killed job leaves is exactly what a crash would leave.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,17 @@ REPO = Path(__file__).resolve().parents[2]
 SQUAD = REPO.parent / "shared" / "data" / "squad2-dev-half.json"
 JOB_TIMEOUT_S = 900.0
 RUN_ID_IN_OUTPUT = re.compile(r"run with ID '([0-9a-f]{32})'")
-ANSWER_COLUMNS = ["long_answer", "long_answer_start", "long_answer_end", "long_answer_score", "short_answer",
-                  "short_answer_start", "short_answer_end", "short_answer_score", "yes_no_answer"]
+ANSWER_COLUMNS = [
+    "long_answer",
+    "long_answer_start",
+    "long_answer_end",
+    "long_answer_score",
+    "short_answer",
+    "short_answer_start",
+    "short_answer_end",
+    "short_answer_score",
+    "yes_no_answer",
+]
 
 # The run that is SIGKILLed and resumed, and the uninterrupted reference (which also lives through
 # the tracking server going away): the same training settings, output folders apart. 108 training
@@ -56,8 +66,7 @@ class Job:
         self.name, self.cmd, self.log_path = name, cmd, log_path
         self._log = open(log_path, "wb")
         self.started = time.time()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.rc: int | None = None
         self.seconds: float | None = None
 
@@ -70,7 +79,7 @@ class Job:
         self.seconds = time.time() - self.started
         self._log.close()
 
-    def wait(self, timeout: float = JOB_TIMEOUT_S) -> "Job":
+    def wait(self, timeout: float = JOB_TIMEOUT_S) -> Job:
         if self.rc is None:
             try:
                 self.proc.wait(timeout)
@@ -80,7 +89,7 @@ class Job:
             self._finished()
         return self
 
-    def ok(self) -> "Job":
+    def ok(self) -> Job:
         self.wait()
         assert self.rc == 0, f"{self.name} exited with {self.rc}; command {' '.join(self.cmd)}\n{self.tail()}"
         return self
@@ -177,8 +186,11 @@ class E2E:
         import mlflow
 
         dst.mkdir(parents=True, exist_ok=True)
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
-                                                        tracking_uri=self.server.uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.server.uri
+            )
+        )
 
 
 def _wait_for(what: str, cond: Callable[[], bool], job: Job, timeout: float = JOB_TIMEOUT_S, poll: float = 0.02) -> None:
@@ -195,7 +207,9 @@ def _wait_for(what: str, cond: Callable[[], bool], job: Job, timeout: float = JO
 
 def _complete_checkpoints(ckpt_root: Path) -> list[Path]:
     """Checkpoint folders renamed into place (``step-XXXXXX``; not ``.tmp``/``.old`` leftovers)."""
-    return sorted(p for p in ckpt_root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").exists())
+    return sorted(
+        p for p in ckpt_root.glob("step-*") if re.fullmatch(r"step-\d+", p.name) and (p / "trainer_state.json").exists()
+    )
 
 
 def _run_dir(out: Path) -> Path:
@@ -211,16 +225,22 @@ def ctx(mlflow_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     experiment = f"e2e-{uuid.uuid4().hex[:12]}"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update({
-        "MLFLOW_TRACKING_URI": mlflow_server.uri, "MLFLOW_EXPERIMENT_NAME": experiment,
-        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-        # `mlflow run --env-manager local` runs the entry point with the `python` on PATH: this one.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": mlflow_server.uri,
+            "MLFLOW_EXPERIMENT_NAME": experiment,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            # `mlflow run --env-manager local` runs the entry point with the `python` on PATH: this one.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
 
-    from tfqa.pipeline.demo import tiny_backbone
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
+    from tfqa.pipeline.demo import tiny_backbone
 
     train_file, dev_file = root / "train.jsonl", root / "dev.jsonl.gz"
     write_simplified(train_file, SynthConfig(n_examples=40, seed=3))
@@ -231,26 +251,64 @@ def ctx(mlflow_server, tmp_path_factory):
     # Created here: `mlflow run`s started together would race to create it (RESOURCE_ALREADY_EXISTS).
     c.client.create_experiment(experiment)
     c.recipes = {
-        "prepare": lambda: c.mlflow_run("prepare", "prepare", input=train_file, tokenizer=backbone,
-                                        cache_dir=root / "features"),
-        "prepare_again": lambda: (c.job("prepare"), c.mlflow_run(
-            "prepare_again", "prepare", input=train_file, tokenizer=backbone, cache_dir=root / "features"))[1],
-        "wrong_variant": lambda: c.mlflow_run("wrong_variant", "train_albert", variant=4, backbone=backbone,
-                                              train_data=train_file, max_steps=1),
+        "prepare": lambda: c.mlflow_run("prepare", "prepare", input=train_file, tokenizer=backbone, cache_dir=root / "features"),
+        "prepare_again": lambda: (
+            c.job("prepare"),
+            c.mlflow_run("prepare_again", "prepare", input=train_file, tokenizer=backbone, cache_dir=root / "features"),
+        )[1],
+        "wrong_variant": lambda: c.mlflow_run(
+            "wrong_variant", "train_albert", variant=4, backbone=backbone, train_data=train_file, max_steps=1
+        ),
         "train": lambda: c.mlflow_run(
-            "train", "train_bert_base", backbone=backbone, train_data=c.job("prepare").run_id, max_steps=6,
-            batch_size=8, checkpoint_every=3, log_every=1, dev_data=dev_file, eval_every=3, dev_examples=10,
-            output_dir=root / "out-train", backbone_name="tiny"),
-        "mine": lambda: c.mlflow_run("mine", "mine_hard_negatives", model=c.job("train").run_id, train_data=train_file,
-                                     output_dir=root / "out-mine", n_shards=6),
+            "train",
+            "train_bert_base",
+            backbone=backbone,
+            train_data=c.job("prepare").run_id,
+            max_steps=6,
+            batch_size=8,
+            checkpoint_every=3,
+            log_every=1,
+            dev_data=dev_file,
+            eval_every=3,
+            dev_examples=10,
+            output_dir=root / "out-train",
+            backbone_name="tiny",
+        ),
+        "mine": lambda: c.mlflow_run(
+            "mine",
+            "mine_hard_negatives",
+            model=c.job("train").run_id,
+            train_data=train_file,
+            output_dir=root / "out-mine",
+            n_shards=6,
+        ),
         "squad": lambda: c.mlflow_run(
-            "squad", "finetune_squad", backbone=backbone, squad_data=SQUAD, max_questions=60, max_dev_questions=40,
-            max_steps=4, max_seq_len=128, doc_stride=32, batch_size=8, output_dir=root / "out-squad",
-            backbone_name="tiny"),
+            "squad",
+            "finetune_squad",
+            backbone=backbone,
+            squad_data=SQUAD,
+            max_questions=60,
+            max_dev_questions=40,
+            max_steps=4,
+            max_seq_len=128,
+            doc_stride=32,
+            batch_size=8,
+            output_dir=root / "out-squad",
+            backbone_name="tiny",
+        ),
         "albert": lambda: c.mlflow_run(
-            "albert", "train_albert", variant=2, backbone=backbone, train_data=train_file,
-            init_model=c.job("squad").run_id, mining_run=c.job("mine").run_id, max_steps=2, batch_size=8,
-            output_dir=root / "out-albert", backbone_name="tiny"),
+            "albert",
+            "train_albert",
+            variant=2,
+            backbone=backbone,
+            train_data=train_file,
+            init_model=c.job("squad").run_id,
+            mining_run=c.job("mine").run_id,
+            max_steps=2,
+            batch_size=8,
+            output_dir=root / "out-albert",
+            backbone_name="tiny",
+        ),
     }
     with pytest.MonkeyPatch.context() as mp:
         # For what this process reads back (runs:/ URIs, pyfunc loading).
@@ -271,9 +329,26 @@ def ctx(mlflow_server, tmp_path_factory):
 
 
 def _train_args(features: str, out: Path) -> list[str]:
-    return ["--entry-point", "train_bert_base", "--backbone", "BACKBONE", "--train-data", features,
-            "--max-steps", str(RESUME_STEPS), "--batch-size", "8", "--checkpoint-every", str(RESUME_CHECKPOINT_EVERY),
-            "--log-every", "1", "--output-dir", str(out), "--backbone-name", "tiny"]
+    return [
+        "--entry-point",
+        "train_bert_base",
+        "--backbone",
+        "BACKBONE",
+        "--train-data",
+        features,
+        "--max-steps",
+        str(RESUME_STEPS),
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        str(RESUME_CHECKPOINT_EVERY),
+        "--log-every",
+        "1",
+        "--output-dir",
+        str(out),
+        "--backbone-name",
+        "tiny",
+    ]
 
 
 def _resume_args(ctx: E2E, out: Path) -> list[str]:
@@ -385,8 +460,9 @@ def test_logged_model_is_code_based_pyfunc_that_answers(ctx, tmp_path):
 
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     lines = [json.loads(line) for line in ctx.train_file.read_text().splitlines()[:2]]
-    frame = pd.DataFrame({"question_text": [x["question_text"] for x in lines],
-                          "document_text": [x["document_text"] for x in lines]})
+    frame = pd.DataFrame(
+        {"question_text": [x["question_text"] for x in lines], "document_text": [x["document_text"] for x in lines]}
+    )
     answers = model.predict(frame)
     assert isinstance(answers, pd.DataFrame) and len(answers) == 2
     assert set(ANSWER_COLUMNS) <= set(answers.columns), list(answers.columns)
@@ -456,8 +532,12 @@ def test_sigkilled_training_resumes_into_same_run_bit_exact(ctx, outage_run):
     out = ctx.root / "out-killed"
     args = _resume_args(ctx, out)
     killed = ctx.script("killed", "train.py", args)
-    _wait_for("first checkpoint", lambda: any(_complete_checkpoints(p / "checkpoints") for p in (out / "runs").glob("*")),
-              killed, poll=0.01)
+    _wait_for(
+        "first checkpoint",
+        lambda: any(_complete_checkpoints(p / "checkpoints") for p in (out / "runs").glob("*")),
+        killed,
+        poll=0.01,
+    )
     alive = killed.running
     killed.kill()
     assert alive, f"the training ended before it could be killed:\n{killed.tail()}"
@@ -574,8 +654,15 @@ def test_finetune_squad_logs_squad_metrics_and_model(ctx):
     run = ctx.client.get_run(job.run_id)
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    for key in ("squad/exact", "squad/f1", "squad/best_f1", "squad/HasAns_exact", "squad/HasAns_f1",
-                "squad/NoAns_exact", "squad/NoAns_f1"):
+    for key in (
+        "squad/exact",
+        "squad/f1",
+        "squad/best_f1",
+        "squad/HasAns_exact",
+        "squad/HasAns_f1",
+        "squad/NoAns_exact",
+        "squad/NoAns_f1",
+    ):
         assert key in m and 0.0 <= m[key] <= 100.0, (key, sorted(m))
     assert m["squad/train_questions"] == 60 and m["squad/dev_questions"] == 40
     assert m["squad/HasAns_total"] + m["squad/NoAns_total"] == 40

@@ -5,6 +5,7 @@ only the parameters worth naming there); these tests hold it to the dataclasses:
 parameter is an option of its script, passed on the command line as that option, with the
 dataclass's default and a type that fits.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -120,8 +121,14 @@ def _stage_configs() -> dict[str, type]:
     from tfqa.stages.squad import SquadStageConfig
     from tfqa.stages.train import TrainStageConfig
 
-    return {"prepare": PrepareConfig, "finetune_squad": SquadStageConfig, "train": TrainStageConfig,
-            "mine_hard_negatives": MineConfig, "validate": ValidateConfig, "predict": PredictConfig}
+    return {
+        "prepare": PrepareConfig,
+        "finetune_squad": SquadStageConfig,
+        "train": TrainStageConfig,
+        "mine_hard_negatives": MineConfig,
+        "validate": ValidateConfig,
+        "predict": PredictConfig,
+    }
 
 
 def _fields(cls, instance=None, skip=()):
@@ -203,8 +210,16 @@ def test_validate_refuses_a_manifest_whose_digest_is_not_the_one_given(tmp_path)
 
 
 def test_importing_an_entry_point_hands_nothing_over_and_imports_no_stage():
-    code = ("import sys; sys.path.insert(0, 'entrypoints'); import train, validate, prepare, promote; "
-            "print(sorted(m for m in ('torch', 'mlflow', 'pandas', 'tfqa.stages.train') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "TFQA_PREFORK": "/nonexistent/tfqa-prefork.sock"})
+    code = (
+        "import sys; sys.path.insert(0, 'entrypoints'); import train, validate, prepare, promote; "
+        "print(sorted(m for m in ('torch', 'mlflow', 'pandas', 'tfqa.stages.train') if m in sys.modules))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TFQA_PREFORK": "/nonexistent/tfqa-prefork.sock"},
+    )
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

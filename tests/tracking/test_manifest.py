@@ -1,5 +1,6 @@
 """tfqa.inference.manifest without `mlflow run`: manifest loading errors, alias resolution and the checks
 ``promote`` makes before it registers anything (runs made directly against the real test server)."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tfqa import tracking
-from tfqa.modeling.saved import MODEL_ARTIFACT
 from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
+from tfqa.modeling.saved import MODEL_ARTIFACT
 from tfqa.tracking.registry import promote, resolve_aliases
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +27,7 @@ def _write(tmp_path: Path, text: str, name: str = "manifest.yaml") -> Path:
 
 
 def _manifest(prefix: str, alias: str = "champion", backbone: str = "tiny") -> EnsembleManifest:
-    return EnsembleManifest(alias, tuple(
-        ManifestEntry(f"{prefix}-v{k}", k, backbone, 0.2) for k in "12345"))
+    return EnsembleManifest(alias, tuple(ManifestEntry(f"{prefix}-v{k}", k, backbone, 0.2) for k in "12345"))
 
 
 # ------------------------------------------------------------------------------------ manifests
@@ -51,17 +51,20 @@ def test_manifest_defaults_and_types(tmp_path):
     assert m.models == (ManifestEntry("a", "2", "b", 1.0),)  # variant as a string, weight 1.0
 
 
-@pytest.mark.parametrize("text, mentions", [
-    ("alias: champion\n", "field 'models'"),                                              # no models list
-    ("models:\n  - {name: a, backbone: b}\n", "field 'models[0].variant': missing"),     # entry without variant
-    ("models:\n  - {variant: '1', backbone: b}\n", "field 'models[0].name': missing"),   # entry without name
-    ("models:\n  - {name: a, variant: '1'}\n", "field 'models[0].backbone': missing"),   # entry without backbone
-    ("models:\n  - {name: a, variant: '1', backbone: b, weight: heavy}\n", "'heavy' is not a number"),
-    ("- just\n- a list\n", "expected a mapping"),                                       # not a mapping
-    ("models: [\n", "invalid YAML"),                                                    # not YAML
-    ("", "expected a mapping"),                                                         # empty file
-    ("modles: []\n", "field 'modles': unknown key"),                                    # a typo
-])
+@pytest.mark.parametrize(
+    "text, mentions",
+    [
+        ("alias: champion\n", "field 'models'"),  # no models list
+        ("models:\n  - {name: a, backbone: b}\n", "field 'models[0].variant': missing"),  # entry without variant
+        ("models:\n  - {variant: '1', backbone: b}\n", "field 'models[0].name': missing"),  # entry without name
+        ("models:\n  - {name: a, variant: '1'}\n", "field 'models[0].backbone': missing"),  # entry without backbone
+        ("models:\n  - {name: a, variant: '1', backbone: b, weight: heavy}\n", "'heavy' is not a number"),
+        ("- just\n- a list\n", "expected a mapping"),  # not a mapping
+        ("models: [\n", "invalid YAML"),  # not YAML
+        ("", "expected a mapping"),  # empty file
+        ("modles: []\n", "field 'modles': unknown key"),  # a typo
+    ],
+)
 def test_manifest_errors_name_the_file(tmp_path, text, mentions):
     path = _write(tmp_path, text, "broken-manifest.yaml")
     with pytest.raises(ValueError) as info:
@@ -78,10 +81,14 @@ def test_missing_manifest_file_named(tmp_path):
 
 
 def test_duplicate_model_names_refused(tmp_path):
-    path = _write(tmp_path, "alias: champion\nmodels:\n"
-                            "  - {name: tfqa-x, variant: '1', backbone: b}\n"
-                            "  - {name: tfqa-y, variant: '2', backbone: b}\n"
-                            "  - {name: tfqa-x, variant: '3', backbone: b}\n", "dupes.yaml")
+    path = _write(
+        tmp_path,
+        "alias: champion\nmodels:\n"
+        "  - {name: tfqa-x, variant: '1', backbone: b}\n"
+        "  - {name: tfqa-y, variant: '2', backbone: b}\n"
+        "  - {name: tfqa-x, variant: '3', backbone: b}\n",
+        "dupes.yaml",
+    )
     with pytest.raises(ValueError) as info:
         EnsembleManifest.load(path)
     assert str(path) in str(info.value) and "'tfqa-x' appears twice" in str(info.value)
@@ -97,8 +104,14 @@ def test_entry_lookups_explain_what_is_missing():
 
 
 # ------------------------------------------------------------------------- runs on the server
-def _run(client: MlflowClient, *, status: str = "FINISHED", variant: str | None = "1",
-         backbone: str | None = "tiny", model: str | None = "READY") -> str:
+def _run(
+    client: MlflowClient,
+    *,
+    status: str = "FINISHED",
+    variant: str | None = "1",
+    backbone: str | None = "tiny",
+    model: str | None = "READY",
+) -> str:
     """A training-like run: its tags, optionally a LoggedModel named ``model`` with a stub
     ``MLmodel`` (left in status ``model``: READY as a finished upload leaves it, PENDING as one
     cut short), ended with ``status``."""
@@ -267,20 +280,32 @@ def test_the_original_manifest_reproduces_the_original_procedure():
     m = EnsembleManifest.load(REPO / "registry" / "original.yaml")
     assert m.decode.decode == "original" and m.html_tokens == "original"
     assert [(s.model, s.top_k, s.threshold) for s in m.cascade] == [
-        ("tfqa-v1-bert-base", 10, 0.2), ("tfqa-v4-bert-large", 4, 0.35)]
+        ("tfqa-v1-bert-base", 10, 0.2),
+        ("tfqa-v4-bert-large", 4, 0.35),
+    ]
     assert {e.variant: e.weight for e in m.models} == {"1": 0.0, "2": 0.3, "3": 0.3, "4": 0.2, "5": 0.2}
 
 
-@pytest.mark.parametrize("extra, field, reason", [
-    ("cascade:\n  - {model: m9, top_k: 10, threshold: 0.2}\n", "cascade[0].model", "'m9' is not one of the manifest's models"),
-    ("cascade:\n  - {model: m1, top_k: 0, threshold: 0.2}\n", "cascade[0].top_k", "must be an integer >= 1, got 0"),
-    ("cascade:\n  - {model: m1, top_k: 2, threshold: 0.2}\n  - {model: m4, top_k: 4, threshold: 1.5}\n",
-     "cascade[1].threshold", "must be a number in [0, 1], got 1.5"),
-    ("cascade:\n  - {model: m1, top_k: 2}\n", "cascade[0].threshold", "missing"),
-    ("cascade: all\n", "cascade", "expected a list of stages or 'none'"),
-    ("decode: best\n", "decode", "decode must be one of joint, original, got 'best'"),
-    ("html_tokens: html\n", "html_tokens", "must be one of tfqa, original, got 'html'"),
-])
+@pytest.mark.parametrize(
+    "extra, field, reason",
+    [
+        (
+            "cascade:\n  - {model: m9, top_k: 10, threshold: 0.2}\n",
+            "cascade[0].model",
+            "'m9' is not one of the manifest's models",
+        ),
+        ("cascade:\n  - {model: m1, top_k: 0, threshold: 0.2}\n", "cascade[0].top_k", "must be an integer >= 1, got 0"),
+        (
+            "cascade:\n  - {model: m1, top_k: 2, threshold: 0.2}\n  - {model: m4, top_k: 4, threshold: 1.5}\n",
+            "cascade[1].threshold",
+            "must be a number in [0, 1], got 1.5",
+        ),
+        ("cascade:\n  - {model: m1, top_k: 2}\n", "cascade[0].threshold", "missing"),
+        ("cascade: all\n", "cascade", "expected a list of stages or 'none'"),
+        ("decode: best\n", "decode", "decode must be one of joint, original, got 'best'"),
+        ("html_tokens: html\n", "html_tokens", "must be one of tfqa, original, got 'html'"),
+    ],
+)
 def test_cascade_decode_and_html_tokens_errors_name_file_and_field(tmp_path, extra, field, reason):
     path = _write(tmp_path, ORIGINAL_MODELS + extra, "m.yaml")
     with pytest.raises(ValueError) as info:

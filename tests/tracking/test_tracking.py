@@ -1,5 +1,6 @@
 """tfqa.tracking against a real MLflow server: what is logged lands, run states, re-attaching,
 a server that goes away mid-run, and finding a finished run to reuse."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 
 def test_flatten_params_dotted_and_stringified():
     flat = tracking.flatten_params({"train": _Outer(), "seed": 3, "none": None, "deep": {"a": {"b": True}}})
-    assert flat == {"train.name": "albert", "train.inner.lr": "1e-05", "train.inner.layers": "[1, 2]",
-                    "seed": "3", "none": "None", "deep.a.b": "True"}
+    assert flat == {
+        "train.name": "albert",
+        "train.inner.lr": "1e-05",
+        "train.inner.layers": "[1, 2]",
+        "seed": "3",
+        "none": "None",
+        "deep.a.b": "True",
+    }
 
 
 def test_params_metrics_tags_artifacts_land(mlflow_tracking, tmp_path, monkeypatch):
@@ -64,8 +71,12 @@ def test_params_metrics_tags_artifacts_land(mlflow_tracking, tmp_path, monkeypat
     assert "mlflow.user" in r.data.tags  # MLflow's context tags, as the fluent API would set
     assert [m.step for m in client.get_metric_history(run.run_id, "loss")] == list(range(5))
     assert any(k.startswith("system/") for k in r.data.metrics)
-    assert _artifacts(client, run.run_id) == {"reports/report.txt", "checkpoints/step-5/weights.bin",
-                                              "features/manifest.json", "notes.txt"}
+    assert _artifacts(client, run.run_id) == {
+        "reports/report.txt",
+        "checkpoints/step-5/weights.bin",
+        "features/manifest.json",
+        "notes.txt",
+    }
 
 
 def test_failed_killed_and_reattach(mlflow_tracking, monkeypatch):

@@ -1,4 +1,5 @@
 """The final model is saved and logged by rank 0 alone (both training stages go through it)."""
+
 from __future__ import annotations
 
 from tfqa.training.checkpoint import save_final_model

@@ -2,6 +2,7 @@
 on a tiny BERT against a real tracking server, its logged ``dev/*`` metrics checked against the
 final model's dev outputs scored here, with the per-type accuracies recomputed from the decoded
 answers and the raw annotations by a plain loop (not by ``tfqa.evaluation.error_analysis``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,9 +48,9 @@ def trained(mlflow_server, tmp_path_factory, one_torch_thread):
     0.6, accuracy 1 on null, 1/2 on long-only and short-span, 0 on NO), where one that learnt
     nothing gets everything wrong and would let a wrong accuracy pass."""
     from tfqa import tracking
+    from tfqa.data.synth import SynthConfig, write_original
     from tfqa.pipeline.demo import tiny_backbone
     from tfqa.stages.train import TrainStageConfig, run_train
-    from tfqa.data.synth import SynthConfig, write_original
     from tfqa.training.variants import VARIANTS, with_overrides
 
     if not mlflow_server.running:
@@ -58,17 +59,28 @@ def trained(mlflow_server, tmp_path_factory, one_torch_thread):
     pages = dict(min_candidates=8, max_candidates=12, min_tokens=200, max_tokens=400)
     dev_file = root / "dev.jsonl.gz"
     write_original(dev_file, SynthConfig(n_examples=12, seed=8, n_annotations=5, **pages))
-    variant = with_overrides(VARIANTS["bert_base"], {"backbone_name": "tiny", "max_seq_len": "96", "batch_size": "8",
-                                                      "lr": "1e-3", "negatives_per_example": "4"})
+    variant = with_overrides(
+        VARIANTS["bert_base"],
+        {"backbone_name": "tiny", "max_seq_len": "96", "batch_size": "8", "lr": "1e-3", "negatives_per_example": "4"},
+    )
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
         for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             mp.delenv(k, raising=False)
         for name, eval_every in (("final_only", 0), ("curve", STEPS // 2)):
-            cfg = TrainStageConfig(variant=variant, backbone=tiny_backbone(root), train_data=str(dev_file),
-                                   dev_data=str(dev_file), dev_examples=DEV_EXAMPLES, eval_every=eval_every,
-                                   output_dir=str(root / "outputs"), max_steps=STEPS, checkpoint_every=0, log_every=10)
+            cfg = TrainStageConfig(
+                variant=variant,
+                backbone=tiny_backbone(root),
+                train_data=str(dev_file),
+                dev_data=str(dev_file),
+                dev_examples=DEV_EXAMPLES,
+                eval_every=eval_every,
+                output_dir=str(root / "outputs"),
+                max_steps=STEPS,
+                checkpoint_every=0,
+                log_every=10,
+            )
             with tracking.start_run(experiment=f"train-dev-{root.name}", run_name=name, log_system_metrics=False) as run:
                 returned = run_train(cfg, run)
             runs[name] = (run.run_id, returned)
@@ -84,12 +96,12 @@ def history(run_id: str, key: str) -> list:
 def test_final_dev_metrics_match_the_final_model_scored_here(trained):
     from mlflow.tracking import MlflowClient
 
-    from tfqa.features.dataset import FeatureStore
-    from tfqa.inference.decode import DecodeConfig
     from tfqa.evaluation.dev import DevSet, score_outputs
     from tfqa.features.cache import BuildConfig, build_features
+    from tfqa.features.dataset import FeatureStore
     from tfqa.features.featurize import FeatureConfig
     from tfqa.inference.batch_scoring import score_candidates
+    from tfqa.inference.decode import DecodeConfig
     from tfqa.modeling.model import CandidateQAModel
 
     root, dev_file, variant, runs = trained
@@ -105,9 +117,15 @@ def test_final_dev_metrics_match_the_final_model_scored_here(trained):
     # The final model on the first DEV_EXAMPLES dev examples, inputs built as it was trained.
     final = Path(root / "outputs" / "runs" / run_id / "final")
     model = CandidateQAModel.from_pretrained(final)
-    features = build_features(dev_file, final, root / "check-features",
-                              BuildConfig(features=FeatureConfig(variant.max_seq_len, variant.max_question_len, variant.html_tokens),
-                                          max_lines=DEV_EXAMPLES), progress=False)
+    features = build_features(
+        dev_file,
+        final,
+        root / "check-features",
+        BuildConfig(
+            features=FeatureConfig(variant.max_seq_len, variant.max_question_len, variant.html_tokens), max_lines=DEV_EXAMPLES
+        ),
+        progress=False,
+    )
     outputs = score_candidates(model, FeatureStore(features.path))
     dev = DevSet.read(dev_file, DEV_EXAMPLES)
     scored, decoded = score_outputs(outputs, dev, DecodeConfig())
@@ -118,8 +136,10 @@ def test_final_dev_metrics_match_the_final_model_scored_here(trained):
     assert logged["dev/short_threshold"] == pytest.approx(official["short-best-threshold"], abs=1e-6)
     assert logged["dev/kaggle_micro_f1"] == pytest.approx(scored.best_kaggle_micro_f1().f1, abs=1e-9)
 
-    outcome = [reference_type_and_right(ex, p, logged["dev/long_threshold"], logged["dev/short_threshold"])
-               for ex, p in zip(dev.examples, decoded)]
+    outcome = [
+        reference_type_and_right(ex, p, logged["dev/long_threshold"], logged["dev/short_threshold"])
+        for ex, p in zip(dev.examples, decoded)
+    ]
     assert sum(logged[f"dev/n_{t}"] for t in ANSWER_TYPES) == DEV_EXAMPLES
     assert logged["dev/acc_all"] == pytest.approx(sum(r for _, r in outcome) / DEV_EXAMPLES)
     # The check below must be able to fail: several types, right and wrong answers among them.

@@ -1,5 +1,6 @@
 """The training loop and its parts: LR schedule, length-grouped sampler, collate, checkpoints,
 learning on tiny BERT/ALBERT, exact resume after SIGKILL, and a 2-process gloo DDP run."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from tfqa.features.batching import LengthGroupedSampler, collate
+from tfqa.modeling.model import CandidateQAModel
 from tfqa.training.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
@@ -26,8 +28,8 @@ from tfqa.training.checkpoint import (
     read_trainer_state,
     save_checkpoint,
 )
-from tfqa.modeling.model import CandidateQAModel
 from tfqa.training.loop import TrainConfig, build_optimizer, lr_at, train
+
 from tiny_training import FakeCandidates, RecordingLogger, tiny_config, write_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,8 +148,16 @@ def _tiny_model(kind="bert", seed=0):
 
 
 def _save(root, step, model, optimizer=None, keep=None):
-    return save_checkpoint(root, step, model=model, optimizer=optimizer, data_position={"epoch": 0, "batch_in_epoch": step},
-                           config={"lr": 1.0}, metrics={"train/loss": 0.5}, keep_last=keep)
+    return save_checkpoint(
+        root,
+        step,
+        model=model,
+        optimizer=optimizer,
+        data_position={"epoch": 0, "batch_in_epoch": step},
+        config={"lr": 1.0},
+        metrics={"train/loss": 0.5},
+        keep_last=keep,
+    )
 
 
 def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
@@ -160,8 +170,14 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     path = _save(tmp_path, 7, model, optimizer)
     after = torch.rand(3)
     assert path.name == "step-000007"
-    assert {p.name for p in path.iterdir()} >= {"model.safetensors", "config.json", "tfqa_head.json", "optimizer.pt",
-                                               "rng.pt", "trainer_state.json"}
+    assert {p.name for p in path.iterdir()} >= {
+        "model.safetensors",
+        "config.json",
+        "tfqa_head.json",
+        "optimizer.pt",
+        "rng.pt",
+        "trainer_state.json",
+    }
     state = read_trainer_state(path)
     assert state["step"] == 7 and state["batch_in_epoch"] == 7 and state["metrics"]["train/loss"] == 0.5
 
@@ -218,6 +234,7 @@ def test_train_config_validation_and_apex_message():
         TrainConfig(warmup_fraction=1.5)
     try:
         import apex.optimizers  # noqa: F401
+
         pytest.skip("NVIDIA apex is installed here")  # only on a GPU machine with apex built from source
     except ImportError:
         pass
@@ -227,8 +244,17 @@ def test_train_config_validation_and_apex_message():
 
 # ------------------------------------------------------------------------------------ training
 def _cfg(**kw) -> TrainConfig:
-    base = dict(lr=3e-3, warmup_steps=4, max_steps=40, batch_size=16, log_every_steps=1, checkpoint_every_steps=0,
-                keep_checkpoints=1, seed=0, mega_batch_steps=4)
+    base = dict(
+        lr=3e-3,
+        warmup_steps=4,
+        max_steps=40,
+        batch_size=16,
+        log_every_steps=1,
+        checkpoint_every_steps=0,
+        keep_checkpoints=1,
+        seed=0,
+        mega_batch_steps=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -244,8 +270,16 @@ def test_a_few_dozen_steps_lower_the_loss(kind, tmp_path, capsys):
     losses = [m["train/loss"] for _, m in logger.metrics]
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
     last = logger.metrics[-1][1]
-    for key in ("train/loss", "train/class_loss", "train/span_loss", "train/lr", "train/grad_norm",
-                "train/seqs_per_s", "train/tokens_per_s", "train/padding_fraction"):
+    for key in (
+        "train/loss",
+        "train/class_loss",
+        "train/span_loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/seqs_per_s",
+        "train/tokens_per_s",
+        "train/padding_fraction",
+    ):
         assert math.isfinite(last[key]), key
     assert 0 <= last["train/padding_fraction"] < 0.5
     # Checkpoints at each epoch end (160 rows / 16 = 10 steps) and the end; keep_checkpoints=1.
@@ -267,8 +301,15 @@ def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path):
 
 def test_resume_from_a_copied_checkpoint_matches_and_eval_does_not_disturb(tmp_path):
     data = FakeCandidates(40, seed=4)
-    cfg = _cfg(max_steps=12, batch_size=8, grad_accum_steps=2, checkpoint_every_steps=4, keep_checkpoints=None,
-               eval_every_steps=5, warmup_steps=2)
+    cfg = _cfg(
+        max_steps=12,
+        batch_size=8,
+        grad_accum_steps=2,
+        checkpoint_every_steps=4,
+        keep_checkpoints=None,
+        eval_every_steps=5,
+        warmup_steps=2,
+    )
     calls = []
 
     def eval_fn(model, step):
@@ -298,8 +339,15 @@ def test_resume_from_a_copied_checkpoint_matches_and_eval_does_not_disturb(tmp_p
 
 def _run_helper(args, **popen):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, str(HELPER), *map(str, args)], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), *map(str, args)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
@@ -338,9 +386,25 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     backbone = write_backbone(tmp_path / "backbone")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(HELPER),
-           "--backbone", str(backbone), "--out", str(tmp_path / "ckpt"), "--steps", "6", "--checkpoint-every", "3",
-           "--report", str(tmp_path / "report")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HELPER),
+        "--backbone",
+        str(backbone),
+        "--out",
+        str(tmp_path / "ckpt"),
+        "--steps",
+        "6",
+        "--checkpoint-every",
+        "3",
+        "--report",
+        str(tmp_path / "report"),
+    ]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     reports = [json.loads((tmp_path / "report" / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -1,4 +1,5 @@
 """The variants table: what each training entry point trains, overrides, and the sampling it implies."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,8 +30,10 @@ def test_variants_after_mining_mix_mined_and_random_negatives():
 
 
 def test_overrides_cast_to_the_field_type_and_reject_unknown_or_fixed_settings():
-    v = with_overrides(VARIANTS["4"], {"lr": "1e-5", "epochs": "2", "top_level_only": "true", "random_negatives": "0",
-                                       "seed": "7.0", "max_steps": None})
+    v = with_overrides(
+        VARIANTS["4"],
+        {"lr": "1e-5", "epochs": "2", "top_level_only": "true", "random_negatives": "0", "seed": "7.0", "max_steps": None},
+    )
     assert (v.lr, v.epochs, v.top_level_only, v.random_negatives, v.seed) == (1e-5, 2.0, True, 0, 7)
     for bad in ({"learning_rate": "1"}, {"entry_point": "train_bert"}):
         with pytest.raises(ValueError, match="unknown or fixed"):

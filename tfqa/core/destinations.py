@@ -1,12 +1,13 @@
 """Where a command writes a file: never over its own input, over an existing file only when
 forced, never into a folder that is not there (a typo in a path must not create folders), and
 the file appears whole or not at all."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import uuid
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from tfqa.core.errors import UserError
 

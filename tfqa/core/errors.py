@@ -12,11 +12,12 @@ exception are bugs: they keep their traceback, since hiding it would hide where 
 Commands get this by being a :class:`RefusingCommand` / :class:`RefusingGroup` (``cls=`` of
 ``click.command`` / ``click.group``); usage errors are one line too.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import click
 
@@ -28,8 +29,7 @@ SHOWN_SKIPPED = 20
 class UserError(Exception):
     """Something the user can fix; ``str()`` is ``<file>[:<line>]: [field '<x>': ]<reason>``."""
 
-    def __init__(self, reason: str, path: str | os.PathLike | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(self, reason: str, path: str | os.PathLike | None = None, line: int | None = None, field: str | None = None):
         self.reason, self.line, self.field = reason, line, field
         self.path = None if path is None else str(path)
         super().__init__(str(self))
@@ -103,8 +103,14 @@ def _set_debug(ctx: click.Context, _param, value: bool) -> None:
 
 
 def _debug_option() -> click.Option:
-    return click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
-                        help=f"Show the traceback of a refusal (also: {DEBUG_ENV}=1).")
+    return click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help=f"Show the traceback of a refusal (also: {DEBUG_ENV}=1).",
+    )
 
 
 class _Refusing:

@@ -1,12 +1,14 @@
 """Progress that reads well where it ends up: a tqdm bar on a terminal, and elsewhere (a log
 file, a CI job, the pipeline's captured output) one plain line per 10% of the work, or, when the
 total is not known, one line per ``every_s`` seconds and one at the end."""
+
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TextIO, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 
@@ -38,8 +40,16 @@ def quiet_library_bars() -> None:
 class LineProgress:
     """The off-terminal stand-in for a tqdm bar: ``update(n)`` and ``close()``."""
 
-    def __init__(self, desc: str, total: int | None = None, unit: str = "it", *, stream: TextIO | None = None,
-                 every_s: float = 30.0, clock=time.monotonic):
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        unit: str = "it",
+        *,
+        stream: TextIO | None = None,
+        every_s: float = 30.0,
+        clock=time.monotonic,
+    ):
         self.desc, self.total, self.unit = desc, total, unit
         self.n = 0
         self._stream = stream

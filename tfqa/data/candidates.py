@@ -4,6 +4,7 @@
 NQ's candidates are the ``<P>``, ``<Table>``, ``<Tr>``, ``<Ul>``, ``<Ol>``, ``<Dl>`` and ``<Li>``
 elements; one nested inside another is not top-level.
 """
+
 from __future__ import annotations
 
 from tfqa.data.records import Candidate

@@ -7,6 +7,7 @@ token offsets (byte offsets are dropped), so a simplified file scores identicall
 token-offset predictions. Keys come in the order of Kaggle's released files, so the converted
 line of a Kaggle example is byte-identical to Kaggle's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,10 @@ def simplify_nq_example(example: dict[str, Any]) -> dict[str, Any]:
     text = " ".join(words)
     # Google's own check: the simplified text must split back into exactly the original tokens.
     if text.count(" ") + 1 != len(words) or any(w == "" for w in words):
-        raise ValueError(f"example {example.get('example_id')}: a document token is empty, so the "
-                         "simplified text would not split back into the same tokens")
+        raise ValueError(
+            f"example {example.get('example_id')}: a document token is empty, so the "
+            "simplified text would not split back into the same tokens"
+        )
     out: dict[str, Any] = {
         "document_text": text,
         "long_answer_candidates": [

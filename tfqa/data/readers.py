@@ -4,6 +4,7 @@ Both formats yield the same ``Example`` record. Files are read line by line (pla
 apart by their magic bytes, not their name) so a 17 GB training file never sits in memory.
 Every problem is reported as ``BadInputError`` naming the file, the 1-based line and the field.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -12,11 +13,12 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from tfqa.data.convert import clean_token
 from tfqa.core.errors import UserError
+from tfqa.data.convert import clean_token
 from tfqa.data.records import Annotation, Candidate, Example, Span
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -83,9 +85,7 @@ def gzip_break_reason(exc: BaseException) -> str:
     return f"corrupt gzip data ({exc})"
 
 
-def iter_lines(
-    path: str | os.PathLike, on_break: Callable[[BadInputError], None] | None = None
-) -> Iterator[tuple[int, bytes]]:
+def iter_lines(path: str | os.PathLike, on_break: Callable[[BadInputError], None] | None = None) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes) of every non-blank line.
 
     A gzip stream that breaks off raises ``BadInputError`` at the line after the last one read;
@@ -109,7 +109,7 @@ def empty_file_error(path: str | os.PathLike) -> UserError:
     return UserError("the file is empty (no lines)", path)
 
 
-def check_not_empty(path: str | os.PathLike, report: "ReadReport", allow_empty: bool) -> None:
+def check_not_empty(path: str | os.PathLike, report: ReadReport, allow_empty: bool) -> None:
     """After a whole read: refuse a file without a single non-blank line (a broken gzip that gave
     none is reported as broken, not as empty)."""
     if not (allow_empty or report.lines or report.skipped):
@@ -159,9 +159,7 @@ class _Fields:
         return Span(start, end, start_byte, end_byte)
 
 
-def _parse_annotations(
-    f: _Fields, obj: dict, n_words: int, candidates: list[Candidate]
-) -> list[Annotation]:
+def _parse_annotations(f: _Fields, obj: dict, n_words: int, candidates: list[Candidate]) -> list[Annotation]:
     if "annotations" not in obj:  # Kaggle test data has none
         return []
     anns = f.get(obj, "annotations", "", list)
@@ -226,8 +224,11 @@ def _parse_tokens(f: _Fields, tokens: list) -> tuple[list[str], list[bool], list
         # The fast path covers well-formed tokens; anything else goes through the checked getters
         # so the error names the token and field.
         if (
-            type(t) is dict and type(t.get("token")) is str and type(t.get("html_token")) is bool
-            and type(t.get("start_byte", -1)) is int and type(t.get("end_byte", -1)) is int
+            type(t) is dict
+            and type(t.get("token")) is str
+            and type(t.get("html_token")) is bool
+            and type(t.get("start_byte", -1)) is int
+            and type(t.get("end_byte", -1)) is int
         ):
             words.append(clean_token(t["token"]))
             is_html.append(t["html_token"])
@@ -350,7 +351,11 @@ def read_examples(
 
 
 def convert_file(
-    src: str | os.PathLike, dst: str | os.PathLike, *, max_bad_lines: int = 0, force: bool = False,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    max_bad_lines: int = 0,
+    force: bool = False,
     allow_empty: bool = False,
 ) -> ReadReport:
     """Write the simplified form of an original-format file (gzip when ``dst`` ends in .gz).
@@ -371,7 +376,7 @@ def convert_file(
     return report
 
 
-def _convert_lines(src, tmp: str, opener, budget: "BadLineBudget", report: ReadReport) -> None:
+def _convert_lines(src, tmp: str, opener, budget: BadLineBudget, report: ReadReport) -> None:
     from tfqa.data.convert import simplify_nq_example
 
     ids = UniqueIds()
@@ -390,4 +395,3 @@ def _convert_lines(src, tmp: str, opener, budget: "BadLineBudget", report: ReadR
             ids.add(ex.example_id, lineno)
             out.write(json.dumps(simplify_nq_example(obj)) + "\n")
             report.examples += 1
-

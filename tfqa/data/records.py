@@ -4,6 +4,7 @@ Token offsets follow NQ: ``end_token`` is exclusive and indexes ``Example.words`
 only known for the original format; the simplified format has -1 there, exactly as Google's
 scorer expects when it falls back to token offsets.
 """
+
 from __future__ import annotations
 
 import enum

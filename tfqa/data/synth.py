@@ -19,6 +19,7 @@ shares most words with the question lands on a bait far more often than on the a
 All names are made of random syllables, so nothing can be memorised across examples and nothing
 is downloaded. Example ``i`` of a seed depends only on (seed, i, its answer kind, the config).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,9 +28,10 @@ import itertools
 import json
 import random
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from tfqa.data.candidates import CANDIDATE_TAGS
 from tfqa.data.convert import simplify_nq_example
@@ -148,101 +150,213 @@ class _Relation:
 
 _RELATIONS: tuple[_Relation, ...] = (
     # organisations
-    _Relation("founder", "org", "person",
-              ("who founded {E}", "who was the founder of {E}", "who started {E}"),
-              ("{E} was founded by {V} .", "{V} founded {E} .", "{E} was established by {V} ."),
-              "Founder", ("was {E} founded by {V}",), multi=True),
-    _Relation("founded", "org", "year",
-              ("when was {E} founded", "what year was {E} founded", "when was {E} established"),
-              ("{E} was founded in {V} .", "{E} was established in {V} .", "In {V} , {E} was formally established ."),
-              "Founded", ("was {E} founded in {V}",)),
-    _Relation("headquarters", "org", "place",
-              ("where is {E} headquartered", "where is the headquarters of {E}", "in which city is {E} based"),
-              ("{E} is headquartered in {V} .", "The headquarters of {E} are in {V} .", "{E} is based in the city of {V} ."),
-              "Headquarters", ("is {E} headquartered in {V}", "is {E} based in {V}")),
-    _Relation("employees", "org", "number",
-              ("how many employees does {E} have", "how many people work for {E}"),
-              ("{E} employs {V} people .", "{E} has about {V} employees ."),
-              "Employees"),
-    _Relation("org_history", "org", "",
-              ("what is the history of {E}", "how did {E} start"),
-              ("The history of {E} goes back to a small {noun} workshop of the {century} century .",
-               "{E} grew out of a {noun} business run by a family of {occupation}s .")),
-    _Relation("org_known", "org", "",
-              ("what is {E} known for", "why is {E} famous"),
-              ("{E} is best known for its {adj} {noun} goods .", "{E} is widely known for its {noun} patents .")),
+    _Relation(
+        "founder",
+        "org",
+        "person",
+        ("who founded {E}", "who was the founder of {E}", "who started {E}"),
+        ("{E} was founded by {V} .", "{V} founded {E} .", "{E} was established by {V} ."),
+        "Founder",
+        ("was {E} founded by {V}",),
+        multi=True,
+    ),
+    _Relation(
+        "founded",
+        "org",
+        "year",
+        ("when was {E} founded", "what year was {E} founded", "when was {E} established"),
+        ("{E} was founded in {V} .", "{E} was established in {V} .", "In {V} , {E} was formally established ."),
+        "Founded",
+        ("was {E} founded in {V}",),
+    ),
+    _Relation(
+        "headquarters",
+        "org",
+        "place",
+        ("where is {E} headquartered", "where is the headquarters of {E}", "in which city is {E} based"),
+        ("{E} is headquartered in {V} .", "The headquarters of {E} are in {V} .", "{E} is based in the city of {V} ."),
+        "Headquarters",
+        ("is {E} headquartered in {V}", "is {E} based in {V}"),
+    ),
+    _Relation(
+        "employees",
+        "org",
+        "number",
+        ("how many employees does {E} have", "how many people work for {E}"),
+        ("{E} employs {V} people .", "{E} has about {V} employees ."),
+        "Employees",
+    ),
+    _Relation(
+        "org_history",
+        "org",
+        "",
+        ("what is the history of {E}", "how did {E} start"),
+        (
+            "The history of {E} goes back to a small {noun} workshop of the {century} century .",
+            "{E} grew out of a {noun} business run by a family of {occupation}s .",
+        ),
+    ),
+    _Relation(
+        "org_known",
+        "org",
+        "",
+        ("what is {E} known for", "why is {E} famous"),
+        ("{E} is best known for its {adj} {noun} goods .", "{E} is widely known for its {noun} patents ."),
+    ),
     # towns
-    _Relation("province", "town", "place",
-              ("where is {E} located", "which province is {E} in", "what province is {E} located in"),
-              ("{E} is a town in the province of {V} .", "{E} is located in {V} province .",
-               "{E} lies in the province of {V} ."),
-              "Province", ("is {E} located in {V}", "is {E} in the province of {V}")),
-    _Relation("population", "town", "number",
-              ("what is the population of {E}", "how many people live in {E}"),
-              ("{E} has a population of {V} .", "At the last census the population of {E} was {V} .",
-               "About {V} people live in {E} ."),
-              "Population"),
-    _Relation("mayor", "town", "person",
-              ("who is the mayor of {E}", "who is the current mayor of {E}"),
-              ("The current mayor of {E} is {V} .", "{V} serves as mayor of {E} .", "{E} is governed by mayor {V} ."),
-              "Mayor", ("is {V} the mayor of {E}",)),
-    _Relation("river", "town", "river",
-              ("what river flows through {E}", "which river runs through {E}", "what river is {E} on"),
-              ("The {V} flows through {E} .", "{E} lies on the banks of the {V} ."),
-              "River", ("does the {V} flow through {E}",)),
-    _Relation("town_history", "town", "",
-              ("what is the history of {E}", "how did {E} develop"),
-              ("The history of {E} goes back to a {adj} market settlement of the {century} century .",
-               "{E} developed from a {noun} market on an old trade road .")),
-    _Relation("climate", "town", "",
-              ("what is the climate of {E} like", "what is the weather like in {E}"),
-              ("The climate of {E} is {adj} , with cold winters and mild summers .",
-               "{E} has a damp climate with frequent fog from the hills .")),
+    _Relation(
+        "province",
+        "town",
+        "place",
+        ("where is {E} located", "which province is {E} in", "what province is {E} located in"),
+        ("{E} is a town in the province of {V} .", "{E} is located in {V} province .", "{E} lies in the province of {V} ."),
+        "Province",
+        ("is {E} located in {V}", "is {E} in the province of {V}"),
+    ),
+    _Relation(
+        "population",
+        "town",
+        "number",
+        ("what is the population of {E}", "how many people live in {E}"),
+        ("{E} has a population of {V} .", "At the last census the population of {E} was {V} .", "About {V} people live in {E} ."),
+        "Population",
+    ),
+    _Relation(
+        "mayor",
+        "town",
+        "person",
+        ("who is the mayor of {E}", "who is the current mayor of {E}"),
+        ("The current mayor of {E} is {V} .", "{V} serves as mayor of {E} .", "{E} is governed by mayor {V} ."),
+        "Mayor",
+        ("is {V} the mayor of {E}",),
+    ),
+    _Relation(
+        "river",
+        "town",
+        "river",
+        ("what river flows through {E}", "which river runs through {E}", "what river is {E} on"),
+        ("The {V} flows through {E} .", "{E} lies on the banks of the {V} ."),
+        "River",
+        ("does the {V} flow through {E}",),
+    ),
+    _Relation(
+        "town_history",
+        "town",
+        "",
+        ("what is the history of {E}", "how did {E} develop"),
+        (
+            "The history of {E} goes back to a {adj} market settlement of the {century} century .",
+            "{E} developed from a {noun} market on an old trade road .",
+        ),
+    ),
+    _Relation(
+        "climate",
+        "town",
+        "",
+        ("what is the climate of {E} like", "what is the weather like in {E}"),
+        (
+            "The climate of {E} is {adj} , with cold winters and mild summers .",
+            "{E} has a damp climate with frequent fog from the hills .",
+        ),
+    ),
     # people
-    _Relation("birthplace", "person", "place",
-              ("where was {E} born", "what is the birthplace of {E}"),
-              ("{E} was born in {V} .", "{E} was born in the town of {V} ."),
-              "Birthplace", ("was {E} born in {V}",)),
-    _Relation("birthdate", "person", "date",
-              ("when was {E} born", "what is the date of birth of {E}"),
-              ("{E} was born on {V} .", "{E} ( born {V} ) grew up in a family of {occupation}s ."),
-              "Date of birth"),
-    _Relation("spouse", "person", "person",
-              ("who was {E} married to", "who is the spouse of {E}"),
-              ("{E} married {V} .", "{E} was married to {V} for many years ."),
-              "Spouse", ("was {E} married to {V}",)),
-    _Relation("employer", "person", "org",
-              ("who did {E} work for", "which company did {E} work for"),
-              ("{E} worked for {V} .", "{E} was employed by {V} ."),
-              "Employer", ("did {E} work for {V}",)),
-    _Relation("career", "person", "",
-              ("what did {E} do for a living", "what was the career of {E}"),
-              ("{E} spent most of {their} career as a {occupation} .",
-               "{E} worked as a {occupation} and later trained young {occupation}s .")),
-    _Relation("person_known", "person", "",
-              ("what is {E} known for", "why is {E} famous"),
-              ("{E} is best known for {their} work on {noun} .", "{E} is remembered for {their} studies of {noun} .")),
+    _Relation(
+        "birthplace",
+        "person",
+        "place",
+        ("where was {E} born", "what is the birthplace of {E}"),
+        ("{E} was born in {V} .", "{E} was born in the town of {V} ."),
+        "Birthplace",
+        ("was {E} born in {V}",),
+    ),
+    _Relation(
+        "birthdate",
+        "person",
+        "date",
+        ("when was {E} born", "what is the date of birth of {E}"),
+        ("{E} was born on {V} .", "{E} ( born {V} ) grew up in a family of {occupation}s ."),
+        "Date of birth",
+    ),
+    _Relation(
+        "spouse",
+        "person",
+        "person",
+        ("who was {E} married to", "who is the spouse of {E}"),
+        ("{E} married {V} .", "{E} was married to {V} for many years ."),
+        "Spouse",
+        ("was {E} married to {V}",),
+    ),
+    _Relation(
+        "employer",
+        "person",
+        "org",
+        ("who did {E} work for", "which company did {E} work for"),
+        ("{E} worked for {V} .", "{E} was employed by {V} ."),
+        "Employer",
+        ("did {E} work for {V}",),
+    ),
+    _Relation(
+        "career",
+        "person",
+        "",
+        ("what did {E} do for a living", "what was the career of {E}"),
+        (
+            "{E} spent most of {their} career as a {occupation} .",
+            "{E} worked as a {occupation} and later trained young {occupation}s .",
+        ),
+    ),
+    _Relation(
+        "person_known",
+        "person",
+        "",
+        ("what is {E} known for", "why is {E} famous"),
+        ("{E} is best known for {their} work on {noun} .", "{E} is remembered for {their} studies of {noun} ."),
+    ),
     # books
-    _Relation("author", "work", "person",
-              ("who wrote {E}", "who is the author of {E}"),
-              ("{E} was written by {V} .", "{V} wrote {E} ."),
-              "Author", ("was {E} written by {V}",), multi=True),
-    _Relation("published", "work", "year",
-              ("when was {E} published", "what year was {E} first published"),
-              ("{E} was first published in {V} .", "{E} appeared in print in {V} ."),
-              "Published", ("was {E} published in {V}",)),
-    _Relation("publisher", "work", "org",
-              ("who published {E}", "which company published {E}"),
-              ("{E} was published by {V} .", "{V} published {E} ."),
-              "Publisher", ("was {E} published by {V}",)),
-    _Relation("setting", "work", "place",
-              ("where is {E} set", "where does {E} take place"),
-              ("{E} is set in {V} .", "The story of {E} takes place in {V} ."),
-              "Setting", ("is {E} set in {V}",)),
-    _Relation("plot", "work", "",
-              ("what is {E} about", "what is the plot of {E}"),
-              ("{E} tells the story of a {occupation} who leaves home .",
-               "{E} follows a young {occupation} through a hard winter .")),
+    _Relation(
+        "author",
+        "work",
+        "person",
+        ("who wrote {E}", "who is the author of {E}"),
+        ("{E} was written by {V} .", "{V} wrote {E} ."),
+        "Author",
+        ("was {E} written by {V}",),
+        multi=True,
+    ),
+    _Relation(
+        "published",
+        "work",
+        "year",
+        ("when was {E} published", "what year was {E} first published"),
+        ("{E} was first published in {V} .", "{E} appeared in print in {V} ."),
+        "Published",
+        ("was {E} published in {V}",),
+    ),
+    _Relation(
+        "publisher",
+        "work",
+        "org",
+        ("who published {E}", "which company published {E}"),
+        ("{E} was published by {V} .", "{V} published {E} ."),
+        "Publisher",
+        ("was {E} published by {V}",),
+    ),
+    _Relation(
+        "setting",
+        "work",
+        "place",
+        ("where is {E} set", "where does {E} take place"),
+        ("{E} is set in {V} .", "The story of {E} takes place in {V} ."),
+        "Setting",
+        ("is {E} set in {V}",),
+    ),
+    _Relation(
+        "plot",
+        "work",
+        "",
+        ("what is {E} about", "what is the plot of {E}"),
+        ("{E} tells the story of a {occupation} who leaves home .", "{E} follows a young {occupation} through a hard winter ."),
+    ),
 )
 _KINDS = ("org", "town", "person", "work")
 _BY_KIND = {k: tuple(r for r in _RELATIONS if r.kind == k) for k in _KINDS}
@@ -276,39 +390,125 @@ _GENERIC = (
 # sibling {S} and carry the wh-word, so a bait shares more words with the question than the gold.
 _CONNECTIVES = {
     "who": ("It is disputed who first linked {E} with {S} .", "Writers who studied {E} often mention {S} ."),
-    "when": ("It is unclear when {E} first came into contact with {S} .",
-             "{S} is often mentioned when {E} is discussed in the press ."),
-    "where": ("Visitors often ask where {E} ends and {S} begins .",
-              "{S} is described in the section on {E} , where the two are compared ."),
+    "when": (
+        "It is unclear when {E} first came into contact with {S} .",
+        "{S} is often mentioned when {E} is discussed in the press .",
+    ),
+    "where": (
+        "Visitors often ask where {E} ends and {S} begins .",
+        "{S} is described in the section on {E} , where the two are compared .",
+    ),
     "what": ("It is not clear what {E} owed to {S} .", "Scholars still discuss what {E} and {S} had in common ."),
     "which": ("Sources differ on which of {E} and {S} is older .",),
-    "how": ("Little is known about how {E} and {S} were connected .",
-            "It is unclear how many records of {E} mention {S} ."),
+    "how": ("Little is known about how {E} and {S} were connected .", "It is unclear how many records of {E} mention {S} ."),
     "why": ("It is not known why {E} is so often compared with {S} .",),
-    "other": ("{S} is often compared with {E} .", "{S} was for a time closely linked to {E} .",
-              "Unlike {E} , {S} kept its records in the {adj} archive ."),
+    "other": (
+        "{S} is often compared with {E} .",
+        "{S} was for a time closely linked to {E} .",
+        "Unlike {E} , {S} kept its records in the {adj} archive .",
+    ),
 }
-_NOUNS = ("wool", "timber", "glass", "salt", "grain", "copper", "silk", "pottery", "paper", "rope", "leather",
-          "tin", "clock", "lace", "iron", "cider", "dye", "map")
-_ADJS = ("old", "narrow", "wooden", "painted", "stone", "quiet", "busy", "small", "northern", "southern",
-         "eastern", "plain", "ornate", "modest", "damp", "bright")
-_OCCUPATIONS = ("merchant", "teacher", "engineer", "painter", "printer", "sailor", "surveyor", "clerk",
-                "physician", "architect", "weaver", "miller")
+_NOUNS = (
+    "wool",
+    "timber",
+    "glass",
+    "salt",
+    "grain",
+    "copper",
+    "silk",
+    "pottery",
+    "paper",
+    "rope",
+    "leather",
+    "tin",
+    "clock",
+    "lace",
+    "iron",
+    "cider",
+    "dye",
+    "map",
+)
+_ADJS = (
+    "old",
+    "narrow",
+    "wooden",
+    "painted",
+    "stone",
+    "quiet",
+    "busy",
+    "small",
+    "northern",
+    "southern",
+    "eastern",
+    "plain",
+    "ornate",
+    "modest",
+    "damp",
+    "bright",
+)
+_OCCUPATIONS = (
+    "merchant",
+    "teacher",
+    "engineer",
+    "painter",
+    "printer",
+    "sailor",
+    "surveyor",
+    "clerk",
+    "physician",
+    "architect",
+    "weaver",
+    "miller",
+)
 _CENTURIES = ("fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-           "October", "November", "December")
-_ORG_SUFFIXES = ("Company", "Guild", "Society", "Institute", "Trading Company", "Press", "Brewery",
-                 "Railway", "Foundry", "Bank")
-_WORK_FORMS = ("The {N} Letters", "The {N} Chronicle", "Songs of {N}", "The House at {N}", "A Winter in {N}",
-               "The {N} Road")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_ORG_SUFFIXES = ("Company", "Guild", "Society", "Institute", "Trading Company", "Press", "Brewery", "Railway", "Foundry", "Bank")
+_WORK_FORMS = ("The {N} Letters", "The {N} Chronicle", "Songs of {N}", "The House at {N}", "A Winter in {N}", "The {N} Road")
 _SECTIONS = {
     "org": ("History", "Operations", "Ownership", "Products", "Legacy"),
     "town": ("History", "Geography", "Economy", "Government", "Culture"),
     "person": ("Early life", "Career", "Personal life", "Works", "Legacy"),
     "work": ("Background", "Plot", "Publication", "Reception", "Adaptations"),
 }
-_ONSETS = ("b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r", "s", "st",
-           "t", "th", "tr", "v", "w", "z")
+_ONSETS = (
+    "b",
+    "br",
+    "c",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "st",
+    "t",
+    "th",
+    "tr",
+    "v",
+    "w",
+    "z",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o", "ae", "ei", "ou")
 _CODAS = ("", "", "n", "r", "l", "s", "th", "nd", "rn", "lt", "x", "m", "rk")
 # Accented letters make byte offsets differ from character offsets, as on real pages.
@@ -336,7 +536,7 @@ def _word_pool(seed: int, size: int = 6000) -> tuple[str, ...]:
         if rng.random() < 0.06:
             i = next((i for i, ch in enumerate(w) if ch in _ACCENTS), None)
             if i is not None:
-                w = w[:i] + _ACCENTS[w[i]] + w[i + 1:]
+                w = w[:i] + _ACCENTS[w[i]] + w[i + 1 :]
         if 4 <= len(w) <= 11:
             words.add(w.capitalize())
     return tuple(sorted(words))
@@ -469,8 +669,12 @@ class _Writer:
 
     def entity_slots(self, e: _Entity, mark: str = "") -> dict[str, Sentence]:
         their = {"he": "his", "she": "her"}.get(e.pronoun, "its")
-        return {"E": _plain(e.surface, mark), "It": [(e.pronoun.capitalize(), "")], "it": [(e.pronoun, "")],
-                "their": [(their, "")]}
+        return {
+            "E": _plain(e.surface, mark),
+            "It": [(e.pronoun.capitalize(), "")],
+            "it": [(e.pronoun, "")],
+            "their": [(their, "")],
+        }
 
     def statement(self, rel: _Relation, e: _Entity, values: Sequence[str], fact: bool = False) -> Sentence:
         """One sentence stating ``rel`` of ``e``; with ``fact`` its words and value spans are marked."""
@@ -509,8 +713,14 @@ _ITEM_TEMPLATE = "{N} , a {occupation} from {T}"
 # Every template, parsed once at import (a constant table, never mutated).
 _PARSED = {
     t: _parse(t)
-    for t in (*(x for r in _RELATIONS for x in r.statements), *_DETAILS, *_GENERIC, _DL_TEMPLATE, _ITEM_TEMPLATE,
-              *(x for pool in _CONNECTIVES.values() for x in pool))
+    for t in (
+        *(x for r in _RELATIONS for x in r.statements),
+        *_DETAILS,
+        *_GENERIC,
+        _DL_TEMPLATE,
+        _ITEM_TEMPLATE,
+        *(x for pool in _CONNECTIVES.values() for x in pool),
+    )
 }
 
 
@@ -781,8 +991,18 @@ def _ask(cfg: SynthConfig, names: _Names, world: _World, answer: str, multi: boo
     else:
         template = rng.choice(rel.questions)
     question = _SLOT.sub(lambda m: q_slots[m.group(1)].lower(), template)
-    return _Question(text=question, wh=_wh(question), rel=rel, asked=asked, entity=e, on_page=on_page,
-                     siblings=siblings, bait_ids=bait_ids, in_table=in_table, values=values)
+    return _Question(
+        text=question,
+        wh=_wh(question),
+        rel=rel,
+        asked=asked,
+        entity=e,
+        on_page=on_page,
+        siblings=siblings,
+        bait_ids=bait_ids,
+        in_table=in_table,
+        values=values,
+    )
 
 
 def _gold_row(world: _World, q: _Question) -> list[tuple[str, Sentence]]:
@@ -849,8 +1069,12 @@ class _FactPool:
     def __init__(self, w: _Writer, world: _World, q: _Question) -> None:
         self.w = w
         self.world = world
-        self.left = [(ei, r) for ei in range(len(world.entities)) for r in world.rels
-                     if not (ei == q.asked and r is q.rel) and not (r is q.rel and ei in q.bait_ids)]
+        self.left = [
+            (ei, r)
+            for ei in range(len(world.entities))
+            for r in world.rels
+            if not (ei == q.asked and r is q.rel) and not (r is q.rel and ei in q.bait_ids)
+        ]
         w.rng.shuffle(self.left)
 
     def paragraph(self) -> _Block | None:
@@ -872,8 +1096,9 @@ class _FactPool:
         return _p(sents)
 
 
-def _infobox(cfg: SynthConfig, rng: random.Random, world: _World, q: _Question,
-             gold_row: list[tuple[str, Sentence]] | None, n_content: int) -> tuple[_Block | None, int]:
+def _infobox(
+    cfg: SynthConfig, rng: random.Random, world: _World, q: _Question, gold_row: list[tuple[str, Sentence]] | None, n_content: int
+) -> tuple[_Block | None, int]:
     """The topic's infobox (None when the page has none) and the page's target candidate count,
     which is drawn here because the number of infobox rows depends on it."""
     rows: list[list[tuple[str, Sentence]]] = [[("Th", _plain(world.topic.title))]]
@@ -897,8 +1122,16 @@ def _infobox(cfg: SynthConfig, rng: random.Random, world: _World, q: _Question,
     return (_table(rows) if has_box else None), target_c
 
 
-def _grow(cfg: SynthConfig, w: _Writer, names: _Names, world: _World, facts: _FactPool,
-          content: list[_Block], infobox: _Block | None, target_c: int) -> list[_Block]:
+def _grow(
+    cfg: SynthConfig,
+    w: _Writer,
+    names: _Names,
+    world: _World,
+    facts: _FactPool,
+    content: list[_Block],
+    infobox: _Block | None,
+    target_c: int,
+) -> list[_Block]:
     """Add blocks to ``content`` until the page reaches its candidate and token targets (within the
     configured bounds); returns the tail blocks (see also, references, navbox)."""
     rng = w.rng
@@ -942,15 +1175,13 @@ def _filler_block(w: _Writer, names: _Names, world: _World, facts: _FactPool, wa
         k = max(1, min(want - 1, rng.randint(2, 6)))
         rows = [[("Th", _plain("Year")), ("Th", _plain("Event"))]]
         for _ in range(k - 1):
-            rows.append([("Td", _plain(str(rng.randint(1650, 1995)))),
-                         ("Td", w.fill(rng.choice(_GENERIC), {}))])
+            rows.append([("Td", _plain(str(rng.randint(1650, 1995)))), ("Td", w.fill(rng.choice(_GENERIC), {}))])
         return _table(rows)
     if want >= 6 and roll < 0.42:
         k = min(want - 4, rng.randint(3, 8))
         return _navbox(_plain(f"Places in {names.word()}"), [_plain(names.word()) for _ in range(k)])
     if roll < 0.5:
-        pairs = [(_plain(rng.choice(_NOUNS)), w.fill(_DL_TEMPLATE, {}))
-                 for _ in range(rng.randint(1, 3))]
+        pairs = [(_plain(rng.choice(_NOUNS)), w.fill(_DL_TEMPLATE, {})) for _ in range(rng.randint(1, 3))]
         return _dl(pairs)
     # A paragraph sized to the budget: facts about the page's entities, padded with filler.
     n_sent = max(1, min(9, round(rng.uniform(0.6, 1.4) * per / 13)))
@@ -960,8 +1191,9 @@ def _filler_block(w: _Writer, names: _Names, world: _World, facts: _FactPool, wa
     return _p(sents)
 
 
-def _layout(rng: random.Random, world: _World, infobox: _Block | None, content: list[_Block],
-            extras: list[_Block]) -> tuple[_Page, int]:
+def _layout(
+    rng: random.Random, world: _World, infobox: _Block | None, content: list[_Block], extras: list[_Block]
+) -> tuple[_Page, int]:
     """Lay the page out: title, H1, infobox, intro, sections, tail. Returns the page and the number
     of its tokens that form the title."""
     rng.shuffle(content)
@@ -989,8 +1221,9 @@ def _layout(rng: random.Random, world: _World, infobox: _Block | None, content: 
     return page, len(title_toks)
 
 
-def _record(cfg: SynthConfig, rng: random.Random, page: _Page, n_title: int, answer: str, question: str,
-            title: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _record(
+    cfg: SynthConfig, rng: random.Random, page: _Page, n_title: int, answer: str, question: str, title: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The original-format example of a laid-out page, and the tokens that state its answer."""
     html, starts, ends = page.html_and_offsets(n_title)
     doc_tokens = [
@@ -1090,8 +1323,9 @@ def _gold(page: _Page, answer: str) -> _Gold | None:
     return _Gold(best, tuple(shorts), (lo, hi))
 
 
-def _annotations(rng: random.Random, cfg: SynthConfig, page: _Page, gold: _Gold | None, answer: str,
-                 starts: list[int], ends: list[int]) -> list[dict[str, Any]]:
+def _annotations(
+    rng: random.Random, cfg: SynthConfig, page: _Page, gold: _Gold | None, answer: str, starts: list[int], ends: list[int]
+) -> list[dict[str, Any]]:
     """One gold annotation, or several where at least two repeat the gold and the rest mostly agree."""
 
     def span(s: int, e: int) -> dict[str, int]:
@@ -1103,8 +1337,12 @@ def _annotations(rng: random.Random, cfg: SynthConfig, page: _Page, gold: _Gold 
         else:
             s, e, _ = page.candidates[cand]
             long = {**span(s, e), "candidate_index": cand}
-        return {"annotation_id": rng.getrandbits(63), "long_answer": long,
-                "short_answers": [span(s, e) for s, e in shorts], "yes_no_answer": yes_no}
+        return {
+            "annotation_id": rng.getrandbits(63),
+            "long_answer": long,
+            "short_answers": [span(s, e) for s, e in shorts],
+            "yes_no_answer": yes_no,
+        }
 
     yes_no = {"yes": "YES", "no": "NO"}.get(answer, "NONE")
 
@@ -1136,8 +1374,7 @@ def _annotations(rng: random.Random, cfg: SynthConfig, page: _Page, gold: _Gold 
         else:
             # A different candidate: the enclosing one where there is one, else another paragraph.
             gs, ge, _ = page.candidates[gold.candidate]
-            outer = [ci for ci, (s, e, _) in enumerate(page.candidates)
-                     if s <= gs and ge <= e and ci != gold.candidate]
+            outer = [ci for ci, (s, e, _) in enumerate(page.candidates) if s <= gs and ge <= e and ci != gold.candidate]
             others = [ci for ci in top_ps if ci != gold.candidate]
             choice = outer[-1] if outer else (rng.choice(others) if others else gold.candidate)
             out.append(ann(choice))
@@ -1191,8 +1428,7 @@ def write_original(path: str | Path, cfg: SynthConfig, compress: bool | None = N
     return _write(path, generate_original(cfg), compress)
 
 
-def write_simplified(path: str | Path, cfg: SynthConfig, with_annotations: bool = True,
-                     compress: bool | None = None) -> int:
+def write_simplified(path: str | Path, cfg: SynthConfig, with_annotations: bool = True, compress: bool | None = None) -> int:
     """Write simplified-format jsonl (Kaggle test-file shape without annotations); see write_original."""
     return _write(path, generate_simplified(cfg, with_annotations), compress)
 

@@ -4,6 +4,7 @@ The decoder's answers (``tfqa.inference.decode.Prediction``) become the official
 (``tfqa.evaluation.nq_predictions.Prediction``) through the same JSON the official scorer reads, so what is
 scored here is exactly what ``predictions.json`` holds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tfqa.inference import decode as dec
-from tfqa.evaluation.error_analysis import Thresholds, accuracy_by_type, example_right
-from tfqa.evaluation.nq_predictions import Prediction, predictions_from_json
 from tfqa.data.readers import read_examples
 from tfqa.data.records import Example
+from tfqa.evaluation.error_analysis import Thresholds, accuracy_by_type, example_right
 from tfqa.evaluation.nq_metric import GoldTable, ScoredAnswers, build_gold, score_answers
+from tfqa.evaluation.nq_predictions import Prediction, predictions_from_json
+from tfqa.inference import decode as dec
 
 HEADLINE = ("long-best-threshold-f1", "short-best-threshold-f1", "long-best-threshold", "short-best-threshold")
 
@@ -39,7 +40,7 @@ class DevSet:
         self.offsets = dec.byte_offsets(self.examples) if has_bytes else None
 
     @classmethod
-    def read(cls, path: str | Path, limit: int = 0) -> "DevSet":
+    def read(cls, path: str | Path, limit: int = 0) -> DevSet:
         examples = []
         for ex in read_examples(path):
             if limit and len(examples) >= limit:
@@ -47,7 +48,7 @@ class DevSet:
             examples.append(ex)
         return cls(examples)
 
-    def subset(self, example_ids) -> "DevSet":
+    def subset(self, example_ids) -> DevSet:
         keep = set(map(str, example_ids))
         return DevSet([ex for ex in self.examples if ex.example_id in keep])
 
@@ -86,11 +87,14 @@ def dev_metrics(scored: ScoredAnswers, gold: GoldTable, prefix: str = "dev/") ->
     ``acc_`` metric."""
     official = scored.official_metrics()
     t = Thresholds(float(official["long-best-threshold"]), float(official["short-best-threshold"]))
-    out = {f"{prefix}long_f1": float(official["long-best-threshold-f1"]),
-           f"{prefix}short_f1": float(official["short-best-threshold-f1"]),
-           f"{prefix}long_threshold": t.long, f"{prefix}short_threshold": t.short,
-           f"{prefix}kaggle_micro_f1": float(scored.best_kaggle_micro_f1().f1),
-           f"{prefix}acc_all": float(example_right(scored, t).mean())}
+    out = {
+        f"{prefix}long_f1": float(official["long-best-threshold-f1"]),
+        f"{prefix}short_f1": float(official["short-best-threshold-f1"]),
+        f"{prefix}long_threshold": t.long,
+        f"{prefix}short_threshold": t.short,
+        f"{prefix}kaggle_micro_f1": float(scored.best_kaggle_micro_f1().f1),
+        f"{prefix}acc_all": float(example_right(scored, t).mean()),
+    }
     for name, (n, acc) in accuracy_by_type(gold, scored, t).items():
         out[f"{prefix}n_{name}"] = float(n)
         if n:
@@ -103,16 +107,26 @@ class DevEvaluator:
     and the final one. ``last_step`` is the step it last evaluated, so the final evaluation is not
     repeated when the loop's last periodic one was at the last step."""
 
-    def __init__(self, dev: DevSet, store, pad_id: int, top_level_only: bool = False,
-                 decode: dec.DecodeConfig = dec.DecodeConfig()):
+    def __init__(
+        self, dev: DevSet, store, pad_id: int, top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()
+    ):
         self.dev, self.store, self.pad_id, self.top_level_only, self.decode = dev, store, pad_id, top_level_only, decode
         self.last_step: int | None = None
 
     @classmethod
-    def from_file(cls, path: str, tokenizer_dir: str, cache_root: Path, *, limit: int, features,
-                  top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()) -> "DevEvaluator":
-        from tfqa.features.dataset import FeatureStore
+    def from_file(
+        cls,
+        path: str,
+        tokenizer_dir: str,
+        cache_root: Path,
+        *,
+        limit: int,
+        features,
+        top_level_only: bool = False,
+        decode: dec.DecodeConfig = dec.DecodeConfig(),
+    ) -> DevEvaluator:
         from tfqa.features.cache import BuildConfig, build_features
+        from tfqa.features.dataset import FeatureStore
         from tfqa.features.tokenization import load_tokenizer, pad_id_of
 
         dev = DevSet.read(path, limit)

@@ -21,23 +21,24 @@ the disk. The definitions, used by the training runs' ``dev/acc_*`` metrics as w
   before thresholds (the candidate each ranks first; no candidate at all counts as a pick), so it
   measures how alike they rank, apart from how each is calibrated.
 - **Best member**: the non-ensemble model with the highest long + short F1 at its thresholds
-  (by default its best-threshold F1s; the first on ties); the ensemble *fixed* an example the best member gets wrong and it gets right,
-  and *broke* one the other way round.
+  (by default its best-threshold F1s; the first on ties); the ensemble *fixed* an example the best
+  member gets wrong and it gets right, and *broke* one the other way round.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from tfqa.inference import decode as dec
 from tfqa.data.records import Example
 from tfqa.evaluation.nq_metric import AnswerStats, GoldTable, ScoredAnswers
+from tfqa.inference import decode as dec
 
 ANSWER_TYPES = ("null", "long_only", "short_span", "yes", "no")
 TABLES = ("slices", "agreement", "ensemble_changes")
@@ -48,11 +49,14 @@ TABLES = ("slices", "agreement", "ensemble_changes")
 def gold_answer_types(gold: GoldTable) -> np.ndarray:
     """(n,) index into ``ANSWER_TYPES`` of each gold example's type (see the module docstring)."""
     n = len(gold)
-    votes = np.stack([
-        np.bincount(gold.ann_example[gold.ann_n_short > 0], minlength=n),
-        np.bincount(gold.ann_example[gold.ann_yes_no == 1], minlength=n),
-        np.bincount(gold.ann_example[gold.ann_yes_no == 2], minlength=n),
-    ], axis=1)
+    votes = np.stack(
+        [
+            np.bincount(gold.ann_example[gold.ann_n_short > 0], minlength=n),
+            np.bincount(gold.ann_example[gold.ann_yes_no == 1], minlength=n),
+            np.bincount(gold.ann_example[gold.ann_yes_no == 2], minlength=n),
+        ],
+        axis=1,
+    )
     short_kind = 2 + np.argmax(votes, axis=1)  # argmax: the first of equal counts
     return np.where(gold.has_short, short_kind, np.where(gold.has_long, 1, 0)).astype(np.int64)
 
@@ -63,7 +67,7 @@ class Thresholds:
     short: float
 
     @classmethod
-    def best(cls, scored: ScoredAnswers) -> "Thresholds":
+    def best(cls, scored: ScoredAnswers) -> Thresholds:
         """The official best-threshold pair (what ``dev/long_threshold`` etc. report)."""
         official = scored.official_metrics()
         return cls(float(official["long-best-threshold"]), float(official["short-best-threshold"]))
@@ -170,8 +174,15 @@ class ErrorAnalysis:
     ensemble: str
 
 
-def analyse(examples: Sequence[Example], gold: GoldTable, members: Sequence[ModelAnswers], ensemble: ModelAnswers,
-            *, n_buckets: int = 4, length_edges: Sequence[int] | None = None) -> ErrorAnalysis:
+def analyse(
+    examples: Sequence[Example],
+    gold: GoldTable,
+    members: Sequence[ModelAnswers],
+    ensemble: ModelAnswers,
+    *,
+    n_buckets: int = 4,
+    length_edges: Sequence[int] | None = None,
+) -> ErrorAnalysis:
     """The analysis of ``members`` and their ``ensemble`` on ``examples`` (in ``gold``'s row order)."""
     if not members:
         raise ValueError("error analysis needs at least one ensemble member")
@@ -194,9 +205,17 @@ def analyse(examples: Sequence[Example], gold: GoldTable, members: Sequence[Mode
             n = int(mask.sum())
             if not n:
                 continue
-            rows.append({"model": m.name, "by": by, "slice": label, "n": n, "accuracy": float(right[mask].mean()),
-                         "long_f1": slice_f1(m.scored.long, t.long, mask),
-                         "short_f1": slice_f1(m.scored.short, t.short, mask)})
+            rows.append(
+                {
+                    "model": m.name,
+                    "by": by,
+                    "slice": label,
+                    "n": n,
+                    "accuracy": float(right[mask].mean()),
+                    "long_f1": slice_f1(m.scored.long, t.long, mask),
+                    "short_f1": slice_f1(m.scored.short, t.short, mask),
+                }
+            )
     slices = pd.DataFrame(rows, columns=["model", "by", "slice", "n", "accuracy", "long_f1", "short_f1"])
 
     agreement = agreement_matrix({m.name: m.long_picks() for m in (*members, ensemble)})
@@ -251,13 +270,34 @@ def ensemble_changes(examples: Sequence[Example], types: np.ndarray, best: Model
         gold_long, gold_short = gold_summary(ex)
         best_long, best_short = answer_summary(ex, best.decoded[i], best.at)
         ens_long, ens_short = answer_summary(ex, ens.decoded[i], ens.at)
-        rows.append({"example_id": ex.example_id, "change": "fixed" if ens_right[i] else "broken",
-                     "gold_type": ANSWER_TYPES[types[i]], "question": ex.question,
-                     "gold_long": gold_long, "gold_short": gold_short, "best_member": best.name,
-                     "best_long": best_long, "best_short": best_short,
-                     "ensemble_long": ens_long, "ensemble_short": ens_short})
-    columns = ["example_id", "change", "gold_type", "question", "gold_long", "gold_short", "best_member",
-               "best_long", "best_short", "ensemble_long", "ensemble_short"]
+        rows.append(
+            {
+                "example_id": ex.example_id,
+                "change": "fixed" if ens_right[i] else "broken",
+                "gold_type": ANSWER_TYPES[types[i]],
+                "question": ex.question,
+                "gold_long": gold_long,
+                "gold_short": gold_short,
+                "best_member": best.name,
+                "best_long": best_long,
+                "best_short": best_short,
+                "ensemble_long": ens_long,
+                "ensemble_short": ens_short,
+            }
+        )
+    columns = [
+        "example_id",
+        "change",
+        "gold_type",
+        "question",
+        "gold_long",
+        "gold_short",
+        "best_member",
+        "best_long",
+        "best_short",
+        "ensemble_long",
+        "ensemble_short",
+    ]
     return pd.DataFrame(rows, columns=columns).sort_values(["change", "example_id"], kind="stable", ignore_index=True)
 
 
@@ -278,10 +318,17 @@ def write(analysis: ErrorAnalysis, out_dir: str | Path) -> list[Path]:
         files += [out / f"{name}.csv", out / f"{name}.json"]
     files.append(slices_plot(analysis, out / "slices.png"))
     files.append(agreement_plot(analysis, out / "agreement.png"))
-    (out / "summary.json").write_text(json.dumps({
-        "best_member": analysis.best_member, "ensemble": analysis.ensemble,
-        "fixed": int((analysis.ensemble_changes["change"] == "fixed").sum()),
-        "broken": int((analysis.ensemble_changes["change"] == "broken").sum())}, indent=1))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "best_member": analysis.best_member,
+                "ensemble": analysis.ensemble,
+                "fixed": int((analysis.ensemble_changes["change"] == "fixed").sum()),
+                "broken": int((analysis.ensemble_changes["change"] == "broken").sum()),
+            },
+            indent=1,
+        )
+    )
     return [*files, out / "summary.json"]
 
 
@@ -314,9 +361,11 @@ def slices_plot(analysis: ErrorAnalysis, path: Path) -> Path:
                 ax.bar(x, rows[metric].fillna(0.0), width, label=model)
                 for xi in x[rows[metric].isna().to_numpy()]:  # no gold of that kind: not a zero
                     ax.text(xi, 0.01, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-            ax.set_xticks(np.arange(len(labels)),
-                          [f"{lab}\nn={int(n)}" for lab, n in zip(labels, part.groupby("slice", sort=False)["n"].first())],
-                          fontsize=8)
+            ax.set_xticks(
+                np.arange(len(labels)),
+                [f"{lab}\nn={int(n)}" for lab, n in zip(labels, part.groupby("slice", sort=False)["n"].first())],
+                fontsize=8,
+            )
             ax.set_ylim(0, 1.02)
             ax.set_title(f"{metric} by {'gold answer type' if by == 'answer_type' else 'document length (tokens)'}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)

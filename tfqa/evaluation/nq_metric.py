@@ -38,19 +38,20 @@ Kaggle micro-F1 pools long and short answers; per example and answer type, a kep
 gold has an answer, unless ``count_wrong_as_fn=False``, which is Kaggle's written definition), a
 missing or dropped one where gold has an answer a FN, otherwise a TN.
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
-from tfqa.evaluation.nq_predictions import NQRecordError, Prediction, read_predictions, span_is_null, span_problem
 from tfqa.data.records import Example, Span
+from tfqa.evaluation.nq_predictions import NQRecordError, Prediction, read_predictions, span_is_null, span_problem
 
 # Span arrays are (n, 4) int64 with the columns of records.SPAN_KEYS; -1 marks an absent pair.
 _NULL_SPAN = (-1, -1, -1, -1)
@@ -105,9 +106,7 @@ def id_keys(ids: list[str]) -> np.ndarray:
         ints = [int(i) for i in ids]
     except ValueError:
         ints = None
-    if ints is not None and all(str(k) == i for k, i in zip(ints, ids)) and all(
-        -(2**63) <= k < 2**63 for k in ints
-    ):
+    if ints is not None and all(str(k) == i for k, i in zip(ints, ids)) and all(-(2**63) <= k < 2**63 for k in ints):
         return np.array(ints, dtype=np.int64)
     return np.array(ids, dtype=str)
 
@@ -183,7 +182,9 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
                     voted_long += 1
             code = _YES_NO_CODE.get(ann.yes_no.upper())
             if code is None:
-                raise NQRecordError("gold", eid, f"{ann.yes_no!r} is not YES, NO or NONE", field=f"annotations[{j}].yes_no_answer")
+                raise NQRecordError(
+                    "gold", eid, f"{ann.yes_no!r} is not YES, NO or NONE", field=f"annotations[{j}].yes_no_answer"
+                )
             k = 0
             for i, short in enumerate(ann.short_answers):
                 problem = span_problem(short)
@@ -246,9 +247,7 @@ class PredictionColumns:
         return cls(
             example_ids=np.array(ids, dtype=str),
             id_keys=id_keys(ids),
-            long_spans=_span_array(
-                [_NULL_SPAN if p.long_answer is None else _span_row(p.long_answer) for p in preds]
-            ),
+            long_spans=_span_array([_NULL_SPAN if p.long_answer is None else _span_row(p.long_answer) for p in preds]),
             long_score=np.fromiter((p.long_score for p in preds), np.float64, len(preds)),
             short_score=np.fromiter((p.short_score for p in preds), np.float64, len(preds)),
             yes_no=np.fromiter((_YES_NO_CODE[p.yes_no] for p in preds), np.int8, len(preds)),
@@ -426,8 +425,7 @@ def _curve_metrics(curve: ThresholdCurve, prefix: str) -> dict[str, float]:
             "best-threshold": float(curve.thresholds[best]),
         }
     else:
-        out = {"best-threshold-f1": 0.0, "best-threshold-precision": 0.0,
-               "best-threshold-recall": 0.0, "best-threshold": 0.0}
+        out = {"best-threshold-f1": 0.0, "best-threshold-precision": 0.0, "best-threshold-recall": 0.0, "best-threshold": 0.0}
     for target in PRECISION_TARGETS:
         ok = precision >= target
         max_recall = recall[ok].max() if ok.any() else 0.0
@@ -475,12 +473,16 @@ class KaggleF1:
             f1=_py_divide(2 * tp, 2 * tp + fp + fn),
             precision=_py_divide(tp, tp + fp),
             recall=_py_divide(tp, tp + fn),
-            tp=tp, fp=fp, fn=fn,
-            long_threshold=float(long_threshold), short_threshold=float(short_threshold),
+            tp=tp,
+            fp=fp,
+            fn=fn,
+            long_threshold=float(long_threshold),
+            short_threshold=float(short_threshold),
         )
 
     def as_dict(self, prefix: str = "kaggle-") -> dict[str, float | int | None]:
         """JSON-safe keys: an infinite threshold (keep nothing) becomes None."""
+
         def finite(x: float) -> float | None:
             return x if math.isfinite(x) else None
 
@@ -569,9 +571,7 @@ class ScoredAnswers:
         out.update(_final_f1(self.short, "short-answer-"))
         return out
 
-    def kaggle_micro_f1(
-        self, long_threshold: float, short_threshold: float, *, count_wrong_as_fn: bool = True
-    ) -> KaggleF1:
+    def kaggle_micro_f1(self, long_threshold: float, short_threshold: float, *, count_wrong_as_fn: bool = True) -> KaggleF1:
         lt, lf, ln = _kaggle_counts(self.long, long_threshold, count_wrong_as_fn)
         st, sf, sn = _kaggle_counts(self.short, short_threshold, count_wrong_as_fn)
         return KaggleF1.from_counts(lt + st, lf + sf, ln + sn, long_threshold, short_threshold)
@@ -582,8 +582,11 @@ class ScoredAnswers:
         short = _KaggleCurve.of(self.short_curve, count_wrong_as_fn)
         i, j = _best_pair(long, short)
         return KaggleF1.from_counts(
-            int(long.tp[i] + short.tp[j]), int(long.fp[i] + short.fp[j]), int(long.fn[i] + short.fn[j]),
-            float(long.thresholds[i]), float(short.thresholds[j]),
+            int(long.tp[i] + short.tp[j]),
+            int(long.fp[i] + short.fp[j]),
+            int(long.fn[i] + short.fn[j]),
+            float(long.thresholds[i]),
+            float(short.thresholds[j]),
         )
 
 

@@ -19,6 +19,7 @@ file the official scorer accepts, but every rejection is an ``NQRecordError`` na
 Null spans (all four offsets negative) are normalised away: a null long answer becomes ``None`` and
 null short spans are dropped. The official scorer ignores them everywhere, so scores are unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,16 @@ class NQRecordError(UserError, ValueError):
     ``field`` its part at fault. The records do not know their file: whoever read it names it
     (``in_file``). ``str()``: ``[<file>[:<line>]: ][field '<x>': ]<kind> for example <id>: <reason>``."""
 
-    def __init__(self, kind: str, example_id: str | None, reason: str, *, field: str | None = None,
-                 path: str | os.PathLike | None = None, line: int | None = None):
+    def __init__(
+        self,
+        kind: str,
+        example_id: str | None,
+        reason: str,
+        *,
+        field: str | None = None,
+        path: str | os.PathLike | None = None,
+        line: int | None = None,
+    ):
         self.kind, self.example_id = kind, example_id
         subject = kind if example_id is None else f"{kind} for example {example_id}"
         super().__init__(f"{subject}: {reason}", path=path, line=line, field=field)
@@ -131,7 +140,9 @@ class Prediction(AnswerPresence):
 def _example_id(raw: Any, position: int) -> str:
     # Original NQ ids are JSON integers, Kaggle's are strings of the same digits: compare as text.
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        raise NQRecordError("predictions", None, f"must be an int or str, got {raw!r}", field=f"predictions[{position}].example_id")
+        raise NQRecordError(
+            "predictions", None, f"must be an int or str, got {raw!r}", field=f"predictions[{position}].example_id"
+        )
     return str(raw)
 
 
@@ -143,8 +154,10 @@ def _span_from_json(example_id: str, obj: Any, where: str) -> Span:
         # The official reader indexes all four keys; absent offsets must be written as -1.
         raise NQRecordError("prediction", example_id, f"lacks {', '.join(missing)}", field=where)
     span = Span(
-        start_token=obj["start_token"], end_token=obj["end_token"],
-        start_byte=obj["start_byte"], end_byte=obj["end_byte"],
+        start_token=obj["start_token"],
+        end_token=obj["end_token"],
+        start_byte=obj["start_byte"],
+        end_byte=obj["end_byte"],
     )
     problem = span_problem(span)
     if problem:
@@ -198,8 +211,9 @@ def read_predictions(path: str | os.PathLike) -> list[Prediction]:
         try:
             root = json.load(f)
         except json.JSONDecodeError as exc:
-            raise NQRecordError("predictions", None, f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                path=path, line=exc.lineno) from None
+            raise NQRecordError(
+                "predictions", None, f"not valid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno
+            ) from None
     try:
         return predictions_from_json(root)
     except NQRecordError as err:

@@ -15,10 +15,11 @@ step get rows of similar length, so none of them waits long for the others at th
 The plan depends on ``world_size`` only through ``batch_size * world_size``: a run resumed with
 the per-process batch scaled to keep that product sees the same rows in the same order.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -6,6 +6,7 @@ written, so a build killed half-way is never mistaken for a finished cache. Work
 parse and featurise a chunk of raw lines and write its shard; the parent keeps line order, the
 duplicate-id check and the bad-line budget, so results do not depend on the number of workers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,16 +16,16 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
 from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
+from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
 from tfqa.features.selection import SelectionConfig, load_score_table, select_candidates
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
 
@@ -114,7 +115,11 @@ class ChunkResult:
 def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str) -> _WorkerState:
     scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
     return _WorkerState(
-        CandidateFeaturizer(load_tokenizer(tokenizer_dir, cfg.features.html_tokens), cfg.features), cfg.selection, scores, Path(out_dir), src
+        CandidateFeaturizer(load_tokenizer(tokenizer_dir, cfg.features.html_tokens), cfg.features),
+        cfg.selection,
+        scores,
+        Path(out_dir),
+        src,
     )
 
 
@@ -186,8 +191,12 @@ class CacheInfo:
     reused: bool
 
 
-def _chunks(src: str, size: int, max_lines: int = 0, breaks: list[BadInputError] | None = None,
-            ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+def _chunks(
+    src: str,
+    size: int,
+    max_lines: int = 0,
+    breaks: list[BadInputError] | None = None,
+) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
     """Chunks of raw lines. A gzip stream that breaks off ends them; the break goes to ``breaks``
     (this runs in a pool's feeder thread, so the parent handles it once every chunk is in)."""
     buf: list[tuple[int, bytes]] = []

@@ -3,6 +3,7 @@
 Ragged columns (input ids, word positions) stay as Arrow offsets + values views over the mapped
 files, so opening a multi-GB cache costs no copy and every worker process shares the pages.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,16 @@ import pyarrow as pa
 from tfqa.features.cache import MANIFEST, read_shard
 
 SCALAR_COLUMNS = (
-    "example_id", "candidate_index", "word_offset", "n_words", "n_kept", "question_len",
-    "top_level", "label", "start_word", "end_word",
+    "example_id",
+    "candidate_index",
+    "word_offset",
+    "n_words",
+    "n_kept",
+    "question_len",
+    "top_level",
+    "label",
+    "start_word",
+    "end_word",
 )
 
 
@@ -86,7 +95,7 @@ class CandidateDataset:
     its last word (-1 unless label is SHORT), matching how predictions are read per word.
     """
 
-    def __init__(self, store: "FeatureStore | InMemoryFeatures", rows: np.ndarray | None = None):
+    def __init__(self, store: FeatureStore | InMemoryFeatures, rows: np.ndarray | None = None):
         self.store = store
         self.rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.lengths = store.lengths[self.rows]

@@ -7,6 +7,7 @@ contiguous slice of the document's concatenated word pieces: nested candidates s
 every kept word records the position of its first subword. Start/end predictions are read at those
 positions, which is what lets models with different tokenizers be averaged per word.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,8 @@ from itertools import chain, compress
 
 import numpy as np
 
-from tfqa.features.labels import candidate_labels
 from tfqa.data.records import AnswerClass, Example
+from tfqa.features.labels import candidate_labels
 from tfqa.features.tokenization import HtmlTokenMode, HtmlTokens, check_html_tokens
 
 
@@ -52,7 +53,7 @@ class FeatureCounts:
     truncated_spans: int = 0
     """Short spans that fell beyond the truncation: their label became LONG."""
 
-    def add(self, other: "FeatureCounts") -> None:
+    def add(self, other: FeatureCounts) -> None:
         self.examples += other.examples
         self.candidates += other.candidates
         self.by_class = [a + b for a, b in zip(self.by_class, other.by_class)]
@@ -72,8 +73,18 @@ class FeatureCounts:
 
 # Column order of a feature table; ``tfqa.features.cache`` gives it an Arrow schema.
 FEATURE_COLUMNS = (
-    "example_id", "candidate_index", "word_offset", "n_words", "n_kept", "question_len",
-    "top_level", "label", "start_word", "end_word", "input_ids", "word_positions",
+    "example_id",
+    "candidate_index",
+    "word_offset",
+    "n_words",
+    "n_kept",
+    "question_len",
+    "top_level",
+    "label",
+    "start_word",
+    "end_word",
+    "input_ids",
+    "word_positions",
 )
 
 

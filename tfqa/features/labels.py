@@ -16,6 +16,7 @@ rewards:
 A SHORT label covers its annotation's spans from the first start to the last end (multi-span
 answers train on first start -> last end, as in Google's baseline).
 """
+
 from __future__ import annotations
 
 from collections import Counter

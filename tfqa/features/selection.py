@@ -3,16 +3,18 @@
 Randomness is seeded per example from (seed, example id), not from a stream, so the choice does
 not depend on how the file is split across worker processes or on what was read before.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
-from tfqa.features.labels import positive_indices
 from tfqa.data.records import Example
+from tfqa.features.labels import positive_indices
 
 Strategy = Literal["all", "random", "hard"]
 STRATEGIES = get_args(Strategy)
@@ -49,8 +51,6 @@ ScoreTable = Mapping[str, tuple[np.ndarray, np.ndarray]]
 def example_rng(seed: int, example_id: str) -> np.random.Generator:
     digest = hashlib.blake2b(example_id.encode(), digest_size=8).digest()
     return np.random.default_rng([seed, int.from_bytes(digest, "little")])
-
-
 
 
 def select_candidates(ex: Example, cfg: SelectionConfig, scores: ScoreTable | None = None) -> list[int]:

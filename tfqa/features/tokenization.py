@@ -15,6 +15,7 @@ builds inputs as the model was trained:
 
 The nine (ten) added tokens are added in the same order in both, so they get the same ids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,7 +75,7 @@ class HtmlTokens:
     """The id of every tag word that is not one of the nine structural tags."""
 
     @classmethod
-    def of(cls, tok, mode: str) -> "HtmlTokens":
+    def of(cls, tok, mode: str) -> HtmlTokens:
         if check_html_tokens(mode) == "tfqa":
             names = list(HTML_TOKENS)
             other = OTHER_TAG_TOKEN
@@ -88,7 +89,7 @@ class HtmlTokens:
         ids = {n: vocab[n] for n in names}
         return cls(mode, ids, ids[other])
 
-    def tag_flags(self, words: list[str], is_html: list[bool], needed) -> "list[bool] | dict[int, bool]":
+    def tag_flags(self, words: list[str], is_html: list[bool], needed) -> list[bool] | dict[int, bool]:
         """Which of the ``needed`` word indices are read as tags: NQ's html flags, or in
         ``original`` mode the original's own test on the word (indexable by word index)."""
         if self.mode == "original":
@@ -129,8 +130,10 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
         try:  # transformers' own error here would blame a missing `tiktoken`
             import sentencepiece  # noqa: F401
         except ImportError:
-            raise ValueError(f"{path}: holds only spiece.model (no tokenizer.json); converting it needs the "
-                             "sentencepiece package (pip install sentencepiece)") from None
+            raise ValueError(
+                f"{path}: holds only spiece.model (no tokenizer.json); converting it needs the "
+                "sentencepiece package (pip install sentencepiece)"
+            ) from None
     tok = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tok, "is_fast", False):
         raise ValueError(f"{path}: a fast (Rust) tokenizer is required, got {type(tok).__name__}")

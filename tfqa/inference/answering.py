@@ -5,18 +5,19 @@ The document is NQ-style text (HTML tags as space-separated tokens, as in Kaggle
 from the HTML structure. The steps are the pipeline's own: candidates -> features -> model ->
 word-level outputs -> decoding.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tfqa.inference import decode as dec
 from tfqa.data.candidates import find_candidates
-from tfqa.features.featurize import CandidateFeaturizer
-from tfqa.modeling.saved import read_decode_config, read_feature_config, read_top_level_only
 from tfqa.data.readers import is_html_word
 from tfqa.data.records import Candidate, Example
+from tfqa.features.featurize import CandidateFeaturizer
+from tfqa.inference import decode as dec
+from tfqa.modeling.saved import read_decode_config, read_feature_config, read_top_level_only
 
 
 @dataclass
@@ -38,8 +39,8 @@ def _text(words: list[str], is_html: list[bool], start: int, end: int) -> str:
 
 class Answerer:
     def __init__(self, model_dir: str | Path):
-        from tfqa.modeling.model import CandidateQAModel
         from tfqa.features.tokenization import load_tokenizer
+        from tfqa.modeling.model import CandidateQAModel
 
         model_dir = Path(model_dir)
         self.model = CandidateQAModel.from_pretrained(model_dir).eval()
@@ -58,15 +59,21 @@ class Answerer:
         is_html = [is_html_word(w) for w in words]
         cands = (
             [Candidate(int(c["start_token"]), int(c["end_token"]), bool(c.get("top_level", True))) for c in candidates]
-            if candidates else find_candidates(words)
+            if candidates
+            else find_candidates(words)
         )
         cands = [c for c in cands if 0 <= c.start_token < c.end_token <= len(words)]
         if not cands:
             return Answer()
         ex = Example("0", question, words, is_html, cands)
         cols, _ = self.featurizer.featurize(ex, list(range(len(cands))))
-        outputs = score_candidates(self.model, InMemoryFeatures(cols, self.cfg.max_seq_len), pad_id=pad_id_of(self.tok), device="cpu",
-                                   top_level_only=self.top_level_only)
+        outputs = score_candidates(
+            self.model,
+            InMemoryFeatures(cols, self.cfg.max_seq_len),
+            pad_id=pad_id_of(self.tok),
+            device="cpu",
+            top_level_only=self.top_level_only,
+        )
         [p] = dec.decode(outputs, dec.candidate_spans([ex]), self.decode, example_ids=["0"])
         out = Answer(long_answer_score=float(p.long_score), short_answer_score=float(p.short_score), yes_no_answer=p.yes_no)
         if p.has_long:

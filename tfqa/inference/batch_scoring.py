@@ -6,21 +6,20 @@ of 20-word candidates costs 20 words, not ``max_seq_len``. Start/end logits are 
 kept word's first subword and normalised over the candidate's words: the result is indexed by
 document word, which is what lets models with different tokenizers be averaged.
 """
+
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from tfqa.features.batching import collate
-from tfqa.inference.decode import OUTPUT_COLUMNS  # noqa: F401  (the layout this module writes)
-from tfqa.features.dataset import CandidateDataset, FeatureStore, InMemoryFeatures
 from tfqa.data.records import AnswerClass
-
+from tfqa.features.batching import collate
+from tfqa.features.dataset import CandidateDataset, FeatureStore, InMemoryFeatures
+from tfqa.inference.decode import OUTPUT_COLUMNS  # noqa: F401  (the layout this module writes)
 
 
 @dataclass(frozen=True)
@@ -108,14 +107,16 @@ def score_candidates(
     for i in np.setdiff1d(np.arange(n), run, assume_unique=True):  # rows not run: no answer
         start_probs[i] = np.zeros(len(store.word_positions(int(rows[i]))), dtype=np.float32)
         end_probs[i] = start_probs[i].copy()
-    return pd.DataFrame({
-        "example_id": meta["example_id"].astype(str),
-        "candidate_index": meta["candidate_index"].astype(np.int32),
-        "word_offset": meta["word_offset"].astype(np.int32),
-        "class_probs": list(class_probs),
-        "start_probs": start_probs,
-        "end_probs": end_probs,
-    })
+    return pd.DataFrame(
+        {
+            "example_id": meta["example_id"].astype(str),
+            "candidate_index": meta["candidate_index"].astype(np.int32),
+            "word_offset": meta["word_offset"].astype(np.int32),
+            "class_probs": list(class_probs),
+            "start_probs": start_probs,
+            "end_probs": end_probs,
+        }
+    )
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -123,5 +124,3 @@ def _softmax(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32)
     z = np.exp(x - x.max())
     return (z / z.sum()).astype(np.float32)
-
-

@@ -7,10 +7,11 @@ the top 4 above 0.35. How a stage's outputs are obtained is the caller's (``scor
 runs the model on the survivors alone, ``validate`` takes them from outputs on every candidate,
 which it needs anyway for the figures without the cascade.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,12 @@ class CascadeResult:
 
 def keys_of(outputs: CandidateOutputs, rows: np.ndarray | None = None) -> pd.DataFrame:
     rows = np.arange(len(outputs)) if rows is None else rows
-    return pd.DataFrame({"example_id": pd.Series(outputs.example_id[rows], dtype=object).astype(str),
-                         "candidate_index": outputs.candidate_index[rows].astype(np.int32)})
+    return pd.DataFrame(
+        {
+            "example_id": pd.Series(outputs.example_id[rows], dtype=object).astype(str),
+            "candidate_index": outputs.candidate_index[rows].astype(np.int32),
+        }
+    )
 
 
 def restrict(outputs: OutputsLike, keys: pd.DataFrame | None, name: str = "model") -> CandidateOutputs:

@@ -40,12 +40,13 @@ span of words ``i..j`` becomes ``[word_offset + i, word_offset + j + 1)``.
 Decoding is vectorised over all examples: one lexsort picks every example's best candidate and
 the span search runs over the chosen candidates' words concatenated, one pass per span length.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -161,34 +162,43 @@ class CandidateOutputs:
         """From the inference contract (``OUTPUT_COLUMNS``), as a DataFrame or an Arrow table."""
         example_id, candidate_index, word_offset, class_probs = _frame_meta(data)
         return CandidateOutputs(
-            example_id, candidate_index, word_offset, class_probs,
+            example_id,
+            candidate_index,
+            word_offset,
+            class_probs,
             start_probs=ragged_column(_column(data, "start_probs")),
             end_probs=ragged_column(_column(data, "end_probs")),
         )
 
     def to_frame(self) -> pd.DataFrame:
         """Back to the inference contract (list columns hold float32 arrays, views of ours)."""
-        return pd.DataFrame({
-            "example_id": pd.Series(self.example_id, dtype=object).astype(str),
-            "candidate_index": self.candidate_index.astype(np.int32),
-            "word_offset": self.word_offset.astype(np.int32),
-            "class_probs": list(self.class_probs),
-            "start_probs": self.start_probs.to_list(),
-            "end_probs": self.end_probs.to_list(),
-        })
+        return pd.DataFrame(
+            {
+                "example_id": pd.Series(self.example_id, dtype=object).astype(str),
+                "candidate_index": self.candidate_index.astype(np.int32),
+                "word_offset": self.word_offset.astype(np.int32),
+                "class_probs": list(self.class_probs),
+                "start_probs": self.start_probs.to_list(),
+                "end_probs": self.end_probs.to_list(),
+            }
+        )
 
     def take(self, rows: np.ndarray) -> CandidateOutputs:
         rows = np.asarray(rows, dtype=np.int64)
         return CandidateOutputs(
-            self.example_id[rows], self.candidate_index[rows], self.word_offset[rows],
-            self.class_probs[rows], self.start_probs.take(rows), self.end_probs.take(rows),
+            self.example_id[rows],
+            self.candidate_index[rows],
+            self.word_offset[rows],
+            self.class_probs[rows],
+            self.start_probs.take(rows),
+            self.end_probs.take(rows),
         )
 
     def long_scores(self) -> np.ndarray:
         return 1.0 - self.class_probs[:, AnswerClass.NOT_ANSWER].astype(np.float64)
 
 
-OutputsLike = Union[CandidateOutputs, pd.DataFrame, pa.Table]
+OutputsLike = CandidateOutputs | pd.DataFrame | pa.Table
 
 
 def _column(data: pd.DataFrame | pa.Table, name: str):
@@ -241,8 +251,9 @@ class _DecodeInput:
     @staticmethod
     def of(data: OutputsLike) -> _DecodeInput:
         if isinstance(data, CandidateOutputs):
-            return _DecodeInput(data.example_id, data.candidate_index, data.word_offset, data.class_probs,
-                                data.start_probs, data.end_probs)
+            return _DecodeInput(
+                data.example_id, data.candidate_index, data.word_offset, data.class_probs, data.start_probs, data.end_probs
+            )
         return _DecodeInput(*_frame_meta(data), _column(data, "start_probs"), _column(data, "end_probs"))
 
     def words(self, rows: np.ndarray) -> tuple[Ragged, Ragged]:
@@ -317,7 +328,7 @@ class DecodeConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping | None) -> "DecodeConfig":
+    def from_dict(cls, d: Mapping | None) -> DecodeConfig:
         """From a recorded dict (a validate run's, a model folder's); absent keys are defaults."""
         d = d or {}
         default = cls()

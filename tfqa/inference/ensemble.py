@@ -11,12 +11,13 @@ Weight fitting never reports a score measured on the examples the weights were f
 ``cross_validated_weights`` splits the examples into two halves by a stable hash of their id,
 fits on each half and scores on the other.
 """
+
 from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -151,7 +152,11 @@ class AlignedOutputs:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         return AlignedOutputs(
-            self.names, self.example_id[rows], self.candidate_index[rows], self.word_offset[rows], offsets,
+            self.names,
+            self.example_id[rows],
+            self.candidate_index[rows],
+            self.word_offset[rows],
+            offsets,
             tuple(c[rows] for c in self.class_probs),
             tuple(s[index] for s in self.start_probs),
             tuple(e[index] for e in self.end_probs),
@@ -204,9 +209,7 @@ def align(outputs: Sequence[OutputsLike], names: Sequence[str] | None = None) ->
     )
 
 
-def ensemble(
-    outputs: Sequence[OutputsLike], weights: Sequence[float], names: Sequence[str] | None = None
-) -> CandidateOutputs:
+def ensemble(outputs: Sequence[OutputsLike], weights: Sequence[float], names: Sequence[str] | None = None) -> CandidateOutputs:
     """Weighted average of the models' outputs (e.g. the original's 0.3, 0.3, 0.2, 0.2)."""
     return align(outputs, names).combine(weights)
 
@@ -485,10 +488,12 @@ def cascade(
         if survivors is not None:
             out = out.take(rows_of_keys(out, survivors, name))
         rows = prune(out, stage)
-        survivors = pd.DataFrame({
-            "example_id": pd.Series(out.example_id[rows], dtype=object).astype(str),
-            "candidate_index": out.candidate_index[rows].astype(np.int32),
-        })
+        survivors = pd.DataFrame(
+            {
+                "example_id": pd.Series(out.example_id[rows], dtype=object).astype(str),
+                "candidate_index": out.candidate_index[rows].astype(np.int32),
+            }
+        )
     assert survivors is not None
     return survivors
 

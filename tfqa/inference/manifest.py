@@ -1,5 +1,6 @@
 """The ensemble manifest (``registry/*.yaml``): which registered models validate and predict pull,
 with what weights, decoding and cascade (the Model Registry operations on it: ``tfqa.tracking.registry``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tfqa.inference.decode import DecodeConfig
 from tfqa.features.tokenization import HTML_TOKEN_MODES
+from tfqa.inference.decode import DecodeConfig
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class EnsembleManifest:
     cascade: tuple[CascadeStage, ...] = ()
 
     @classmethod
-    def load(cls, path: str | Path) -> "EnsembleManifest":
+    def load(cls, path: str | Path) -> EnsembleManifest:
         path = Path(path)
         try:
             text = path.read_text()
@@ -71,7 +72,7 @@ class EnsembleManifest:
         return cls.from_dict(raw, str(path))
 
     @classmethod
-    def from_dict(cls, raw, source: str = "<manifest>") -> "EnsembleManifest":
+    def from_dict(cls, raw, source: str = "<manifest>") -> EnsembleManifest:
         def fail(field: str, reason: str) -> ManifestError:
             return ManifestError(f"{source}: not a valid ensemble manifest: field '{field}': {reason}")
 
@@ -99,16 +100,22 @@ class EnsembleManifest:
             dup = next(n for n in names if names.count(n) > 1)
             raise fail("models", f"the registered model name {dup!r} appears twice")
         try:
-            decode = DecodeConfig(int(raw.get("max_answer_words", DecodeConfig.max_answer_words)),
-                                  str(raw.get("decode", DecodeConfig.decode)))
+            decode = DecodeConfig(
+                int(raw.get("max_answer_words", DecodeConfig.max_answer_words)), str(raw.get("decode", DecodeConfig.decode))
+            )
         except ValueError as exc:
             field = "decode" if "decode" in str(exc) else "max_answer_words"
             raise fail(field, str(exc)) from None
         html_tokens = str(raw.get("html_tokens", "tfqa"))
         if html_tokens not in HTML_TOKEN_MODES:
             raise fail("html_tokens", f"must be one of {', '.join(HTML_TOKEN_MODES)}, got {html_tokens!r}")
-        return cls(str(raw.get("alias", "champion")), tuple(models), decode, html_tokens,
-                   _parse_cascade(raw.get("cascade"), set(names), fail))
+        return cls(
+            str(raw.get("alias", "champion")),
+            tuple(models),
+            decode,
+            html_tokens,
+            _parse_cascade(raw.get("cascade"), set(names), fail),
+        )
 
     @property
     def cascade_models(self) -> tuple[str, ...]:

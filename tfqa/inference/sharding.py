@@ -5,6 +5,7 @@ with ``i % w == r``. Each shard is written to a temporary name and renamed, so a
 exists is complete: rerunning a killed job scores only the missing ones. Merging concatenates the
 shards in index order, which makes the result independent of who scored what.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Load a trained tfqa model from any reference (dir, run id, runs:/, models:/name@alias)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,7 @@ class StartingPoint:
     """The upstream model, None for a bare backbone."""
 
     @classmethod
-    def of(cls, backbone: str, init_model: str = "") -> "StartingPoint":
+    def of(cls, backbone: str, init_model: str = "") -> StartingPoint:
         if not init_model:
             return cls(Path(backbone), None)
         source = resolve_model(init_model)

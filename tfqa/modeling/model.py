@@ -12,6 +12,7 @@ a pooler (BERT, ALBERT, RoBERTa) use it; the others get a tanh dense layer of ou
 On disk a model folder holds the encoder's ``config.json``, ``model.safetensors`` with every weight
 (encoder and heads) and ``tfqa_head.json``; nothing in it is pickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,7 @@ class CandidateQAModel(nn.Module):
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config, *, vocab_size: int | None = None) -> "CandidateQAModel":
+    def from_config(cls, config, *, vocab_size: int | None = None) -> CandidateQAModel:
         """A randomly initialised model from an encoder config (``BertConfig(...)``, ...)."""
         from transformers import AutoModel
 
@@ -67,7 +68,7 @@ class CandidateQAModel(nn.Module):
     @classmethod
     def from_backbone(
         cls, backbone_dir: str | os.PathLike, *, vocab_size: int | None = None, num_added_tokens: int = 0
-    ) -> "CandidateQAModel":
+    ) -> CandidateQAModel:
         """A fresh model on a pretrained encoder (a local Hugging Face model folder); the heads are
         new. ``vocab_size`` (usually ``len(tokenizer)``) or ``num_added_tokens`` grows the
         embedding table for tokens added to the tokenizer (the HTML tags)."""
@@ -95,7 +96,7 @@ class CandidateQAModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls, model_dir: str | os.PathLike, *, vocab_size: int | None = None, device: str | torch.device = "cpu"
-    ) -> "CandidateQAModel":
+    ) -> CandidateQAModel:
         """Load a folder written by ``save_pretrained`` (weights through safetensors only).
         ``vocab_size`` resizes the embeddings after loading (a tokenizer with more added tokens)."""
         from transformers import AutoConfig, AutoModel
@@ -103,14 +104,18 @@ class CandidateQAModel(nn.Module):
         model_dir = _local_dir(model_dir)
         head_path = model_dir / HEAD_FILE
         if not head_path.exists():
-            raise FileNotFoundError(f"{model_dir}: no {HEAD_FILE}; not a tfqa model folder (use from_backbone for a bare encoder)")
+            raise FileNotFoundError(
+                f"{model_dir}: no {HEAD_FILE}; not a tfqa model folder (use from_backbone for a bare encoder)"
+            )
         head = json.loads(head_path.read_text())
         if head.get("format") != HEAD_FORMAT:
             raise ValueError(f"{head_path}: unsupported head format {head.get('format')!r}")
         config = AutoConfig.from_pretrained(str(model_dir))
         model = cls(AutoModel.from_config(config, dtype=torch.float32))
         if model.own_pooler != head["own_pooler"]:
-            raise ValueError(f"{head_path}: saved with own_pooler={head['own_pooler']}, but this encoder gives {model.own_pooler}")
+            raise ValueError(
+                f"{head_path}: saved with own_pooler={head['own_pooler']}, but this encoder gives {model.own_pooler}"
+            )
         load_weights(model, model_dir / WEIGHTS_FILE, device=device)
         if vocab_size is not None and vocab_size != model.vocab_size:
             model.resize_token_embeddings(vocab_size)
@@ -182,7 +187,9 @@ class CandidateQAModel(nn.Module):
         # Non-span rows carry -1 positions: point them at [CLS] (a valid index), then mask them out.
         start = torch.where(is_span, batch["start_position"].to(labels.device), 0)
         end = torch.where(is_span, batch["end_position"].to(labels.device), 0)
-        per_row = (F.cross_entropy(start_logits, start, reduction="none") + F.cross_entropy(end_logits, end, reduction="none")) / 2
+        per_row = (
+            F.cross_entropy(start_logits, start, reduction="none") + F.cross_entropy(end_logits, end, reduction="none")
+        ) / 2
         weight = is_span.to(per_row.dtype)
         span_loss = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
         return {"total": class_loss + span_loss, "class_loss": class_loss, "span_loss": span_loss}

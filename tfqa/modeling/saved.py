@@ -8,6 +8,7 @@ end, the run's ``dev/`` and ``squad/`` metrics. Registering it is
 ``create_model_version(source="models:/<model_id>")``; serving it is
 ``mlflow models serve -m models:/<name>@<alias>``.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,11 @@ def read_feature_config(model_dir: str | Path):
 
     settings = trained_settings(model_dir)
     defaults = FeatureConfig()
-    return FeatureConfig(int(settings.get("max_seq_len", defaults.max_seq_len)),
-                         int(settings.get("max_question_len", defaults.max_question_len)),
-                         str(settings.get("html_tokens", defaults.html_tokens)))
+    return FeatureConfig(
+        int(settings.get("max_seq_len", defaults.max_seq_len)),
+        int(settings.get("max_question_len", defaults.max_question_len)),
+        str(settings.get("html_tokens", defaults.html_tokens)),
+    )
 
 
 def read_decode_config(model_dir: str | Path):
@@ -66,11 +69,19 @@ def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
 
     (Path(model_dir) / FEATURES_FILE).write_text(json.dumps(features))
     example_in = pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
-    example_out = pd.DataFrame({
-        "long_answer": [""], "long_answer_start": [-1], "long_answer_end": [-1], "long_answer_score": [0.0],
-        "short_answer": [""], "short_answer_start": [-1], "short_answer_end": [-1], "short_answer_score": [0.0],
-        "yes_no_answer": ["NONE"],
-    })
+    example_out = pd.DataFrame(
+        {
+            "long_answer": [""],
+            "long_answer_start": [-1],
+            "long_answer_end": [-1],
+            "long_answer_score": [0.0],
+            "short_answer": [""],
+            "short_answer_start": [-1],
+            "short_answer_end": [-1],
+            "short_answer_score": [0.0],
+            "yes_no_answer": ["NONE"],
+        }
+    )
     mlflow.pyfunc.save_model(
         path=str(dst),
         python_model=str(serving_code_path()),
@@ -82,8 +93,7 @@ def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     return dst
 
 
-def log_tfqa_model(run, model_dir: Path, features: dict, *, params: dict | None = None,
-                   tags: dict | None = None) -> Path:
+def log_tfqa_model(run, model_dir: Path, features: dict, *, params: dict | None = None, tags: dict | None = None) -> Path:
     """Save the MLflow model beside ``model_dir`` and queue it as the run's LoggedModel.
 
     Its params are the feature settings it was trained with plus ``params`` (the stage's key
@@ -93,18 +103,35 @@ def log_tfqa_model(run, model_dir: Path, features: dict, *, params: dict | None 
     dst = Path(model_dir).parent / "mlflow_model"
     shutil.rmtree(dst, ignore_errors=True)
     save_tfqa_model(Path(model_dir), dst, features)
-    run.log_model(dst, name=MODEL_ARTIFACT, params={**features, **(params or {})}, tags=tags, model_type=MODEL_TYPE,
-                  metric_prefixes=MODEL_METRIC_PREFIXES)
+    run.log_model(
+        dst,
+        name=MODEL_ARTIFACT,
+        params={**features, **(params or {})},
+        tags=tags,
+        model_type=MODEL_TYPE,
+        metric_prefixes=MODEL_METRIC_PREFIXES,
+    )
     return dst
 
 
 def variant_model_info(v) -> dict:
     """``params`` and ``tags`` of a training run's LoggedModel: what tells it from the others (the
     variant row's deciding settings; the feature settings come with ``features``)."""
-    return {"params": {"variant": v.key, "entry_point": v.entry_point, "backbone": v.backbone_name, "init": v.init,
-                       "negatives": v.negatives, "random_negatives": v.random_negatives, "seed": v.seed, "lr": v.lr,
-                       "epochs": v.epochs, "batch_size": v.batch_size},
-            "tags": {STAGE_TAG: v.entry_point, VARIANT_TAG: v.key, BACKBONE_TAG: v.backbone_name}}
+    return {
+        "params": {
+            "variant": v.key,
+            "entry_point": v.entry_point,
+            "backbone": v.backbone_name,
+            "init": v.init,
+            "negatives": v.negatives,
+            "random_negatives": v.random_negatives,
+            "seed": v.seed,
+            "lr": v.lr,
+            "epochs": v.epochs,
+            "batch_size": v.batch_size,
+        },
+        "tags": {STAGE_TAG: v.entry_point, VARIANT_TAG: v.key, BACKBONE_TAG: v.backbone_name},
+    }
 
 
 def find_model_dir(path: Path) -> Path:

@@ -4,6 +4,7 @@ Loaded by ``mlflow.pyfunc.load_model`` / ``mlflow models serve``; its only artif
 folder (safetensors weights, configs, tokenizer files). Input: a DataFrame with ``question_text``
 and ``document_text`` (optionally ``long_answer_candidates``); output: one answer per row.
 """
+
 import mlflow
 from mlflow.pyfunc import PythonModel
 

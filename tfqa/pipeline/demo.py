@@ -10,6 +10,7 @@ runs are nested under one ``pipeline-<profile>`` run. At the end it writes the s
 (``tfqa.yaml``, ``tfqa.pipeline.settings``) for its profile: backbones, data, the profile's parameters and
 where its runs are.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,10 @@ def generate_data(profile: Profile) -> dict[str, str]:
 
     files = {
         "train": (data_dir / "train.jsonl", lambda p: write_simplified(p, cfg(s["n_train"], s["seed"]))),
-        "dev": (data_dir / "dev.jsonl.gz", lambda p: write_original(p, cfg(s["n_dev"], s["seed"] + 1, n_annotations=5), compress=True)),
+        "dev": (
+            data_dir / "dev.jsonl.gz",
+            lambda p: write_original(p, cfg(s["n_dev"], s["seed"] + 1, n_annotations=5), compress=True),
+        ),
         "test": (data_dir / "test.jsonl", lambda p: write_simplified(p, cfg(s["n_test"], s["seed"] + 2), with_annotations=False)),
     }
     out = {}
@@ -69,8 +73,14 @@ def tiny_backbone(work_dir: Path) -> str:
 
         torch.manual_seed(0)
         tok = AutoTokenizer.from_pretrained(minilm_dir())
-        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=128, max_position_embeddings=512)
+        cfg = BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=512,
+        )
         BertModel(cfg).save_pretrained(str(path))
         tok.save_pretrained(str(path))
     return str(path)
@@ -79,12 +89,22 @@ def tiny_backbone(work_dir: Path) -> str:
 @click.command(cls=RefusingCommand)
 @click.option("--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="demo", show_default=True)
 @click.option("--work-dir", default=None, help="Default: demo/ (demo-ci/ for the ci profile).")
-@click.option("--experiment", default=None,
-              help="Default: $MLFLOW_EXPERIMENT_NAME, else MLflow's default experiment (where a bare `mlflow run` goes).")
-@click.option("--manifest", default=None,
-              help="Ensemble manifest (default: the profile's); registry/demo-original.yaml runs the 1st place's procedure.")
-@click.option("--prefork/--no-prefork", default=True, show_default=True,
-              help="Start stages in a server that imported torch/transformers/MLflow once (tfqa.pipeline.prefork).")
+@click.option(
+    "--experiment",
+    default=None,
+    help="Default: $MLFLOW_EXPERIMENT_NAME, else MLflow's default experiment (where a bare `mlflow run` goes).",
+)
+@click.option(
+    "--manifest",
+    default=None,
+    help="Ensemble manifest (default: the profile's); registry/demo-original.yaml runs the 1st place's procedure.",
+)
+@click.option(
+    "--prefork/--no-prefork",
+    default=True,
+    show_default=True,
+    help="Start stages in a server that imported torch/transformers/MLflow once (tfqa.pipeline.prefork).",
+)
 def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str | None, prefork: bool) -> None:
     t0 = time.perf_counter()
     profile = PROFILES[profile_name](work_dir) if work_dir else PROFILES[profile_name]()
@@ -100,8 +120,9 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
     if not profile.backbones:
         b = tiny_backbone(work)
         profile = Profile(**{**profile.__dict__, "backbones": dict.fromkeys(BACKBONE_STAGES, b)})
-    click.echo(f"tfqa demo ({profile.name}): tracking {os.environ['MLFLOW_TRACKING_URI']}, experiment {experiment!r}, "
-               f"work dir {work}")
+    click.echo(
+        f"tfqa demo ({profile.name}): tracking {os.environ['MLFLOW_TRACKING_URI']}, experiment {experiment!r}, work dir {work}"
+    )
     click.echo("[0] generating data")
     data = generate_data(profile)
 
@@ -110,11 +131,16 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
     from tfqa.tracking.names import PIPELINE_TAG, STEP_TAG, WORK_DIR_TAG
     from tfqa.tracking.queries import run_experiment_id
 
-    with tracking.start_run(experiment=experiment, run_name=f"pipeline-{profile.name}", log_system_metrics=False,
-                            tags={PIPELINE_TAG: profile.name, WORK_DIR_TAG: str(work)}) as parent:
+    with tracking.start_run(
+        experiment=experiment,
+        run_name=f"pipeline-{profile.name}",
+        log_system_metrics=False,
+        tags={PIPELINE_TAG: profile.name, WORK_DIR_TAG: str(work)},
+    ) as parent:
         try:
-            result = run_pipeline(profile, data, experiment=experiment, log=click.echo, prefork=prefork,
-                                  parent_run_id=parent.run_id)
+            result = run_pipeline(
+                profile, data, experiment=experiment, log=click.echo, prefork=prefork, parent_run_id=parent.run_id
+            )
         except StepFailed as e:
             raise click.ClickException(str(e)) from None
         summary = summarise(result.run_id("validate"))
@@ -124,8 +150,10 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
         click.echo(format_summary(summary))
         settings_file = write_settings(profile, data, result, experiment, work)
         experiment_id = run_experiment_id(parent.run_id)
-    click.echo(f"pipeline finished in {time.perf_counter() - t0:.0f}s "
-               f"({sum(s.reused for s in result.steps)}/{len(result.steps)} steps reused); pipeline run {parent.run_id}")
+    click.echo(
+        f"pipeline finished in {time.perf_counter() - t0:.0f}s "
+        f"({sum(s.reused for s in result.steps)}/{len(result.steps)} steps reused); pipeline run {parent.run_id}"
+    )
     click.echo(f"settings for `mlflow run . -e <stage>`: {settings_file}")
     click.echo(f"runs: {ui_hint(os.environ['MLFLOW_TRACKING_URI'], experiment_id)}")
 
@@ -156,16 +184,31 @@ DEMO_HEADER = "# Written by tfqa.pipeline.demo"
 LEGACY_DEMO_HEADER = "# Written by tfqa.demo"  # what a clone's tfqa.yaml says from before the package was grouped
 # Step parameters that are run ids of this pipeline or the digest of its manifest (what this run
 # read: ValidateConfig.manifest_digest), or data and backbones (their own sections).
-_NOT_SETTINGS = {"mining_run", "init_model", "model", "run_id", "validate_run", "promotions", "manifest_digest",
-                 "variant", "backbone", "tokenizer", "input", "train_data", "dev_data", "test_data", "squad_data"}
+_NOT_SETTINGS = {
+    "mining_run",
+    "init_model",
+    "model",
+    "run_id",
+    "validate_run",
+    "promotions",
+    "manifest_digest",
+    "variant",
+    "backbone",
+    "tokenizer",
+    "input",
+    "train_data",
+    "dev_data",
+    "test_data",
+    "squad_data",
+}
 
 
 def settings_for(profile: Profile, data: dict[str, str], result, experiment: str) -> dict:
     """The settings file that makes ``mlflow run . -e <stage>`` train as this pipeline did: its
     backbones by name, its data, and each entry point's parameters (those every step of it
     shares, less run ids, data and what MLproject fixes)."""
-    from tfqa.pipeline.steps import build_steps
     from tfqa.pipeline.settings import _fixed_parameters, mlproject_parameters
+    from tfqa.pipeline.steps import build_steps
     from tfqa.training.variants import VARIANTS
 
     declared = mlproject_parameters()
@@ -180,16 +223,29 @@ def settings_for(profile: Profile, data: dict[str, str], result, experiment: str
             backbones[params.get("backbone_name") or VARIANTS[variant].backbone_name] = params["backbone"]
         fixed = _fixed_parameters(declared, entry_point)
         by_entry_point.setdefault(entry_point, []).append(
-            {k: v for k, v in params.items() if k not in _NOT_SETTINGS and k not in fixed})
+            {k: v for k, v in params.items() if k not in _NOT_SETTINGS and k not in fixed}
+        )
     parameters = {}
     for entry_point, rows in by_entry_point.items():
         shared = {k: v for k, v in rows[0].items() if all(r.get(k) == v for r in rows[1:])}
         if shared:
             parameters[entry_point] = shared
-    files = {k: v for k, v in {"train": data.get("train"), "dev": data.get("dev"), "test": data.get("test"),
-                                "squad": data.get("squad")}.items() if v}
-    return {"tracking": {"uri": os.environ["MLFLOW_TRACKING_URI"], "experiment": experiment},
-            "backbones": backbones, "data": files, "parameters": parameters}
+    files = {
+        k: v
+        for k, v in {
+            "train": data.get("train"),
+            "dev": data.get("dev"),
+            "test": data.get("test"),
+            "squad": data.get("squad"),
+        }.items()
+        if v
+    }
+    return {
+        "tracking": {"uri": os.environ["MLFLOW_TRACKING_URI"], "experiment": experiment},
+        "backbones": backbones,
+        "data": files,
+        "parameters": parameters,
+    }
 
 
 def _scalar(text: str):
@@ -211,10 +267,14 @@ def write_settings(profile: Profile, data: dict[str, str], result, experiment: s
 
     named = os.environ.get(CONFIG_ENV)
     target = Path(named) if named else (default_path() if named is None else None)
-    header = (f"{DEMO_HEADER} (profile {profile.name}); it rewrites only a file that starts with this line.\n"
-              "# What `mlflow run . -e <stage>` takes for parameters left empty (see tfqa/pipeline/settings.py).")
+    header = (
+        f"{DEMO_HEADER} (profile {profile.name}); it rewrites only a file that starts with this line.\n"
+        "# What `mlflow run . -e <stage>` takes for parameters left empty (see tfqa/pipeline/settings.py)."
+    )
     content = settings_for(profile, data, result, experiment)
-    if target is not None and (not target.exists() or target.read_text(errors="replace").startswith((DEMO_HEADER, LEGACY_DEMO_HEADER))):
+    if target is not None and (
+        not target.exists() or target.read_text(errors="replace").startswith((DEMO_HEADER, LEGACY_DEMO_HEADER))
+    ):
         write(target, content, header)
         return target
     own = work / "tfqa.yaml"
@@ -235,14 +295,22 @@ def summarise(validate_run_id: str) -> dict:
 def format_summary(summary: dict) -> str:
     """Long/short F1 of the ensemble, each model and the baselines, then the thresholds."""
     rows = [("ensemble", "ensemble/")]
-    rows += [(k.split("/")[1], f"model/{k.split('/')[1]}/") for k in summary if k.startswith("model/") and k.endswith("/long-best-threshold-f1")]
-    rows += [(f"baseline {k.split('/')[1]}", f"baseline/{k.split('/')[1]}/") for k in summary
-             if k.startswith("baseline/") and k.endswith("/long-best-threshold-f1")]
+    rows += [
+        (k.split("/")[1], f"model/{k.split('/')[1]}/")
+        for k in summary
+        if k.startswith("model/") and k.endswith("/long-best-threshold-f1")
+    ]
+    rows += [
+        (f"baseline {k.split('/')[1]}", f"baseline/{k.split('/')[1]}/")
+        for k in summary
+        if k.startswith("baseline/") and k.endswith("/long-best-threshold-f1")
+    ]
     lines = [f"{'':28s} {'long F1':>8s} {'short F1':>8s}"]
     for label, prefix in rows:
         long, short = summary.get(prefix + "long-best-threshold-f1"), summary.get(prefix + "short-best-threshold-f1")
-        lines.append(f"{label:28s} {long if long is not None else float('nan'):8.4f} "
-                     f"{short if short is not None else float('nan'):8.4f}")
+        lines.append(
+            f"{label:28s} {long if long is not None else float('nan'):8.4f} {short if short is not None else float('nan'):8.4f}"
+        )
     thresholds = ", ".join(f"{k.split('/', 1)[1]}={v}" for k, v in summary.items() if k.startswith("threshold/"))
     lines.append(f"thresholds: {thresholds}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ torch's, pyarrow's jemalloc background thread) are the same ones every forked Da
 inherits. A stage that cannot reach the server (none running, a stale socket) simply runs in its
 own process as before.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ENV = "TFQA_PREFORK"
 # What every stage imports; anything else a stage needs it imports itself, as usual.
-PRELOAD = ("torch", "transformers", "mlflow", "pandas", "pyarrow", "click",
-           "tfqa.tracking", "tfqa.stages.train", "tfqa.stages.squad", "tfqa.stages.validate",
-           "tfqa.stages.predict", "tfqa.stages.prepare", "tfqa.inference.manifest", "tfqa.tracking.registry")
+PRELOAD = (
+    "torch",
+    "transformers",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+    "click",
+    "tfqa.tracking",
+    "tfqa.stages.train",
+    "tfqa.stages.squad",
+    "tfqa.stages.validate",
+    "tfqa.stages.predict",
+    "tfqa.stages.prepare",
+    "tfqa.inference.manifest",
+    "tfqa.tracking.registry",
+)
 _LEN = struct.Struct("!I")
 
 
@@ -132,7 +146,7 @@ def _run_stage(request: dict, fds: list[int]) -> None:
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
         os.close(fd)
-    sys.stdin = open(0, "r", closefd=False)
+    sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     env = {k: v for k, v in request["env"].items() if k != ENV}

@@ -1,5 +1,6 @@
 """Settings of a whole pipeline run: the embedded default (``demo``), a smaller one for CI
 (``ci``), and the real thing (``full``: user paths, original backbones and hyper-parameters)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,8 +63,13 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         backbone_name="all-MiniLM-L6-v2",
         # Sized for the 20-minute budget on 2 CPU cores: six trainings dominate (~20 sequences/s),
         # then mining and validation, which score every candidate (hence pages of 8-20 of them).
-        synth={"n_train": 600, "n_dev": 100, "n_test": 10, "seed": 13,
-               "pages": {"min_candidates": 8, "max_candidates": 20, "min_tokens": 200, "max_tokens": 700}},
+        synth={
+            "n_train": 600,
+            "n_dev": 100,
+            "n_test": 10,
+            "seed": 13,
+            "pages": {"min_candidates": 8, "max_candidates": 20, "min_tokens": 200, "max_tokens": 700},
+        },
         # A higher rate than BERT's usual, and bert_base trained longest (the small model learns
         # the generated task late: dev gold-pick accuracy 0.19 at 1e-4, 0.29 at 3e-4 after 2,200
         # sequences; 2x the rate is worse;
@@ -73,20 +79,36 @@ def demo_profile(work_dir: str = "demo") -> Profile:
         # MiniLM), written and logged as an artifact, seconds apiece on this disk.
         # Every training run ends with the dev evaluation on all 100 dev examples (dev/long_f1,
         # dev/acc_* in the runs table); no periodic one, which would cost that again each time.
-        train_overrides={"max_steps": "40", "batch_size": "20", "max_seq_len": "128", "lr": "1e-4",
-                         "checkpoint_every": "0", "eval_every": "0", "dev_examples": "100"},
+        train_overrides={
+            "max_steps": "40",
+            "batch_size": "20",
+            "max_seq_len": "128",
+            "lr": "1e-4",
+            "checkpoint_every": "0",
+            "eval_every": "0",
+            "dev_examples": "100",
+        },
         # Mining and the variants after it use the first 300 examples: a 40-step variant reads
         # 800 rows, 3/4 of their ~1,100; mining all 600 scored twice the candidates for nothing.
-        step_overrides={"train_bert_base": {"max_steps": "230", "lr": "3e-4"},
-                        **{f"train_{k}": {"max_lines": "300"} for k in "12345"}},
+        step_overrides={
+            "train_bert_base": {"max_steps": "230", "lr": "3e-4"},
+            **{f"train_{k}": {"max_lines": "300"} for k in "12345"},
+        },
         warm_start=True,
         # (Figures in the next two comments: measured with 800 train / 120 dev examples.)
         # SQuAD at a third of the original's rate: 30 steps at 3e-5 moved the bert_base model
         # away from the generated NQ pages (its dev long F1 0.573 -> 0.468) without teaching it
         # SQuAD (F1 4); 20 steps at 1e-5 cost less of it (0.535) and leave variants 2 and 3 as
         # good as the same variants started from bert_base (0.555 vs 0.561, 0.492 vs 0.505).
-        squad_overrides={"lr": "1e-5", "max_steps": "20", "batch_size": "16", "max_seq_len": "128", "doc_stride": "48",
-                         "max_questions": "480", "max_dev_questions": "60"},
+        squad_overrides={
+            "lr": "1e-5",
+            "max_steps": "20",
+            "batch_size": "16",
+            "max_seq_len": "128",
+            "doc_stride": "48",
+            "max_questions": "480",
+            "max_dev_questions": "60",
+        },
         # Mining scores every candidate, nested ones too, as the original did: mined over
         # top-level candidates only, the variants that sample from all candidates never met a
         # nested one among their hard negatives and took the child holding the answer for the
@@ -101,17 +123,32 @@ def ci_profile(work_dir: str = "demo-ci") -> Profile:
     """Tiny random-initialised models on the MiniLM vocabulary: exercises every stage quickly."""
     base = demo_profile(work_dir)
     return Profile(
-        **{**base.__dict__,
-           "name": "ci",
-           "backbones": {},  # filled with a tiny BERT built from a config at run time
-           "synth": {"n_train": 200, "n_dev": 60, "n_test": 20, "seed": 5},
-           # The dev evaluation halfway and at the end: CI sees the curve and the final metrics.
-           "train_overrides": {"max_steps": "20", "batch_size": "16", "max_seq_len": "96", "lr": "5e-4",
-                               "checkpoint_every": "10", "eval_every": "10", "dev_examples": "60"},
-           "squad_overrides": {"max_steps": "10", "batch_size": "8", "max_seq_len": "128", "doc_stride": "32", "max_questions": "120"},
-           "mine_overrides": {"n_shards": "2"},
-           "step_overrides": {},
-           "validate_overrides": {"fit_weights": "false"}}
+        **{
+            **base.__dict__,
+            "name": "ci",
+            "backbones": {},  # filled with a tiny BERT built from a config at run time
+            "synth": {"n_train": 200, "n_dev": 60, "n_test": 20, "seed": 5},
+            # The dev evaluation halfway and at the end: CI sees the curve and the final metrics.
+            "train_overrides": {
+                "max_steps": "20",
+                "batch_size": "16",
+                "max_seq_len": "96",
+                "lr": "5e-4",
+                "checkpoint_every": "10",
+                "eval_every": "10",
+                "dev_examples": "60",
+            },
+            "squad_overrides": {
+                "max_steps": "10",
+                "batch_size": "8",
+                "max_seq_len": "128",
+                "doc_stride": "32",
+                "max_questions": "120",
+            },
+            "mine_overrides": {"n_shards": "2"},
+            "step_overrides": {},
+            "validate_overrides": {"fit_weights": "false"},
+        }
     )
 
 

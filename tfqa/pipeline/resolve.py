@@ -14,11 +14,13 @@ it came from). Whatever is still missing is one error listing each value with th
 settings key that gives it. An upstream run given by id that did not finish, or that another
 stage made, is refused with its id and status.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from tfqa.core.errors import UserError
 from tfqa.pipeline.settings import Settings
@@ -79,11 +81,14 @@ def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: s
     status, stage = run.info.status, _stage_of(run)
     if stage not in stages:
         if stage is None:
-            raise UserError(f"run {run_id} is not a tfqa stage's run (no tfqa.stage tag), not a {what} run: "
-                            f"refused as {param} (status {status})")
+            raise UserError(
+                f"run {run_id} is not a tfqa stage's run (no tfqa.stage tag), not a {what} run: "
+                f"refused as {param} (status {status})"
+            )
         entry_point = run.data.tags.get(ENTRY_POINT_TAG) or stage
-        raise UserError(f"run {run_id} is a {stage} run (entry point {entry_point}), not a {what} run: "
-                        f"refused as {param} (status {status})")
+        raise UserError(
+            f"run {run_id} is a {stage} run (entry point {entry_point}), not a {what} run: refused as {param} (status {status})"
+        )
     if status != "FINISHED":
         raise UserError(f"run {run_id} is {status}, not FINISHED: refused as {param} (a {stage} run)")
     return run
@@ -92,6 +97,7 @@ def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: s
 @dataclass
 class _Search:
     """The outcome of looking for the latest FINISHED run of some stages."""
+
     run: Any = None
     skipped: list[str] = field(default_factory=list)
     """Newer runs of those stages that were not used, and why (printed)."""
@@ -99,8 +105,9 @@ class _Search:
     """The newest FINISHED run that did not match, described (for the error when none did)."""
 
 
-def latest_finished(experiment_id: str, stages: Collection[str], match: Mapping[str, str],
-                    exclude_run_id: str | None = None) -> _Search:
+def latest_finished(
+    experiment_id: str, stages: Collection[str], match: Mapping[str, str], exclude_run_id: str | None = None
+) -> _Search:
     """The newest FINISHED run of ``stages`` in the experiment whose recorded inputs equal
     ``match`` (paths compared as real paths; an input the run did not record does not match)."""
     runs = []
@@ -133,8 +140,15 @@ class StageResolver:
     :meth:`record` prints and tags what was resolved.
     """
 
-    def __init__(self, entry_point: str, given: Mapping[str, Any], settings: Settings, *,
-                 experiment_id: str | None = None, run_id: str | None = None):
+    def __init__(
+        self,
+        entry_point: str,
+        given: Mapping[str, Any],
+        settings: Settings,
+        *,
+        experiment_id: str | None = None,
+        run_id: str | None = None,
+    ):
         self.entry_point = entry_point
         self.settings = settings
         self.experiment_id = experiment_id
@@ -178,7 +192,7 @@ class StageResolver:
         match = {k: v for k, v in (match or {}).items() if v}
         if self.has(param):
             value = str(self.values[param])
-            ref = value[len("runs:/"):].split("/", 1)[0] if value.startswith("runs:/") else value
+            ref = value[len("runs:/") :].split("/", 1)[0] if value.startswith("runs:/") else value
             return check_upstream_run(ref, stages, what, param) if is_run_id(ref) else None
         if self.experiment_id is None:
             return None
@@ -188,8 +202,9 @@ class StageResolver:
             detail = found.newest_other or f"there is none in experiment {experiment!r}"
             detail += "".join(f"; {s}" for s in found.skipped[:3])
             on = f" with {', '.join(f'{k}={v}' for k, v in match.items())}" if match else ""
-            self._missing.append((param, f"-P {param}=<{what} run id>, or have a FINISHED {what} run{on} "
-                                         f"in this experiment ({detail})"))
+            self._missing.append(
+                (param, f"-P {param}=<{what} run id>, or have a FINISHED {what} run{on} in this experiment ({detail})")
+            )
             return None
         run = found.run
         self.notes += [f"{param}: newer {s}" for s in found.skipped]
@@ -245,8 +260,10 @@ class StageResolver:
         wanted = self.settings.experiment
         if not wanted or self.experiment_id is None or self._experiment_name() == wanted:
             return ""
-        return (f" (this run is in experiment {self._experiment_name()!r}; {self.settings.path} names experiment "
-                f"{wanted!r}: run with --experiment-name {wanted} or export MLFLOW_EXPERIMENT_NAME={wanted})")
+        return (
+            f" (this run is in experiment {self._experiment_name()!r}; {self.settings.path} names experiment "
+            f"{wanted!r}: run with --experiment-name {wanted} or export MLFLOW_EXPERIMENT_NAME={wanted})"
+        )
 
 
 def experiment_of(run_id: str | None) -> str | None:
@@ -262,8 +279,10 @@ def tracking_note(settings: Settings) -> str | None:
 
     current = os.environ.get("MLFLOW_TRACKING_URI", "")
     if settings.tracking_uri and current and not same_store(current, settings.tracking_uri):
-        return (f"this run is in {current}, {settings.path} names {settings.tracking_uri}: upstream runs are looked "
-                f"for in this run's store (export MLFLOW_TRACKING_URI={settings.tracking_uri} to use that one)")
+        return (
+            f"this run is in {current}, {settings.path} names {settings.tracking_uri}: upstream runs are looked "
+            f"for in this run's store (export MLFLOW_TRACKING_URI={settings.tracking_uri} to use that one)"
+        )
     return None
 
 

@@ -18,12 +18,14 @@ Relative paths are relative to the file. Every path must exist and every key mus
 when the file is read; an error names the file, the key and the path (YAML errors: line and
 column). What a stage does with these values is ``tfqa.pipeline.resolve``'s business.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tfqa.core.errors import UserError
 from tfqa.pipeline.profiles import REPO
@@ -81,7 +83,7 @@ class Settings:
     parameters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "Settings":
+    def load(cls, path: str | os.PathLike | None = None) -> Settings:
         """The settings in force (``settings_path()``), or those of ``path``; empty without a file."""
         path = Path(path) if path is not None else settings_path()
         if path is None:
@@ -103,7 +105,7 @@ class Settings:
         return cls.from_dict(raw, path)
 
     @classmethod
-    def from_dict(cls, raw: Any, path: Path) -> "Settings":
+    def from_dict(cls, raw: Any, path: Path) -> Settings:
         path = Path(path).resolve()
         base = path.parent
 
@@ -145,8 +147,8 @@ class Settings:
             if key not in TRACKING_KEYS:
                 raise fail(f"tracking.{key}", f"unknown key (known: {', '.join(TRACKING_KEYS)})")
         uri = text("tracking.uri", tracking["uri"]) if tracking.get("uri") is not None else ""
-        if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///"):]):
-            uri = f"sqlite:///{(base / uri[len('sqlite:///'):]).resolve()}"
+        if uri.startswith("sqlite:///") and not os.path.isabs(uri[len("sqlite:///") :]):
+            uri = f"sqlite:///{(base / uri[len('sqlite:///') :]).resolve()}"
         experiment = text("tracking.experiment", tracking["experiment"]) if tracking.get("experiment") is not None else ""
 
         backbones = {str(name): existing(f"backbones.{name}", value, "directory") for name, value in section("backbones").items()}
@@ -167,8 +169,11 @@ class Settings:
             fixed = _fixed_parameters(declared, entry_point)
             for key, value in values.items():
                 if key in fixed:
-                    raise fail(f"{where}.{key}", f"MLproject gives {key} the default {fixed[key]!r}, so a settings value "
-                                                 f"would never be used: give it with -P {key}=...")
+                    raise fail(
+                        f"{where}.{key}",
+                        f"MLproject gives {key} the default {fixed[key]!r}, so a settings value "
+                        f"would never be used: give it with -P {key}=...",
+                    )
             parameters[str(entry_point)] = {str(k): text(f"{where}.{k}", v) for k, v in values.items()}
         return cls(path=path, tracking_uri=uri, experiment=experiment, backbones=backbones, data=data, parameters=parameters)
 
@@ -223,17 +228,21 @@ def use_tracking_defaults(settings: Settings) -> None:
     environment nor ``mlflow run``, which has made the run already (and says where)."""
     if settings.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
-    if settings.experiment and not any(os.environ.get(k) for k in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")):
+    if settings.experiment and not any(
+        os.environ.get(k) for k in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+    ):
         os.environ["MLFLOW_EXPERIMENT_NAME"] = settings.experiment
 
 
 def same_store(a: str, b: str) -> bool:
     """Whether two tracking URIs name one store (relative sqlite paths taken from the cwd)."""
+
     def norm(uri: str) -> str:
         uri = uri.strip().rstrip("/")
         if uri.startswith("sqlite:///"):
-            return "sqlite:///" + os.path.realpath(uri[len("sqlite:///"):])
+            return "sqlite:///" + os.path.realpath(uri[len("sqlite:///") :])
         if uri.startswith("file://"):
-            uri = uri[len("file://"):]
+            uri = uri[len("file://") :]
         return os.path.realpath(uri) if uri.startswith(("/", ".")) else uri
+
     return norm(a) == norm(b)

@@ -13,18 +13,19 @@ Runs are named for their stage and variant (``train_albert-v2``, ``promote-v3``,
 and, given a parent run, nested under it (``mlflow.parentRunId``); a reused step appears under
 the new parent as a small ``<name> (reused)`` run pointing at the run it reused.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from tfqa.pipeline.profiles import REPO, Profile
 from tfqa.inference.manifest import EnsembleManifest
+from tfqa.pipeline.profiles import REPO, Profile
 from tfqa.training.variants import VARIANTS
 
 
@@ -42,11 +43,13 @@ class StepFailed(RuntimeError):
     def __init__(self, step: str, entry_point: str, run_id: str | None, error: str):
         self.step, self.entry_point, self.run_id, self.error = step, entry_point, run_id, error
         where = f"run {run_id}" if run_id else "no run was created"
-        super().__init__(f"step {step} ({entry_point}) failed; {where}: {error}\n"
-                         "The steps that finished are kept: run the same command again to go on from this one.")
+        super().__init__(
+            f"step {step} ({entry_point}) failed; {where}: {error}\n"
+            "The steps that finished are kept: run the same command again to go on from this one."
+        )
 
     @classmethod
-    def from_execution_error(cls, step: str, entry_point: str, exc: Exception) -> "StepFailed":
+    def from_execution_error(cls, step: str, entry_point: str, exc: Exception) -> StepFailed:
         m = re.search(r"Run \(ID '([0-9a-f]{32})'\)", str(exc))
         run_id = m.group(1) if m else None
         error = str(exc)
@@ -97,9 +100,19 @@ def step_run_name(step: str, entry_point: str) -> str:
     return run_name(entry_point)
 
 
-def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment: str, code_version: str, log: Callable[[str], None], force: bool = False,
-             before_launch: Callable[[], None] = lambda: None, parent_run_id: str | None = None,
-             run_name: str | None = None) -> StepResult:
+def run_step(
+    name: str,
+    entry_point: str,
+    params: dict[str, str],
+    *,
+    experiment: str,
+    code_version: str,
+    log: Callable[[str], None],
+    force: bool = False,
+    before_launch: Callable[[], None] = lambda: None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> StepResult:
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
@@ -123,8 +136,13 @@ def run_step(name: str, entry_point: str, params: dict[str, str], *, experiment:
     try:
         with _parent_for_stages(parent_run_id):
             submitted = mlflow.projects.run(
-                str(REPO), entry_point=entry_point, parameters=params, env_manager="local",
-                experiment_name=experiment, run_name=run_name, synchronous=True,
+                str(REPO),
+                entry_point=entry_point,
+                parameters=params,
+                env_manager="local",
+                experiment_name=experiment,
+                run_name=run_name,
+                synchronous=True,
             )
         run_id = submitted.run_id
     except ExecutionException as e:
@@ -158,55 +176,113 @@ def build_steps(profile: Profile, data: dict[str, str]) -> list[tuple[str, str, 
 
     def train(variant: str, extra: Callable[[PipelineResult], dict] = lambda r: {}):
         v = VARIANTS[variant]
+
         def params(r: PipelineResult) -> dict:
             mined = {"mining_run": r.run_id("mine_hard_negatives")} if v.negatives == "hard" else {}
-            return {"backbone": profile.backbones[v.entry_point], "train_data": data["train"],
-                    **({"variant": variant} if variant != "bert_base" else {}),
-                    "dev_data": data["dev"], **common, **procedure, **decode, **profile.train_overrides, **name_override,
-                    **mined, **extra(r)}
+            return {
+                "backbone": profile.backbones[v.entry_point],
+                "train_data": data["train"],
+                **({"variant": variant} if variant != "bert_base" else {}),
+                "dev_data": data["dev"],
+                **common,
+                **procedure,
+                **decode,
+                **profile.train_overrides,
+                **name_override,
+                **mined,
+                **extra(r),
+            }
+
         return (f"train_{variant}", v.entry_point, params)
 
-    squad_init = lambda r: {"init_model": r.run_id("finetune_squad")}
+    def squad_init(r):
+        return {"init_model": r.run_id("finetune_squad")}
+
     warm = (lambda r: {"init_model": r.run_id("train_bert_base")}) if profile.warm_start else (lambda r: {})
     base = VARIANTS["bert_base"]
     steps = [
-        ("prepare", "prepare", lambda r: {
-            "input": data["train"], "tokenizer": profile.backbones["train_bert_base"],
-            "cache_dir": str(work / "outputs" / "features"), "strategy": base.negatives,
-            "negatives": base.negatives_per_example, "seed": base.seed,
-            "max_seq_len": profile.train_overrides.get("max_seq_len", base.max_seq_len), **procedure}),
+        (
+            "prepare",
+            "prepare",
+            lambda r: {
+                "input": data["train"],
+                "tokenizer": profile.backbones["train_bert_base"],
+                "cache_dir": str(work / "outputs" / "features"),
+                "strategy": base.negatives,
+                "negatives": base.negatives_per_example,
+                "seed": base.seed,
+                "max_seq_len": profile.train_overrides.get("max_seq_len", base.max_seq_len),
+                **procedure,
+            },
+        ),
         train("bert_base", lambda r: {"train_data": r.run_id("prepare")}),
-        ("mine_hard_negatives", "mine_hard_negatives",
-         lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides}),
+        (
+            "mine_hard_negatives",
+            "mine_hard_negatives",
+            lambda r: {"model": r.run_id("train_bert_base"), "train_data": data["train"], **common, **profile.mine_overrides},
+        ),
         train("1", warm),
-        ("finetune_squad", "finetune_squad",
-         lambda r: {"backbone": profile.backbones["finetune_squad"], "squad_data": data["squad"], **common, **procedure,
-                    **profile.squad_overrides, **warm(r)}),
+        (
+            "finetune_squad",
+            "finetune_squad",
+            lambda r: {
+                "backbone": profile.backbones["finetune_squad"],
+                "squad_data": data["squad"],
+                **common,
+                **procedure,
+                **profile.squad_overrides,
+                **warm(r),
+            },
+        ),
         train("2", squad_init),
         train("3", squad_init),
         train("4", warm),
         train("5", warm),
     ]
-    steps = [(name, ep, (lambda r, make=make, name=name: {**make(r), **profile.step_overrides.get(name, {})}))
-             for name, ep, make in steps]
+    steps = [
+        (name, ep, (lambda r, make=make, name=name: {**make(r), **profile.step_overrides.get(name, {})}))
+        for name, ep, make in steps
+    ]
     for m in manifest.models:
-        steps.append((f"promote_{m.variant}", "promote",
-                      lambda r, m=m: {"run_id": r.run_id(f"train_{m.variant}"), "manifest": profile.manifest}))
-    steps.append(("validate", "validate", lambda r: {
-        "manifest": profile.manifest, "dev_data": data["dev"], **common, **profile.validate_overrides,
-        # The promotions are upstream: a new model version must not reuse an old validation; nor
-        # may new weights in the manifest (its path alone would not change).
-        "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models),
-        "manifest_digest": manifest_digest(profile.manifest)}))
+        steps.append(
+            (
+                f"promote_{m.variant}",
+                "promote",
+                lambda r, m=m: {"run_id": r.run_id(f"train_{m.variant}"), "manifest": profile.manifest},
+            )
+        )
+    steps.append(
+        (
+            "validate",
+            "validate",
+            lambda r: {
+                "manifest": profile.manifest,
+                "dev_data": data["dev"],
+                **common,
+                **profile.validate_overrides,
+                # The promotions are upstream: a new model version must not reuse an old validation; nor
+                # may new weights in the manifest (its path alone would not change).
+                "promotions": ",".join(r.run_id(f"promote_{m.variant}") for m in manifest.models),
+                "manifest_digest": manifest_digest(profile.manifest),
+            },
+        )
+    )
     if data.get("test"):
-        steps.append(("predict", "predict", lambda r: {
-            "validate_run": r.run_id("validate"), "test_data": data["test"], **common}))
+        steps.append(
+            ("predict", "predict", lambda r: {"validate_run": r.run_id("validate"), "test_data": data["test"], **common})
+        )
     return steps
 
 
-def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "tfqa",
-                 log: Callable[[str], None] = print, prefork: bool = True,
-                 parent_run_id: str | None = None) -> PipelineResult:
+def run_pipeline(
+    profile: Profile,
+    data: dict[str, str],
+    *,
+    experiment: str = "tfqa",
+    log: Callable[[str], None] = print,
+    prefork: bool = True,
+    parent_run_id: str | None = None,
+) -> PipelineResult:
     """Every step in order, each nested under ``parent_run_id`` when given. With ``prefork`` the
     stages MLflow launches start inside a server that imported torch, transformers and MLflow
     once (``tfqa.pipeline.prefork``), started when the first step that is not reused is about to run."""
@@ -229,7 +305,16 @@ def run_pipeline(profile: Profile, data: dict[str, str], *, experiment: str = "t
 
         for i, (name, entry_point, params) in enumerate(steps, 1):
             log(f"[{i}/{len(steps)}] {name}")
-            result.steps.append(run_step(name, entry_point, params(result), experiment=experiment,
-                                         code_version=version, log=log,
-                                         before_launch=start_server, parent_run_id=parent_run_id))
+            result.steps.append(
+                run_step(
+                    name,
+                    entry_point,
+                    params(result),
+                    experiment=experiment,
+                    code_version=version,
+                    log=log,
+                    before_launch=start_server,
+                    parent_run_id=parent_run_id,
+                )
+            )
     return result

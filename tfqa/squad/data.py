@@ -22,14 +22,16 @@ Post-processing. From per-window start/end logits, the best span per question (n
 search inside the context, ``end >= start``, at most ``max_answer_len`` tokens) and a no-answer
 score difference, see ``postprocess``.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

@@ -12,12 +12,13 @@ Scores must match the official script to the last digit, so its quirks are kept 
 The official script prints and skips a missing prediction, then crashes on it in the HasAns/NoAns
 split; here a missing prediction or na_prob is an immediate ``ValueError`` naming the qids.
 """
+
 from __future__ import annotations
 
 import re
 import string
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from tfqa.squad.data import SquadExample
 
@@ -57,9 +58,7 @@ def gold_answers(example: SquadExample) -> list[str]:
     return golds or [""]
 
 
-def raw_scores(
-    examples: Iterable[SquadExample], predictions: dict[str, str]
-) -> tuple[dict[str, int], dict[str, float]]:
+def raw_scores(examples: Iterable[SquadExample], predictions: dict[str, str]) -> tuple[dict[str, int], dict[str, float]]:
     """Per-question EM and F1, each the max over the question's gold answers."""
     exact: dict[str, int] = {}
     f1: dict[str, float] = {}

@@ -1,5 +1,6 @@
 """The ``mine_hard_negatives`` stage: score every negative training candidate with the
 ``bert_base`` model; the negatives it likes most become the next variants' training data."""
+
 from __future__ import annotations
 
 import time
@@ -11,12 +12,11 @@ import pandas as pd
 
 from tfqa.features.cache import BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
-from tfqa.inference.batch_scoring import InferenceConfig
-from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.features.selection import SelectionConfig
+from tfqa.inference.batch_scoring import InferenceConfig
 from tfqa.inference.sharding import merge_shards, missing_shards, score_shards
+from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.tracking.names import DATA_FINGERPRINT_TAG, MINING_DIR, MODEL_VERSION_TAG, UPSTREAM_TAG_PREFIX
-
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,9 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     loaded = load_tfqa_model(cfg.model)
     trained = read_feature_config(loaded.model_dir)
     build = BuildConfig(
-        features=FeatureConfig(cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len,
-                               trained.html_tokens),
+        features=FeatureConfig(
+            cfg.max_seq_len or trained.max_seq_len, cfg.max_question_len or trained.max_question_len, trained.html_tokens
+        ),
         selection=SelectionConfig("all", top_level_only=cfg.top_level_only),
         workers=cfg.workers,
         max_lines=cfg.max_lines,
@@ -75,9 +76,13 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
     if run is not None:
         run.log_params({"mine": asdict(cfg), "features": asdict(build.features)})
-        run.set_tags({DATA_FINGERPRINT_TAG: info.fingerprint,
-                      **({f"{UPSTREAM_TAG_PREFIX}model": loaded.source.run_id} if loaded.source.run_id else {}),
-                      **({MODEL_VERSION_TAG: loaded.source.model_version} if loaded.source.model_version else {})})
+        run.set_tags(
+            {
+                DATA_FINGERPRINT_TAG: info.fingerprint,
+                **({f"{UPSTREAM_TAG_PREFIX}model": loaded.source.run_id} if loaded.source.run_id else {}),
+                **({MODEL_VERSION_TAG: loaded.source.model_version} if loaded.source.model_version else {}),
+            }
+        )
         log_data_inputs(run, [features_input(info.manifest, TRAINING)], model_ids=[loaded.source.model_id])
 
     t0 = time.perf_counter()
@@ -89,9 +94,19 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
             elapsed = time.perf_counter() - t0
             run.log_metrics({"mine/candidates_scored": scored_rows[0], "mine/candidates_per_s": scored_rows[0] / elapsed}, step=i)
 
-    counts = score_shards(loaded.model, store, shard_dir, cfg.n_shards, rows=negatives, rank=rank, world_size=world_size,
-                          cfg=InferenceConfig(batch_tokens=cfg.batch_tokens), pad_id=_pad_id(loaded.model_dir),
-                          progress=True, on_shard=on_shard)
+    counts = score_shards(
+        loaded.model,
+        store,
+        shard_dir,
+        cfg.n_shards,
+        rows=negatives,
+        rank=rank,
+        world_size=world_size,
+        cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
+        pad_id=_pad_id(loaded.model_dir),
+        progress=True,
+        on_shard=on_shard,
+    )
     seconds = time.perf_counter() - t0
     if rank != 0:
         return counts
@@ -99,11 +114,13 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
         # Other ranks are still scoring theirs; rank 0 merges once every shard is on disk.
         _wait_for_shards(shard_dir, cfg.n_shards)
     outputs = merge_shards(shard_dir, cfg.n_shards)
-    scores = pd.DataFrame({
-        "example_id": outputs["example_id"].astype(str),
-        "candidate_index": outputs["candidate_index"].astype(np.int32),
-        "score": long_scores(outputs).astype(np.float32),
-    })
+    scores = pd.DataFrame(
+        {
+            "example_id": outputs["example_id"].astype(str),
+            "candidate_index": outputs["candidate_index"].astype(np.int32),
+            "score": long_scores(outputs).astype(np.float32),
+        }
+    )
     hard = select_hard(scores, cfg.negatives_per_example)
     out = shard_dir / "result"
     out.mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ takes ``FeatureConfig``'s ``max_seq_len`` through ``PrepareConfig.build.features
 without a default is an input the stage resolves when it is left empty (``tfqa.pipeline.resolve``):
 its option defaults to ``""``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -17,13 +18,15 @@ import re
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Literal, Mapping
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class Setting:
     """One option: a field of the stage's dataclass, or of a dataclass nested in it."""
+
     name: str
     """The option's name (``max_seq_len``: ``--max-seq-len``)."""
     path: tuple[str, ...]
@@ -44,14 +47,21 @@ class Setting:
 
         kind = click.Choice(list(self.kind)) if isinstance(self.kind, tuple) else self.kind
         shown = self.default not in ("", None)
-        return click.option(self.flag, self.name, type=kind, default="" if self.default is None else self.default,
-                            show_default=shown, help=self.help or None)
+        return click.option(
+            self.flag,
+            self.name,
+            type=kind,
+            default="" if self.default is None else self.default,
+            show_default=shown,
+            help=self.help or None,
+        )
 
 
 @dataclass(frozen=True)
 class StageOptions:
     """The options of a stage whose settings are ``cls``; ``skip`` names fields that are no
     option (given by the entry point itself, or internal), ``names`` renames an option."""
+
     cls: type
     skip: Collection[str] = ()
     names: Mapping[str, str] = field(default_factory=dict)
@@ -93,7 +103,7 @@ def _build(cls: type, default, path: tuple[str, ...], values: dict, fixed: Mappi
     for f in dataclasses.fields(cls):
         inner = hints[f.name]
         below = (*path, f.name)
-        if _is_dataclass(inner) and f.name not in kwargs and any(p[:len(below)] == below for p in values):
+        if _is_dataclass(inner) and f.name not in kwargs and any(p[: len(below)] == below for p in values):
             kwargs[f.name] = _build(inner, _default_of(f, default), below, values, {})
     # A nested dataclass starts from the instance its field defaults to, the stage's own from its
     # field defaults.
@@ -128,8 +138,14 @@ def _settings(cls: type, instance, path: tuple[str, ...], skip: set[str], names:
             yield from _settings(hint, hint() if default is dataclasses.MISSING else default, (*path, f.name), skip, names)
             continue
         kind, optional = _kind(cls, f.name, hint)
-        yield Setting(names.get(f.name, f.name), (*path, f.name), kind, "" if default is dataclasses.MISSING else default,
-                      docs.get(f.name, ""), optional)
+        yield Setting(
+            names.get(f.name, f.name),
+            (*path, f.name),
+            kind,
+            "" if default is dataclasses.MISSING else default,
+            docs.get(f.name, ""),
+            optional,
+        )
 
 
 def _kind(cls: type, name: str, hint) -> tuple[Any, bool]:
@@ -154,8 +170,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body
     out = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             out[node.target.id] = _one_line(after.value.value)
     return out
 

@@ -4,6 +4,7 @@ The same model versions, weights, cascade, decoding and thresholds the validatio
 cascade's models run on the survivors of the stage before only); rows
 ``<id>_long`` / ``<id>_short`` with ``start:end`` token spans, ``YES``, ``NO`` or blank.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ from typing import Literal
 
 import pandas as pd
 
+from tfqa.data.readers import read_examples
 from tfqa.inference import decode as dec
 from tfqa.inference.ensemble import ensemble
-from tfqa.data.readers import read_examples
 from tfqa.tracking.datasets import TEST, log_data_inputs, nq_input
 from tfqa.tracking.names import ENSEMBLE_ARTIFACT, SCORES_TABLES_DIR, SUBMISSION_DIR, THRESHOLDS_ARTIFACT, UPSTREAM_TAG_PREFIX
 from tfqa.tracking.queries import get_run
@@ -58,8 +59,10 @@ def cascade_of(report: dict):
     """The cascade stages a validation ran, as ``CascadeStage``s with their model versions."""
     from tfqa.inference.manifest import CascadeStage
 
-    return [(CascadeStage(st["model"], int(st["top_k"]), float(st["threshold"])), str(st["version"]))
-            for st in report.get("cascade", [])]
+    return [
+        (CascadeStage(st["model"], int(st["top_k"]), float(st["threshold"])), str(st["version"]))
+        for st in report.get("cascade", [])
+    ]
 
 
 def require_validate_run(run_id: str) -> None:
@@ -68,8 +71,8 @@ def require_validate_run(run_id: str) -> None:
 
 
 def run_predict(cfg: PredictConfig, run) -> Path:
-    from tfqa.inference.model_scores import score_model
     from tfqa.inference.cascade import run_cascade
+    from tfqa.inference.model_scores import score_model
 
     require_validate_run(cfg.validate_run)
     vrun = get_run(cfg.validate_run)
@@ -77,13 +80,22 @@ def run_predict(cfg: PredictConfig, run) -> Path:
         raise ValueError(f"validate run {cfg.validate_run} is {vrun.info.status}, not FINISHED")
     thresholds = json.loads(download_run_artifact(cfg.validate_run, THRESHOLDS_ARTIFACT).read_text())
     report = json.loads(download_run_artifact(cfg.validate_run, ENSEMBLE_ARTIFACT).read_text())
-    t_long, t_short = ((thresholds["kaggle_long"], thresholds["kaggle_short"]) if cfg.thresholds == "kaggle"
-                       else (thresholds["long"], thresholds["short"]))
+    t_long, t_short = (
+        (thresholds["kaggle_long"], thresholds["kaggle_short"])
+        if cfg.thresholds == "kaggle"
+        else (thresholds["long"], thresholds["short"])
+    )
     # The thresholds were chosen under the validation's decoding: decode exactly so.
     dcfg = dec.DecodeConfig.from_dict(thresholds.get("decode") or report.get("decode"))
     stages = cascade_of(report)
-    run.log_params({"predict": asdict(cfg), "threshold": {"long": t_long, "short": t_short}, "decode": dcfg.to_dict(),
-                    "cascade": [asdict(st) for st, _ in stages] or "none"})
+    run.log_params(
+        {
+            "predict": asdict(cfg),
+            "threshold": {"long": t_long, "short": t_short},
+            "decode": dcfg.to_dict(),
+            "cascade": [asdict(st) for st, _ in stages] or "none",
+        }
+    )
     run.set_tags({f"{UPSTREAM_TAG_PREFIX}validate": cfg.validate_run})
 
     examples = list(read_examples(cfg.test_data))
@@ -93,8 +105,9 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     log_data_inputs(run, [nq_input(cfg.test_data, examples, TEST)])
 
     def score(name: str, keys):
-        sc = score_model(f"models:/{name}/{versions[name]}", f"{name}-v{versions[name]}", cfg.test_data,
-                         cfg.output_dir, keys=keys)
+        sc = score_model(
+            f"models:/{name}/{versions[name]}", f"{name}-v{versions[name]}", cfg.test_data, cfg.output_dir, keys=keys
+        )
         run.log_artifact(str(sc.cache_path), SCORES_TABLES_DIR)
         return sc.outputs, sc.seconds
 
@@ -110,12 +123,17 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     path = out_dir / "submission.csv"
     sub = submission_rows(decoded)
     sub.to_csv(path, index=False)
-    metrics = {"predict/examples": len(examples), "predict/long_answers": int((sub.PredictionString != "")[::2].sum()),
-               "predict/short_answers": int((sub.PredictionString != "")[1::2].sum()),
-               "predict/candidates_ensemble": len(ens), "predict/ensemble_seconds": float(sum(seconds))}
+    metrics = {
+        "predict/examples": len(examples),
+        "predict/long_answers": int((sub.PredictionString != "")[::2].sum()),
+        "predict/short_answers": int((sub.PredictionString != "")[1::2].sum()),
+        "predict/candidates_ensemble": len(ens),
+        "predict/ensemble_seconds": float(sum(seconds)),
+    }
     for k, st in enumerate(casc.stages, 1):
-        metrics.update({f"predict/stage{k}_scored": st.scored, f"predict/stage{k}_kept": st.kept,
-                        f"predict/stage{k}_seconds": st.seconds})
+        metrics.update(
+            {f"predict/stage{k}_scored": st.scored, f"predict/stage{k}_kept": st.kept, f"predict/stage{k}_seconds": st.seconds}
+        )
     run.log_metrics(metrics, step=0)
     run.log_artifact(str(path), SUBMISSION_DIR)
     return path

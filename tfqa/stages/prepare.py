@@ -1,12 +1,13 @@
 """The ``prepare`` stage: build (or reuse) a feature cache and record it in the MLflow run."""
+
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
 
 from tfqa.features.cache import BuildConfig, CacheInfo, build_features
-from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.features.selection import SelectionConfig
+from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.tracking.names import DATA_FINGERPRINT_TAG, FEATURES_MANIFEST_ARTIFACT, FEATURES_PATH_TAG
 
 
@@ -38,13 +39,15 @@ def run_prepare(cfg: PrepareConfig, run=None, progress: bool = True) -> CacheInf
         run.set_tags({DATA_FINGERPRINT_TAG: info.fingerprint, FEATURES_PATH_TAG: str(info.path.resolve())})
         m = info.manifest
         metrics = {f"prepare/{k}": v for k, v in m["counts"].items()}
-        metrics.update({
-            "prepare/lines": m["lines"],
-            "prepare/skipped_lines": m["skipped_lines"],
-            "prepare/rows": m["rows"],
-            "prepare/cache_reused": int(info.reused),
-            "prepare/seconds": seconds,
-        })
+        metrics.update(
+            {
+                "prepare/lines": m["lines"],
+                "prepare/skipped_lines": m["skipped_lines"],
+                "prepare/rows": m["rows"],
+                "prepare/cache_reused": int(info.reused),
+                "prepare/seconds": seconds,
+            }
+        )
         if not info.reused and m["build_seconds"] > 0:
             metrics["prepare/examples_per_s"] = m["counts"]["examples"] / m["build_seconds"]
             metrics["prepare/candidates_per_s"] = m["counts"]["candidates"] / m["build_seconds"]
@@ -59,4 +62,3 @@ def skipped_errors(cfg: PrepareConfig, info: CacheInfo) -> list:
     from tfqa.data.readers import BadInputError
 
     return [BadInputError(cfg.input, s["line"], s["field"], s["reason"]) for s in info.manifest.get("skipped", [])]
-

@@ -3,6 +3,7 @@
 The candidate model is reused unchanged: a window that holds the answer is class SHORT with its
 span, one that does not is class 0. The NQ variants then start from this model, heads included.
 """
+
 from __future__ import annotations
 
 import random
@@ -14,11 +15,11 @@ import numpy as np
 
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
-from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
-from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
+from tfqa.features.tokenization import HtmlTokenMode
 from tfqa.squad.data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad.metric import evaluate
-from tfqa.features.tokenization import HtmlTokenMode
+from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
+from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
 from tfqa.training.loop import PRECISIONS
 
 
@@ -114,8 +115,8 @@ def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
 
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
-    from tfqa.modeling.loading import StartingPoint
     from tfqa.features.tokenization import load_tokenizer, pad_id_of
+    from tfqa.modeling.loading import StartingPoint
     from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
@@ -126,8 +127,11 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     else:
         train_ex, dev_ex = split_by_article(examples, cfg.dev_fraction, seed=cfg.seed)
         if not dev_ex:
-            raise UserError(f"its {len({e.title for e in examples})} article(s) leave no dev questions after the split "
-                            "by article: pass --squad-dev", cfg.squad_data)
+            raise UserError(
+                f"its {len({e.title for e in examples})} article(s) leave no dev questions after the split "
+                "by article: pass --squad-dev",
+                cfg.squad_data,
+            )
     start = StartingPoint.of(cfg.backbone, cfg.init_model)
     tok = load_tokenizer(start.dir, cfg.html_tokens)
     rng = random.Random(cfg.seed)
@@ -138,27 +142,67 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     fcfg = SquadFeatureConfig(cfg.max_seq_len, cfg.doc_stride, cfg.max_question_len)
     train_feats, dev_feats = build_features(train_ex, tok, fcfg), build_features(dev_ex, tok, fcfg)
 
-    log_data_inputs(run, [squad_input(cfg.squad_data, train_ex, train_feats, TRAINING),
-                          squad_input(cfg.squad_dev or cfg.squad_data, dev_ex, dev_feats, EVALUATION)],
-                    model_ids=[start.source.model_id] if start.source else [])
+    log_data_inputs(
+        run,
+        [
+            squad_input(cfg.squad_data, train_ex, train_feats, TRAINING),
+            squad_input(cfg.squad_dev or cfg.squad_data, dev_ex, dev_feats, EVALUATION),
+        ],
+        model_ids=[start.source.model_id] if start.source else [],
+    )
     model = start.build(len(tok))
-    tcfg = TrainConfig(lr=cfg.lr, epochs=cfg.epochs, max_steps=cfg.max_steps or None, batch_size=cfg.batch_size,
-                       seed=cfg.seed, precision=cfg.precision, checkpoint_every_steps=cfg.checkpoint_every)
+    tcfg = TrainConfig(
+        lr=cfg.lr,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps or None,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        precision=cfg.precision,
+        checkpoint_every_steps=cfg.checkpoint_every,
+    )
     backbone_name = cfg.backbone_name or Path(cfg.backbone).name
     run.log_params({"squad": asdict(cfg), "train": asdict(tcfg)})
-    run.set_tags({BACKBONE_TAG: backbone_name, BACKBONE_DIR_TAG: cfg.backbone,
-                  **({f"{UPSTREAM_TAG_PREFIX}init": start.source.run_id} if start.source and start.source.run_id else {})})
-    run.log_metrics({"squad/train_questions": len(train_ex), "squad/train_windows": len(train_feats["input_ids"]),
-                     "squad/dev_questions": len(dev_ex)}, step=0)
+    run.set_tags(
+        {
+            BACKBONE_TAG: backbone_name,
+            BACKBONE_DIR_TAG: cfg.backbone,
+            **({f"{UPSTREAM_TAG_PREFIX}init": start.source.run_id} if start.source and start.source.run_id else {}),
+        }
+    )
+    run.log_metrics(
+        {
+            "squad/train_questions": len(train_ex),
+            "squad/train_windows": len(train_feats["input_ids"]),
+            "squad/dev_questions": len(dev_ex),
+        },
+        step=0,
+    )
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     pad_id = pad_id_of(tok)
-    result = train(model, SquadWindows(train_feats), tcfg, out_dir=out_dir / "checkpoints", logger=run,
-                   resume=None if cfg.resume == "none" else cfg.resume)
+    result = train(
+        model,
+        SquadWindows(train_feats),
+        tcfg,
+        out_dir=out_dir / "checkpoints",
+        logger=run,
+        resume=None if cfg.resume == "none" else cfg.resume,
+    )
     metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
     run.log_metrics(metrics, step=int(getattr(result, "step", 0) or 0))
-    save_final_model(run, model, tok, out_dir, {"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len,
-                                                "html_tokens": cfg.html_tokens},
-                     params={"backbone": backbone_name, "doc_stride": cfg.doc_stride, "seed": cfg.seed, "lr": cfg.lr,
-                             "epochs": cfg.epochs, "max_questions": cfg.max_questions},
-                     tags={STAGE_TAG: "finetune_squad", BACKBONE_TAG: backbone_name})
+    save_final_model(
+        run,
+        model,
+        tok,
+        out_dir,
+        {"max_seq_len": cfg.max_seq_len, "max_question_len": cfg.max_question_len, "html_tokens": cfg.html_tokens},
+        params={
+            "backbone": backbone_name,
+            "doc_stride": cfg.doc_stride,
+            "seed": cfg.seed,
+            "lr": cfg.lr,
+            "epochs": cfg.epochs,
+            "max_questions": cfg.max_questions,
+        },
+        tags={STAGE_TAG: "finetune_squad", BACKBONE_TAG: backbone_name},
+    )
     return metrics

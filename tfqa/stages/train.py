@@ -4,6 +4,7 @@ load settings -> resolve upstream (features, mining scores, SQuAD init) -> build
 model -> train loop (checkpoints, resume) -> log the final model. The loop itself lives in
 ``tfqa.training.loop``; this module only wires the stage's inputs and outputs to MLflow.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from tfqa.inference.decode import DecodeConfig
 from tfqa.features.cache import MANIFEST, BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
-from tfqa.tracking.datasets import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
 from tfqa.features.selection import SelectionConfig
-from tfqa.tracking.names import (BACKBONE_DIR_TAG, BACKBONE_TAG, DATA_FINGERPRINT_TAG, FEATURES_PATH_TAG, MINING_SCORES_ARTIFACT,
-                                 MODEL_TYPE_TAG, REGISTERED_MODEL_TAG, UPSTREAM_TAG_PREFIX)
+from tfqa.inference.decode import DecodeConfig
+from tfqa.tracking.datasets import EVALUATION, TRAINING, features_input, log_data_inputs, read_nq_input
+from tfqa.tracking.names import (
+    BACKBONE_DIR_TAG,
+    BACKBONE_TAG,
+    DATA_FINGERPRINT_TAG,
+    FEATURES_PATH_TAG,
+    MINING_SCORES_ARTIFACT,
+    MODEL_TYPE_TAG,
+    REGISTERED_MODEL_TAG,
+    UPSTREAM_TAG_PREFIX,
+)
 from tfqa.tracking.upstream import download_run_artifact, is_run_id, run_tag
 from tfqa.training.loop import OPTIMIZERS, PRECISIONS
 from tfqa.training.variants import Variant
-
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,9 @@ class TrainStageConfig:
 def selection_for(v: Variant) -> SelectionConfig:
     """Which candidates of each training example the variant trains on."""
     # random_negatives only adds to mined ones: `-P negatives=random` on a hard variant drops it.
-    return SelectionConfig(v.negatives, v.negatives_per_example, v.top_level_only, v.seed,
-                           v.random_negatives if v.negatives == "hard" else 0)
+    return SelectionConfig(
+        v.negatives, v.negatives_per_example, v.top_level_only, v.seed, v.random_negatives if v.negatives == "hard" else 0
+    )
 
 
 def resolve_train_features(cfg: TrainStageConfig, tokenizer_dir: str, run) -> tuple[Path, dict[str, str]]:
@@ -100,15 +109,18 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     import torch
 
     from tfqa.features.dataset import CandidateDataset, FeatureStore
+    from tfqa.features.tokenization import load_tokenizer
     from tfqa.modeling.loading import StartingPoint
     from tfqa.modeling.saved import variant_model_info
-    from tfqa.features.tokenization import load_tokenizer
     from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
     v = cfg.variant
     if v.init == "squad" and not cfg.init_model:
-        raise ValueError(f"variant {v.key} starts from the SQuAD 2.0 fine-tuned model: pass init_model (a finetune_squad run id or models:/ URI)")
+        raise ValueError(
+            f"variant {v.key} starts from the SQuAD 2.0 fine-tuned model: "
+            "pass init_model (a finetune_squad run id or models:/ URI)"
+        )
     start = StartingPoint.of(cfg.backbone, cfg.init_model)
 
     features_dir, upstream = resolve_train_features(cfg, str(start.dir), run)
@@ -120,22 +132,41 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     model = start.build(len(tok))
 
     train_cfg = TrainConfig(
-        lr=v.lr, weight_decay=v.weight_decay, warmup_fraction=v.warmup_fraction, epochs=v.epochs,
-        max_steps=cfg.max_steps or None, batch_size=v.batch_size, grad_accum_steps=v.grad_accum_steps,
-        seed=v.seed, precision=cfg.precision, optimizer=cfg.optimizer,
-        checkpoint_every_steps=cfg.checkpoint_every, log_every_steps=cfg.log_every,
+        lr=v.lr,
+        weight_decay=v.weight_decay,
+        warmup_fraction=v.warmup_fraction,
+        epochs=v.epochs,
+        max_steps=cfg.max_steps or None,
+        batch_size=v.batch_size,
+        grad_accum_steps=v.grad_accum_steps,
+        seed=v.seed,
+        precision=cfg.precision,
+        optimizer=cfg.optimizer,
+        checkpoint_every_steps=cfg.checkpoint_every,
+        log_every_steps=cfg.log_every,
         eval_every_steps=cfg.eval_every,
     )
-    run.log_params({"variant": asdict(v), "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
-                    "train": asdict(train_cfg)})
-    run.set_tags({
-        BACKBONE_TAG: v.backbone_name, BACKBONE_DIR_TAG: str(cfg.backbone), MODEL_TYPE_TAG: model.encoder.config.model_type,
-        DATA_FINGERPRINT_TAG: store.fingerprint, REGISTERED_MODEL_TAG: v.registered_model,
-        **{f"{UPSTREAM_TAG_PREFIX}{k}": val for k, val in upstream.items()},
-    })
-    log_data_inputs(run, [features_input(store.manifest, TRAINING),
-                          *([read_nq_input(cfg.dev_data, EVALUATION, cfg.dev_examples)] if cfg.dev_data else [])],
-                    model_ids=[start.source.model_id] if start.source else [])
+    run.log_params(
+        {"variant": asdict(v), "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"}, "train": asdict(train_cfg)}
+    )
+    run.set_tags(
+        {
+            BACKBONE_TAG: v.backbone_name,
+            BACKBONE_DIR_TAG: str(cfg.backbone),
+            MODEL_TYPE_TAG: model.encoder.config.model_type,
+            DATA_FINGERPRINT_TAG: store.fingerprint,
+            REGISTERED_MODEL_TAG: v.registered_model,
+            **{f"{UPSTREAM_TAG_PREFIX}{k}": val for k, val in upstream.items()},
+        }
+    )
+    log_data_inputs(
+        run,
+        [
+            features_input(store.manifest, TRAINING),
+            *([read_nq_input(cfg.dev_data, EVALUATION, cfg.dev_examples)] if cfg.dev_data else []),
+        ],
+        model_ids=[start.source.model_id] if start.source else [],
+    )
     # What the features were built with decides (a prepared cache may differ from the variant row).
     top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
     evaluator = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data else None
@@ -143,11 +174,25 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps({"run_id": run.run_id, "variant": v.key}))
-    result = train(model, CandidateDataset(store), train_cfg, out_dir=out_dir / "checkpoints", logger=run,
-                   eval_fn=evaluator, resume=cfg.resume if cfg.resume != "none" else None, pad_id=tok.pad_token_id)
+    result = train(
+        model,
+        CandidateDataset(store),
+        train_cfg,
+        out_dir=out_dir / "checkpoints",
+        logger=run,
+        eval_fn=evaluator,
+        resume=cfg.resume if cfg.resume != "none" else None,
+        pad_id=tok.pad_token_id,
+    )
     metrics = {**result.metrics, **final_dev_evaluation(evaluator, model, result.step, run)}
-    save_final_model(run, model, tok, out_dir, {**store.manifest["features"], "top_level_only": top_level_only,
-                                                 "decode": DecodeConfig(decode=v.decode).to_dict()}, **variant_model_info(v))
+    save_final_model(
+        run,
+        model,
+        tok,
+        out_dir,
+        {**store.manifest["features"], "top_level_only": top_level_only, "decode": DecodeConfig(decode=v.decode).to_dict()},
+        **variant_model_info(v),
+    )
     return metrics
 
 
@@ -169,6 +214,12 @@ def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
     examples, with inputs built as the training features were."""
     from tfqa.evaluation.dev import DevEvaluator
 
-    return DevEvaluator.from_file(cfg.dev_data, str(store.tokenizer_dir), Path(cfg.output_dir) / "features",
-                                  limit=cfg.dev_examples, features=FeatureConfig(**store.manifest["features"]),
-                                  top_level_only=top_level_only, decode=DecodeConfig(decode=cfg.variant.decode))
+    return DevEvaluator.from_file(
+        cfg.dev_data,
+        str(store.tokenizer_dir),
+        Path(cfg.output_dir) / "features",
+        limit=cfg.dev_examples,
+        features=FeatureConfig(**store.manifest["features"]),
+        top_level_only=top_level_only,
+        decode=DecodeConfig(decode=cfg.variant.decode),
+    )

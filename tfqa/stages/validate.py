@@ -9,11 +9,12 @@ its metrics and best long/short thresholds, the same ensemble without the cascad
 candidates and inference seconds of each stage, and two model-free baselines. Last, the error
 analysis (``tfqa.evaluation.error_analysis``) of the models and the ensemble, under ``validation/error_analysis``.
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import hashlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -21,18 +22,23 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tfqa.inference import decode as dec
+from tfqa.core.errors import UserError
 from tfqa.evaluation import error_analysis
-from tfqa.inference.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.evaluation.dev import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
+from tfqa.evaluation.nq_metric import ScoredAnswers, score_answers
+from tfqa.inference import decode as dec
+from tfqa.inference.ensemble import cross_validated_weights, ensemble, normalise_weights
 from tfqa.inference.manifest import EnsembleManifest
 from tfqa.tracking.datasets import EVALUATION, log_data_inputs, nq_input
-from tfqa.tracking.names import (DATA_FINGERPRINT_TAG, HTML_TOKENS_TAG_PREFIX, OUTPUTS_TAG_PREFIX, SCORES_TABLES_DIR,
-                                 UPSTREAM_TAG_PREFIX, VALIDATION_DIR)
+from tfqa.tracking.names import (
+    DATA_FINGERPRINT_TAG,
+    HTML_TOKENS_TAG_PREFIX,
+    OUTPUTS_TAG_PREFIX,
+    SCORES_TABLES_DIR,
+    UPSTREAM_TAG_PREFIX,
+    VALIDATION_DIR,
+)
 from tfqa.tracking.registry import record_models_used, resolve_aliases
-from tfqa.evaluation.nq_metric import ScoredAnswers, score_answers
-from tfqa.core.errors import UserError
-
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,7 @@ class ValidateConfig:
             raise ValueError(f"cascade must be empty (the manifest's) or 'none', got {self.cascade!r}")
 
     def decode_config(self, manifest: EnsembleManifest) -> dec.DecodeConfig:
-        return dec.DecodeConfig(self.max_answer_words or manifest.decode.max_answer_words,
-                                self.decode or manifest.decode.decode)
+        return dec.DecodeConfig(self.max_answer_words or manifest.decode.max_answer_words, self.decode or manifest.decode.decode)
 
 
 def manifest_digest(path: str | Path) -> str:
@@ -79,8 +84,11 @@ def manifest_digest(path: str | Path) -> str:
 def check_manifest_digest(cfg: ValidateConfig) -> None:
     """Refuse a manifest whose content is not the one ``cfg.manifest_digest`` was taken of."""
     if cfg.manifest_digest and manifest_digest(cfg.manifest) != cfg.manifest_digest:
-        raise UserError(f"its content (digest {manifest_digest(cfg.manifest)}) is not the one given as manifest_digest "
-                        f"{cfg.manifest_digest}: it changed after the pipeline read it", cfg.manifest)
+        raise UserError(
+            f"its content (digest {manifest_digest(cfg.manifest)}) is not the one given as manifest_digest "
+            f"{cfg.manifest_digest}: it changed after the pipeline read it",
+            cfg.manifest,
+        )
 
 
 def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
@@ -90,7 +98,9 @@ def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
         q = {w.lower() for w in re.findall(r"\w+", ex.question)}
         best, best_score = -1, 0.0
         for i, c in enumerate(ex.candidates):
-            words = {w.lower() for w, h in zip(ex.words[c.start_token:c.end_token], ex.is_html[c.start_token:c.end_token]) if not h}
+            words = {
+                w.lower() for w, h in zip(ex.words[c.start_token : c.end_token], ex.is_html[c.start_token : c.end_token]) if not h
+            }
             score = len(q & words) / (1 + len(q))
             if score > best_score:
                 best, best_score = i, score
@@ -108,8 +118,8 @@ def null_baseline(dev: DevSet) -> list[dec.Prediction]:
 
 def run_validate(cfg: ValidateConfig, run) -> dict:
     from tfqa.evaluation.dev import write_subset
-    from tfqa.inference.model_scores import score_model
     from tfqa.inference.cascade import restrict, run_cascade
+    from tfqa.inference.model_scores import score_model
 
     manifest = EnsembleManifest.load(cfg.manifest)  # every manifest error before any model loads
     check_manifest_digest(cfg)
@@ -122,9 +132,15 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     dev_path = Path(cfg.dev_data)
     if cfg.dev_examples:
         dev_path = write_subset(cfg.dev_data, Path(cfg.output_dir) / "features", cfg.dev_examples)
-    run.log_params({"validate": asdict(cfg), "alias": alias, "decode": dcfg.to_dict(),
-                    "cascade": [asdict(st) for st in manifest.cascade] or "none",
-                    **{f"weight.{m.name}": m.weight for m in manifest.models}})
+    run.log_params(
+        {
+            "validate": asdict(cfg),
+            "alias": alias,
+            "decode": dcfg.to_dict(),
+            "cascade": [asdict(st) for st in manifest.cascade] or "none",
+            **{f"weight.{m.name}": m.weight for m in manifest.models},
+        }
+    )
     run.set_tags({f"{UPSTREAM_TAG_PREFIX}{n}": mv.run_id for n, mv in versions.items()})
     record_models_used(run, versions)
     log_data_inputs(run, [nq_input(cfg.dev_data, dev.examples, EVALUATION, cfg.dev_examples)])
@@ -133,11 +149,17 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     answers = []  # each model's dev answers, for the error analysis
     for m in manifest.models:
         mv = versions[m.name]
-        sc = score_model(f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg.output_dir,
-                         batch_tokens=cfg.batch_tokens)
+        sc = score_model(
+            f"models:/{m.name}/{mv.version}", f"{m.name}-v{mv.version}", dev_path, cfg.output_dir, batch_tokens=cfg.batch_tokens
+        )
         run.log_artifact(str(sc.cache_path), SCORES_TABLES_DIR)
-        run.set_tags({f"{OUTPUTS_TAG_PREFIX}{m.name}": sc.cache_path.name, f"{DATA_FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
-                      f"{HTML_TOKENS_TAG_PREFIX}{m.name}": sc.settings["html_tokens"]})
+        run.set_tags(
+            {
+                f"{OUTPUTS_TAG_PREFIX}{m.name}": sc.cache_path.name,
+                f"{DATA_FINGERPRINT_TAG}.{m.name}": sc.fingerprint,
+                f"{HTML_TOKENS_TAG_PREFIX}{m.name}": sc.settings["html_tokens"],
+            }
+        )
         scored, decoded = score_outputs(sc.outputs, dev, dcfg)
         answers.append(error_analysis.ModelAnswers(m.name, scored, decoded))
         metrics.update(headline(scored, f"model/{m.name}/"))
@@ -155,11 +177,16 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
 
     casc = run_cascade(manifest.cascade, from_every_candidate)
     outputs = [restrict(scores[n].outputs, casc.keys, n) for n in names]
-    report: dict = {"names": names, "versions": {n: versions[n].version for n in names},
-                    "manifest_weights": weights.tolist(), "decode": dcfg.to_dict(),
-                    "cascade": [{**asdict(st), "version": versions[st.model].version} for st in manifest.cascade],
-                    "model_settings": {n: scores[n].settings for n in names}}
+    report: dict = {
+        "names": names,
+        "versions": {n: versions[n].version for n in names},
+        "manifest_weights": weights.tolist(),
+        "decode": dcfg.to_dict(),
+        "cascade": [{**asdict(st), "version": versions[st.model].version} for st in manifest.cascade],
+        "model_settings": {n: scores[n].settings for n in names},
+    }
     if cfg.fit_weights:
+
         def objective(ens) -> float:
             part = dev.subset(pd.unique(ens.example_id))
             o = score_outputs(ens, part, dcfg)[0].official_metrics()
@@ -167,10 +194,15 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
 
         cv = cross_validated_weights(outputs, objective, names=names, init=weights)
         weights = cv.weights
-        metrics.update({"ensemble/cv-heldout-objective": cv.heldout_score,
-                        "ensemble/cv-heldout-manifest-objective": cv.heldout_init_score})
-        report["fitted"] = {"weights": cv.weights.tolist(), "fold_weights": [w.tolist() for w in cv.fold_weights],
-                            "heldout_scores": list(cv.heldout_scores), "heldout_manifest_scores": list(cv.heldout_init_scores)}
+        metrics.update(
+            {"ensemble/cv-heldout-objective": cv.heldout_score, "ensemble/cv-heldout-manifest-objective": cv.heldout_init_score}
+        )
+        report["fitted"] = {
+            "weights": cv.weights.tolist(),
+            "fold_weights": [w.tolist() for w in cv.fold_weights],
+            "heldout_scores": list(cv.heldout_scores),
+            "heldout_manifest_scores": list(cv.heldout_init_scores),
+        }
     report["weights"] = [float(w) for w in weights]
     ens = ensemble(outputs, weights, names=names)
     scored, decoded = score_outputs(ens, dev, dcfg)
@@ -184,8 +216,10 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
         report["cascade_counts"] = [asdict(st) for st in casc.stages]
     kaggle = scored.best_kaggle_micro_f1()
     thresholds = {
-        "long": float(official["long-best-threshold"]), "short": float(official["short-best-threshold"]),
-        "kaggle_long": float(kaggle.long_threshold), "kaggle_short": float(kaggle.short_threshold),
+        "long": float(official["long-best-threshold"]),
+        "short": float(official["short-best-threshold"]),
+        "kaggle_long": float(kaggle.long_threshold),
+        "kaggle_short": float(kaggle.short_threshold),
         "kaggle_micro_f1": float(kaggle.f1),
     }
     metrics.update({f"threshold/{k}": v for k, v in thresholds.items() if np.isfinite(v)})
@@ -216,8 +250,9 @@ def cascade_metrics(casc, scores: dict, names: list[str], weights) -> dict[str, 
     n_ens = n_all if casc.keys is None else len(casc.keys)
     out: dict[str, float] = {"cascade/candidates_all": n_all, "cascade/candidates_ensemble": n_ens}
     for k, st in enumerate(casc.stages, 1):
-        out.update({f"cascade/stage{k}_scored": st.scored, f"cascade/stage{k}_kept": st.kept,
-                    f"cascade/stage{k}_seconds": st.seconds})
+        out.update(
+            {f"cascade/stage{k}_scored": st.scored, f"cascade/stage{k}_kept": st.kept, f"cascade/stage{k}_seconds": st.seconds}
+        )
     voting = sum(scores[n].seconds * n_ens / max(scores[n].rows, 1) for n in voters)
     out["cascade/ensemble_seconds"] = voting
     out["cascade/inference_seconds"] = voting + sum(st.seconds for st in casc.stages)
@@ -230,20 +265,31 @@ def predictions_report(metrics: dict, official: dict, thresholds: dict, report: 
     lines = ["model                              long-F1  short-F1  kaggle-F1"]
     rows = sorted({k.rsplit("/", 1)[0] for k in metrics if k.endswith("long-best-threshold-f1")})
     for r in rows:
-        lines.append(f"{r:<34} {metrics[r + '/long-best-threshold-f1']:.4f}   {metrics[r + '/short-best-threshold-f1']:.4f}    "
-                     f"{metrics.get(r + '/kaggle-micro-f1', float('nan')):.4f}")
+        lines.append(
+            f"{r:<34} {metrics[r + '/long-best-threshold-f1']:.4f}   {metrics[r + '/short-best-threshold-f1']:.4f}    "
+            f"{metrics.get(r + '/kaggle-micro-f1', float('nan')):.4f}"
+        )
     d = report.get("decode", {})
-    lines += ["", f"decode: {d.get('decode', 'joint')} (max_answer_words {d.get('max_answer_words', 30)})",
-              "html_tokens: " + ", ".join(f"{n}={s.get('html_tokens', 'tfqa')}" for n, s in report.get("model_settings", {}).items())]
+    lines += [
+        "",
+        f"decode: {d.get('decode', 'joint')} (max_answer_words {d.get('max_answer_words', 30)})",
+        "html_tokens: " + ", ".join(f"{n}={s.get('html_tokens', 'tfqa')}" for n, s in report.get("model_settings", {}).items()),
+    ]
     counts = report.get("cascade_counts", [])
-    stages = [f"{st['model']} top {st['top_k']} > {st['threshold']}"
-              + (f" ({counts[k]['scored']} -> {counts[k]['kept']} candidates)" if k < len(counts) else "")
-              for k, st in enumerate(report.get("cascade", []))]
+    stages = [
+        f"{st['model']} top {st['top_k']} > {st['threshold']}"
+        + (f" ({counts[k]['scored']} -> {counts[k]['kept']} candidates)" if k < len(counts) else "")
+        for k, st in enumerate(report.get("cascade", []))
+    ]
     lines.append("cascade: " + (" -> ".join(stages) if stages else "none"))
-    lines += ["ensemble weights: " + ", ".join(f"{n}={w:.3f}" for n, w in zip(report["names"], report["weights"])),
-              f"long threshold  {thresholds['long']:.4f}   short threshold  {thresholds['short']:.4f}",
-              f"kaggle thresholds: long {thresholds['kaggle_long']:.4f}  short {thresholds['kaggle_short']:.4f}  "
-              f"micro-F1 {thresholds['kaggle_micro_f1']:.4f}", "", json.dumps(official, indent=1)]
+    lines += [
+        "ensemble weights: " + ", ".join(f"{n}={w:.3f}" for n, w in zip(report["names"], report["weights"])),
+        f"long threshold  {thresholds['long']:.4f}   short threshold  {thresholds['short']:.4f}",
+        f"kaggle thresholds: long {thresholds['kaggle_long']:.4f}  short {thresholds['kaggle_short']:.4f}  "
+        f"micro-F1 {thresholds['kaggle_micro_f1']:.4f}",
+        "",
+        json.dumps(official, indent=1),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ digest) in an experiment, so the digest always identifies exactly what the profi
 * SQuAD questions: the file's blake2b with the ids of the questions taken (samples and the
   split by article read different questions of one file).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,13 @@ class DataInput:
         """The ``mlflow.entities.DatasetInput`` that ``mlflow.log_input`` would log."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        dataset = Dataset(name=self.name, digest=self.digest, source_type=SOURCE_TYPE,
-                          source=json.dumps({"uri": self.source}), profile=json.dumps(self.profile))
+        dataset = Dataset(
+            name=self.name,
+            digest=self.digest,
+            source_type=SOURCE_TYPE,
+            source=json.dumps({"uri": self.source}),
+            profile=json.dumps(self.profile),
+        )
         return DatasetInput(dataset, tags=[InputTag(CONTEXT_TAG, self.context)])
 
 
@@ -59,8 +65,13 @@ def _class_counts(by_class: dict[AnswerClass, int]) -> dict[str, int]:
 def features_input(manifest: dict, context: str) -> DataInput:
     """A feature cache (its ``manifest.json``): the candidates chosen from the file, tokenised."""
     src = manifest["input"]["path"]
-    profile = {**manifest["counts"], "rows": manifest["rows"], "lines": manifest["lines"],
-               "skipped_lines": manifest["skipped_lines"], "input_blake2b": manifest["input"]["blake2b"]}
+    profile = {
+        **manifest["counts"],
+        "rows": manifest["rows"],
+        "lines": manifest["lines"],
+        "skipped_lines": manifest["skipped_lines"],
+        "input_blake2b": manifest["input"]["blake2b"],
+    }
     return DataInput(Path(src).name, manifest["fingerprint"], src, context, profile)
 
 
@@ -68,8 +79,8 @@ def data_digest(path: str | os.PathLike, limit: int = 0) -> str:
     """blake2b of the file, or of its first ``limit`` lines as plain jsonl (``write_subset``'s
     bytes) when it has more: a read of every line has the file's digest, limit or not (a training
     run's 200-example dev subset of a 100-example file is the file validate reads)."""
-    from tfqa.features.cache import file_digest
     from tfqa.data.readers import iter_lines
+    from tfqa.features.cache import file_digest
 
     if not limit:
         return file_digest(path)
@@ -98,8 +109,14 @@ def nq_input(path: str | os.PathLike, examples: Iterable, context: str, limit: i
         with_long += bool(labels)
         by_class.update(lab.label for lab in labels.values())
     by_class[AnswerClass.NOT_ANSWER] = candidates - sum(by_class.values())
-    profile = {"examples": n, "candidates": candidates, "top_level_candidates": top_level,
-               "annotated_examples": annotated, "examples_with_long_answer": with_long, **_class_counts(by_class)}
+    profile = {
+        "examples": n,
+        "candidates": candidates,
+        "top_level_candidates": top_level,
+        "annotated_examples": annotated,
+        "examples_with_long_answer": with_long,
+        **_class_counts(by_class),
+    }
     return DataInput(Path(path).name, data_digest(path, limit), str(Path(path).resolve()), context, profile)
 
 
@@ -122,7 +139,12 @@ def squad_input(path: str | os.PathLike, examples: Sequence, features: dict, con
     windows = int(len(features["answerable"]))
     positive = int(features["answerable"].sum())
     answerable = sum(not ex.is_impossible for ex in examples)
-    profile = {"questions": len(examples), "answerable": answerable, "unanswerable": len(examples) - answerable,
-               "articles": len({ex.title for ex in examples}), "windows": windows,
-               **_class_counts({AnswerClass.NOT_ANSWER: windows - positive, AnswerClass.SHORT: positive})}
+    profile = {
+        "questions": len(examples),
+        "answerable": answerable,
+        "unanswerable": len(examples) - answerable,
+        "articles": len({ex.title for ex in examples}),
+        "windows": windows,
+        **_class_counts({AnswerClass.NOT_ANSWER: windows - positive, AnswerClass.SHORT: positive}),
+    }
     return DataInput(Path(path).name, h.hexdigest(), str(Path(path).resolve()), context, profile)

@@ -15,6 +15,7 @@ one step at a time so that a retry after an outage resumes at the step that fail
 creating a second model; at run end the run's latest metrics under the model's prefixes are
 logged on the model too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,8 +59,6 @@ def truncate(value: str, limit: int, what: str) -> str:
         return value
     _log.warning("%s is %d characters; MLflow keeps at most %d, truncating", what, len(value), limit)
     return value[:limit]
-
-
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -180,8 +179,16 @@ class Delivery:
     """The queue of one run and the thread that delivers it. Thread-safe; every ``add_*``
     enqueues and returns at once."""
 
-    def __init__(self, client, run_id: str, *, known_params: Mapping[str, str] | None = None,
-                 max_buffered_metrics: int = 100_000, retry_initial_s: float = 0.5, retry_max_s: float = 15.0):
+    def __init__(
+        self,
+        client,
+        run_id: str,
+        *,
+        known_params: Mapping[str, str] | None = None,
+        max_buffered_metrics: int = 100_000,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 15.0,
+    ):
         self._client = client
         self.run_id = run_id
         self.max_buffered_metrics = max_buffered_metrics
@@ -255,7 +262,8 @@ class Delivery:
     def flush_metrics(self, timeout: float | None = None) -> bool:
         return self._wait_until_sent(
             lambda: not self._dead and bool(self._metrics or self._params or self._tags or isinstance(self._inflight, Batch)),
-            timeout)
+            timeout,
+        )
 
     def _wait_until_sent(self, busy: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -303,8 +311,11 @@ class Delivery:
             self._cond.notify_all()
         self._thread.join(timeout=1.0)
         if not delivered:
-            _log.error("run %s: tracking server unreachable at run end; not delivered: %s. "
-                       "Local outputs are unaffected.", self.run_id, left or "the final status")
+            _log.error(
+                "run %s: tracking server unreachable at run end; not delivered: %s. Local outputs are unaffected.",
+                self.run_id,
+                left or "the final status",
+            )
         return delivered
 
     def abandon(self) -> None:
@@ -316,9 +327,14 @@ class Delivery:
     # ------------------------------------------------------------------------------- internals
     def _pending_locked(self) -> dict[str, int]:
         kinds = [type(j) for j in self._jobs]
-        return {"params": len(self._params), "tags": len(self._tags), "metrics": len(self._metrics),
-                "artifacts": kinds.count(Upload), "models": kinds.count(ModelJob) + kinds.count(ModelMetrics),
-                "inputs": kinds.count(Inputs)}
+        return {
+            "params": len(self._params),
+            "tags": len(self._tags),
+            "metrics": len(self._metrics),
+            "artifacts": kinds.count(Upload),
+            "models": kinds.count(ModelJob) + kinds.count(ModelMetrics),
+            "inputs": kinds.count(Inputs),
+        }
 
     def _has_work_locked(self) -> bool:
         if self._dead:
@@ -335,8 +351,11 @@ class Delivery:
         self.dropped_metrics += excess
         if not self._warned_full:
             self._warned_full = True
-            _log.warning("run %s: %d metric points buffered while the tracking server is unreachable; "
-                         "dropping the oldest from now on", self.run_id, self.max_buffered_metrics)
+            _log.warning(
+                "run %s: %d metric points buffered while the tracking server is unreachable; dropping the oldest from now on",
+                self.run_id,
+                self.max_buffered_metrics,
+            )
 
     def _take_locked(self) -> object | None:
         if self._params or self._tags or self._metrics:
@@ -353,10 +372,14 @@ class Delivery:
         if isinstance(job, Batch):
             # Back in front of anything newer; a tag set again meanwhile keeps its newer value.
             self._metrics.extendleft(reversed([x for x in undelivered if not isinstance(x, tuple)]))
-            self._params = {**{k: v for kind, k, v in (x for x in undelivered if isinstance(x, tuple)) if kind == "p"},
-                            **self._params}
-            self._tags = {**{k: v for kind, k, v in (x for x in undelivered if isinstance(x, tuple)) if kind == "t"},
-                          **self._tags}
+            self._params = {
+                **{k: v for kind, k, v in (x for x in undelivered if isinstance(x, tuple)) if kind == "p"},
+                **self._params,
+            }
+            self._tags = {
+                **{k: v for kind, k, v in (x for x in undelivered if isinstance(x, tuple)) if kind == "t"},
+                **self._tags,
+            }
             self._enforce_bound_locked()
         elif isinstance(job, (Upload, ModelJob, ModelMetrics, Inputs)):
             self._jobs.appendleft(job)  # a model job keeps the steps it has done
@@ -385,8 +408,11 @@ class Delivery:
                     self._terminal = None
                 if error is None:
                     if self._offline_since is not None:
-                        _log.warning("run %s: tracking server reachable again after %.0f s; sending the backlog",
-                                     self.run_id, time.monotonic() - self._offline_since)
+                        _log.warning(
+                            "run %s: tracking server reachable again after %.0f s; sending the backlog",
+                            self.run_id,
+                            time.monotonic() - self._offline_since,
+                        )
                         self._offline_since = None
                         self._warned_full = False
                     delay = self._retry_initial_s
@@ -395,8 +421,11 @@ class Delivery:
                 self._requeue_locked(job, error.items)
                 if self._offline_since is None:
                     self._offline_since = time.monotonic()
-                    _log.warning("run %s: tracking server unreachable (%s); buffering and retrying",
-                                 self.run_id, str(error.cause).splitlines()[0][:300] if str(error.cause) else type(error.cause).__name__)
+                    _log.warning(
+                        "run %s: tracking server unreachable (%s); buffering and retrying",
+                        self.run_id,
+                        str(error.cause).splitlines()[0][:300] if str(error.cause) else type(error.cause).__name__,
+                    )
                 self._kick = False
                 self._cond.notify_all()
                 # A waiting flush() wants the server's return noticed quickly.
@@ -482,9 +511,13 @@ class Delivery:
                     from mlflow.tracking.context.registry import resolve_tags
 
                     found = self._client.create_logged_model(
-                        self._run_experiment_id(), name=job.name, source_run_id=self.run_id,
-                        tags=resolve_tags({**job.tags, LOG_TOKEN_TAG: job.token}), params=job.params,
-                        model_type=job.model_type)
+                        self._run_experiment_id(),
+                        name=job.name,
+                        source_run_id=self.run_id,
+                        tags=resolve_tags({**job.tags, LOG_TOKEN_TAG: job.token}),
+                        params=job.params,
+                        model_type=job.model_type,
+                    )
                 job.model_id, job.artifact_location = found.model_id, found.artifact_location
             if not job.linked:
                 # log_outputs adds a row per call: after a failed call, look before linking again.
@@ -514,7 +547,8 @@ class Delivery:
         """The LoggedModel an earlier try of ``job`` created (its request may have gone through)."""
         found = self._client.search_logged_models(
             experiment_ids=[self._run_experiment_id()],
-            filter_string=f"source_run_id = '{self.run_id}' AND tags.`{LOG_TOKEN_TAG}` = '{job.token}'")
+            filter_string=f"source_run_id = '{self.run_id}' AND tags.`{LOG_TOKEN_TAG}` = '{job.token}'",
+        )
         return found[0] if found else None
 
     def _is_linked(self, model_id: str) -> bool:
@@ -534,7 +568,7 @@ class Delivery:
                 last = max(self._client.get_metric_history(self.run_id, key), key=lambda m: (m.step, m.timestamp))
                 points.append(Metric(key, last.value, last.timestamp, last.step, model_id=model.model_id))
             for lo in range(0, len(points), MAX_ENTITIES_PER_BATCH):
-                self._client.log_batch(self.run_id, metrics=points[lo:lo + MAX_ENTITIES_PER_BATCH], synchronous=True)
+                self._client.log_batch(self.run_id, metrics=points[lo : lo + MAX_ENTITIES_PER_BATCH], synchronous=True)
         except Exception as e:
             if not is_permanent(e):
                 raise Transient([], e) from e
@@ -544,13 +578,15 @@ class Delivery:
         from mlflow.entities import LoggedModelInput
 
         try:
-            self._client.log_inputs(self.run_id, datasets=job.datasets or None,
-                                    models=[LoggedModelInput(m) for m in job.model_ids] or None)
+            self._client.log_inputs(
+                self.run_id, datasets=job.datasets or None, models=[LoggedModelInput(m) for m in job.model_ids] or None
+            )
         except Exception as e:
             if not is_permanent(e):
                 raise Transient([], e) from e
-            _log.warning("run %s: could not record inputs %s: %s", self.run_id,
-                         [d.dataset.name for d in job.datasets] + job.model_ids, e)
+            _log.warning(
+                "run %s: could not record inputs %s: %s", self.run_id, [d.dataset.name for d in job.datasets] + job.model_ids, e
+            )
 
     def _run_is_gone(self) -> bool:
         """A deleted run rejects everything: stop trying instead of bisecting every batch."""

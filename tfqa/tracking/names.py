@@ -1,5 +1,6 @@
 """The tag and artifact names tfqa's runs carry: what stages write and what later stages, the
 pipeline and the registry look for. One spelling of each, so writer and reader cannot drift."""
+
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------------- run tags

@@ -1,5 +1,6 @@
 """The tracking server's client, and the lookups of runs and experiments the stages and the
 pipeline make: every ``MlflowClient`` of tfqa is made here."""
+
 from __future__ import annotations
 
 from tfqa.tracking.names import STAGE_TAG
@@ -39,5 +40,6 @@ def set_run_tag(run_id: str, key: str, value: str) -> None:
 
 def stage_runs(experiment_id: str, stage: str, max_results: int) -> list:
     """The newest ``max_results`` runs tagged ``tfqa.stage`` = ``stage``, any status, newest first."""
-    return client().search_runs([experiment_id], f"tags.`{STAGE_TAG}` = '{stage}'",
-                                order_by=["attributes.start_time DESC"], max_results=max_results)
+    return client().search_runs(
+        [experiment_id], f"tags.`{STAGE_TAG}` = '{stage}'", order_by=["attributes.start_time DESC"], max_results=max_results
+    )

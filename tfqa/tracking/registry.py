@@ -1,5 +1,6 @@
 """The Model Registry as tfqa uses it: promoting a training run's model (register a version, move
 the alias), pulling the versions an ensemble manifest names, recording which versions a run used."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class Promotion:
     """The LoggedModel the version was created from (its source is ``models:/<model_id>``)."""
 
 
-def promote(run_id: str, manifest: "EnsembleManifest", *, name: str | None = None, alias: str | None = None) -> Promotion:
+def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None, alias: str | None = None) -> Promotion:
     """Register a finished training run's model and move the alias to the new version.
 
     The version is created from the run's LoggedModel (source ``models:/<model_id>``). Refuses runs
@@ -47,9 +48,7 @@ def promote(run_id: str, manifest: "EnsembleManifest", *, name: str | None = Non
     if variant != entry.variant:
         raise ValueError(f"run {run_id} trained variant {variant!r}; {entry.name} takes variant {entry.variant!r}")
     if tags.get(BACKBONE_TAG) != entry.backbone:
-        raise ValueError(
-            f"run {run_id} has backbone {tags.get(BACKBONE_TAG)!r}; {entry.name} expects {entry.backbone!r}"
-        )
+        raise ValueError(f"run {run_id} has backbone {tags.get(BACKBONE_TAG)!r}; {entry.name} expects {entry.backbone!r}")
     model = run_logged_model(run_id, MODEL_ARTIFACT)
     if model is None:
         raise ValueError(f"run {run_id} logged no model (no LoggedModel '{MODEL_ARTIFACT}' from this run)")
@@ -60,7 +59,10 @@ def promote(run_id: str, manifest: "EnsembleManifest", *, name: str | None = Non
     except MlflowException:
         client.create_registered_model(entry.name, tags={BACKBONE_TAG: entry.backbone, VARIANT_TAG: entry.variant})
     mv = client.create_model_version(
-        entry.name, source=f"models:/{model.model_id}", run_id=run_id, model_id=model.model_id,
+        entry.name,
+        source=f"models:/{model.model_id}",
+        run_id=run_id,
+        model_id=model.model_id,
         tags={BACKBONE_TAG: entry.backbone, VARIANT_TAG: entry.variant},
     )
     alias = alias or manifest.alias
@@ -68,22 +70,26 @@ def promote(run_id: str, manifest: "EnsembleManifest", *, name: str | None = Non
     return Promotion(entry.name, str(mv.version), alias, run_id, model.model_id)
 
 
-def model_versions(versions: dict[str, str]) -> dict[str, "object"]:
+def model_versions(versions: dict[str, str]) -> dict[str, object]:
     """name -> ModelVersion for ``{name: version}`` (what a validation's ensemble report lists)."""
     client = _client()
     return {n: client.get_model_version(n, str(v)) for n, v in versions.items()}
 
 
-def record_models_used(run, versions: dict[str, "object"]) -> None:
+def record_models_used(run, versions: dict[str, object]) -> None:
     """Tag the run with each registered model's version and LoggedModel id it used
     (``tfqa.model_version.<name>``, ``tfqa.model_id.<name>``) and log the models as its inputs."""
     ids = {n: version_model_id(mv) for n, mv in versions.items()}
-    run.set_tags({**{f"{MODEL_VERSION_TAG}.{n}": mv.version for n, mv in versions.items()},
-                  **{f"{MODEL_ID_TAG}.{n}": i for n, i in ids.items() if i}})
+    run.set_tags(
+        {
+            **{f"{MODEL_VERSION_TAG}.{n}": mv.version for n, mv in versions.items()},
+            **{f"{MODEL_ID_TAG}.{n}": i for n, i in ids.items() if i},
+        }
+    )
     run.log_inputs(model_ids=[i for i in ids.values() if i])
 
 
-def resolve_aliases(manifest: "EnsembleManifest", alias: str | None = None) -> dict[str, "object"]:
+def resolve_aliases(manifest: EnsembleManifest, alias: str | None = None) -> dict[str, object]:
     """name -> ModelVersion for every manifest entry; a clear error naming model and alias."""
     from mlflow.exceptions import MlflowException
 

@@ -1,5 +1,6 @@
 """Reusing a stage's finished run instead of running it again: the code version a run is keyed
 by, finding a run that can stand in, and the marker run a reused step leaves under its pipeline."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -40,8 +41,13 @@ def find_finished_run(experiment: str, entry_point: str, params: Mapping[str, An
     want_params = {str(k): str(v) for k, v in params.items()}
     token = None
     while True:
-        page = c.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
-                             order_by=["attributes.start_time DESC"], max_results=500, page_token=token)
+        page = c.search_runs(
+            [exp.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=500,
+            page_token=token,
+        )
         for run in page:
             t, p = run.data.tags, run.data.params
             if not any(t.get(name) == entry_point for name in ENTRY_POINT_TAGS):
@@ -63,9 +69,14 @@ def record_reuse(reused_run_id: str, parent_run_id: str, run_name: str, step: st
     c = client()
     reused = c.get_run(reused_run_id)
     exp = reused.info.experiment_id
-    note = (f"Step `{step}` of this pipeline reused the finished run "
-            f"[{reused.info.run_name or reused_run_id}](#/experiments/{exp}/runs/{reused_run_id}) ({reused_run_id}).")
-    run = c.create_run(exp, run_name=f"{run_name} (reused)", tags={
-        PARENT_RUN_TAG: parent_run_id, REUSED_RUN_TAG: reused_run_id, STEP_TAG: step, NOTE_TAG: note})
+    note = (
+        f"Step `{step}` of this pipeline reused the finished run "
+        f"[{reused.info.run_name or reused_run_id}](#/experiments/{exp}/runs/{reused_run_id}) ({reused_run_id})."
+    )
+    run = c.create_run(
+        exp,
+        run_name=f"{run_name} (reused)",
+        tags={PARENT_RUN_TAG: parent_run_id, REUSED_RUN_TAG: reused_run_id, STEP_TAG: step, NOTE_TAG: note},
+    )
     c.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -16,6 +16,7 @@ Consequences for callers:
 end the run's latest metrics under the model's prefixes (``dev/``, ``squad/``) are logged on the
 model too. ``log_inputs`` records datasets (``mlflow.log_input``) and models the run consumed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tfqa.tracking.delivery import (MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, TERMINAL_STATUSES, Delivery, Inputs,
-                                    ModelJob, Upload, http_defaults, truncate)
+from tfqa.tracking.delivery import (
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    TERMINAL_STATUSES,
+    Delivery,
+    Inputs,
+    ModelJob,
+    Upload,
+    http_defaults,
+    truncate,
+)
 from tfqa.tracking.names import CODE_VERSION_TAG, ERROR_TAG, PARAM_CONFLICT_TAG_PREFIX, PARENT_RUN_TAG
 from tfqa.tracking.queries import client as _client
 from tfqa.tracking.reuse import code_version
@@ -63,7 +73,6 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-
 class RunLogger:
     """Logs into one MLflow run without ever letting the tracking server stall or kill the caller.
 
@@ -71,11 +80,25 @@ class RunLogger:
     docstring for what callers must keep in mind (local files, ``flush`` before reading back).
     """
 
-    def __init__(self, client, run_id: str, *, existing_params: Mapping[str, str] | None = None,
-                 max_buffered_metrics: int = 100_000, retry_initial_s: float = 0.5, retry_max_s: float = 15.0):
+    def __init__(
+        self,
+        client,
+        run_id: str,
+        *,
+        existing_params: Mapping[str, str] | None = None,
+        max_buffered_metrics: int = 100_000,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 15.0,
+    ):
         self.run_id = run_id
-        self._delivery = Delivery(client, run_id, known_params=existing_params, max_buffered_metrics=max_buffered_metrics,
-                                  retry_initial_s=retry_initial_s, retry_max_s=retry_max_s)
+        self._delivery = Delivery(
+            client,
+            run_id,
+            known_params=existing_params,
+            max_buffered_metrics=max_buffered_metrics,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+        )
         self._spool_lock = threading.Lock()
         self._spool: Path | None = None
 
@@ -91,8 +114,15 @@ class RunLogger:
         flat = {key: truncate(value, MAX_PARAM_VAL_LENGTH, f"param {key!r}") for key, value in flatten_params(params).items()}
         conflicts = self._delivery.add_params(flat)
         for key, (known, value) in conflicts.items():
-            _log.warning("run %s: param %r was logged as %r; keeping it, new value %r goes to tag %s%s",
-                         self.run_id, key, known, value, PARAM_CONFLICT_TAG_PREFIX, key)
+            _log.warning(
+                "run %s: param %r was logged as %r; keeping it, new value %r goes to tag %s%s",
+                self.run_id,
+                key,
+                known,
+                value,
+                PARAM_CONFLICT_TAG_PREFIX,
+                key,
+            )
         if conflicts:
             self.set_tags({f"{PARAM_CONFLICT_TAG_PREFIX}{k}": v for k, (_, v) in conflicts.items()})
 
@@ -113,8 +143,9 @@ class RunLogger:
         self.log_metrics({key: value}, step)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._delivery.add_tags({str(key): truncate(str(value), MAX_TAG_VAL_LENGTH, f"tag {key!r}")
-                                 for key, value in tags.items()})
+        self._delivery.add_tags(
+            {str(key): truncate(str(value), MAX_TAG_VAL_LENGTH, f"tag {key!r}") for key, value in tags.items()}
+        )
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -151,9 +182,17 @@ class RunLogger:
         parent = str(Path(artifact_file).parent).replace(os.sep, "/")
         self._delivery.add_job(Upload(local, None if parent in ("", ".") else parent, spooled=True))
 
-    def log_model(self, local_dir: str | os.PathLike, *, name: str, params: Mapping[str, Any] | None = None,
-                  tags: Mapping[str, Any] | None = None, model_type: str | None = None, step: int = 0,
-                  metric_prefixes: Iterable[str] = ()) -> None:
+    def log_model(
+        self,
+        local_dir: str | os.PathLike,
+        *,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        model_type: str | None = None,
+        step: int = 0,
+        metric_prefixes: Iterable[str] = (),
+    ) -> None:
         """Queue a saved MLflow model folder as a LoggedModel ``name`` of this run, with its own
         ``params`` (flattened like ``log_params``) and ``tags``; keep the folder until flushed.
 
@@ -162,10 +201,15 @@ class RunLogger:
         path = _existing(local_dir)
         if not (path / "MLmodel").is_file():
             raise FileNotFoundError(f"not an MLflow model folder (no MLmodel file): {path}")
-        job = ModelJob(path, name,
-                        {k: truncate(v, MAX_PARAM_VAL_LENGTH, f"model param {k!r}") for k, v in flatten_params(params or {}).items()},
-                        {str(k): truncate(str(v), MAX_TAG_VAL_LENGTH, f"model tag {k!r}") for k, v in (tags or {}).items()},
-                        model_type, int(step), tuple(metric_prefixes))
+        job = ModelJob(
+            path,
+            name,
+            {k: truncate(v, MAX_PARAM_VAL_LENGTH, f"model param {k!r}") for k, v in flatten_params(params or {}).items()},
+            {str(k): truncate(str(v), MAX_TAG_VAL_LENGTH, f"model tag {k!r}") for k, v in (tags or {}).items()},
+            model_type,
+            int(step),
+            tuple(metric_prefixes),
+        )
         self._delivery.add_job(job)
 
     def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None:
@@ -192,16 +236,21 @@ class RunLogger:
 
     def unsent_metrics(self) -> list[dict[str, Any]]:
         """The metric points not yet confirmed by the server, as plain dicts (for a checkpoint)."""
-        return [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step}
-                for m in self._delivery.unsent_metrics()]
+        return [
+            {"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self._delivery.unsent_metrics()
+        ]
 
     def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None:
         """Queue points from ``unsent_metrics`` again, timestamps kept: MLflow stores a point
         identical to one it has (key, value, step, timestamp) once, so a re-send is harmless."""
         from mlflow.entities import Metric
 
-        self._delivery.add_metrics([Metric(key=str(p["key"]), value=float(p["value"]), timestamp=int(p["timestamp"]),
-                                           step=int(p["step"])) for p in points])
+        self._delivery.add_metrics(
+            [
+                Metric(key=str(p["key"]), value=float(p["value"]), timestamp=int(p["timestamp"]), step=int(p["step"]))
+                for p in points
+            ]
+        )
 
     def pending(self) -> dict[str, int]:
         """What is still queued, by kind (for tests and progress messages)."""
@@ -329,9 +378,16 @@ def is_generated_name(name: str | None) -> bool:
 
 
 @contextmanager
-def start_run(*, experiment: str | None = None, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
-              resume_run_id: str | None = None, log_system_metrics: bool | None = None,
-              flush_timeout: float = 120.0, max_buffered_metrics: int = 100_000) -> Iterator[Tracker]:
+def start_run(
+    *,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+    log_system_metrics: bool | None = None,
+    flush_timeout: float = 120.0,
+    max_buffered_metrics: int = 100_000,
+) -> Iterator[Tracker]:
     """Open a run (or re-attach to one) and yield its :class:`RunLogger`.
 
     Re-attaches to ``resume_run_id``, else to ``$MLFLOW_RUN_ID`` (how ``mlflow run`` hands its run
@@ -367,8 +423,7 @@ def start_run(*, experiment: str | None = None, run_name: str | None = None, tag
         else:
             run = client.create_run(_experiment_id(client, experiment), tags=resolve_tags(str_tags), run_name=run_name)
             _share_run_id(run.info.run_id)
-        logger = RunLogger(client, run.info.run_id, existing_params=run.data.params,
-                           max_buffered_metrics=max_buffered_metrics)
+        logger = RunLogger(client, run.info.run_id, existing_params=run.data.params, max_buffered_metrics=max_buffered_metrics)
         if given_id and str_tags:
             logger.set_tags(str_tags)
         sampler = None

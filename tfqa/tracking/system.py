@@ -1,5 +1,6 @@
 """System metrics (``system/...``, the UI's System Metrics tab) sampled by MLflow's samplers and
 published through the run's resilient logger."""
+
 from __future__ import annotations
 
 import logging

@@ -5,12 +5,13 @@ A reference is a local path, an MLflow run id, ``runs:/<id>/<path>``, ``models:/
 is, the stage gets a local path plus the run id it came from, which it records as an upstream tag,
 and for a model its LoggedModel id (a run's model is its LoggedModel named ``model``).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
 
 from tfqa.core.errors import UserError
 from tfqa.tracking.names import ENTRY_POINT_TAG, MODEL_ARTIFACT, STAGE_TAG
@@ -38,7 +39,7 @@ def resolve_model_version(ref: str):
     """``models:/name@alias`` or ``models:/name/version`` -> the ModelVersion (clear error if absent)."""
     from mlflow.exceptions import MlflowException
 
-    body = ref[len("models:/"):]
+    body = ref[len("models:/") :]
     c = client()
     try:
         if "@" in body:
@@ -61,7 +62,7 @@ def version_model_id(mv) -> str | None:
     made from a run's artifact folder)."""
     if getattr(mv, "model_id", None):
         return mv.model_id
-    body = str(mv.source or "")[len("models:/"):] if str(mv.source or "").startswith("models:/") else ""
+    body = str(mv.source or "")[len("models:/") :] if str(mv.source or "").startswith("models:/") else ""
     return body if is_logged_model_id(body) else None
 
 
@@ -70,8 +71,9 @@ def run_logged_model(run_id: str, name: str = MODEL_ARTIFACT):
     else None (runs logged before LoggedModels keep a ``model`` artifact folder instead)."""
     c = client()
     run = c.get_run(run_id)
-    models = c.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                    filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+    models = c.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+    )
     if not models:
         return None
     models = sorted(models, key=lambda m: m.creation_timestamp, reverse=True)
@@ -87,7 +89,9 @@ def download_logged_model(model_id: str, dst: Path | None = None) -> Path:
 def download_run_artifact(run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst) if dst else None))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst) if dst else None)
+    )
 
 
 def run_tag(run_id: str, tag: str) -> str:
@@ -113,10 +117,10 @@ def require_stage(run, stages: Collection[str], what: str) -> None:
 
 def resolve_model(ref: str, artifact_path: str = MODEL_ARTIFACT) -> Resolved:
     """A local directory holding an MLflow model logged by tfqa (or a plain model dir)."""
-    if ref.startswith("models:/") and is_logged_model_id(ref[len("models:/"):]):
+    if ref.startswith("models:/") and is_logged_model_id(ref[len("models:/") :]):
         from mlflow.exceptions import MlflowException
 
-        model_id = ref[len("models:/"):]
+        model_id = ref[len("models:/") :]
         try:
             lm = client().get_logged_model(model_id)
         except MlflowException as exc:
@@ -130,7 +134,7 @@ def resolve_model(ref: str, artifact_path: str = MODEL_ARTIFACT) -> Resolved:
         return Resolved(local, mv.run_id, f"{mv.name}/{mv.version}", version_model_id(mv))
     run_id, path = None, artifact_path
     if ref.startswith("runs:/"):
-        run_id, _, given = ref[len("runs:/"):].partition("/")
+        run_id, _, given = ref[len("runs:/") :].partition("/")
         path = given or artifact_path
     elif is_run_id(ref) and not Path(ref).exists():
         run_id = ref

@@ -13,6 +13,7 @@ A checkpoint is written into ``step-XXXXXX.tmp`` beside its final place, every f
 renamed in one step; ``trainer_state.json`` is written last. A folder named ``step-XXXXXX`` is
 therefore always complete, whenever the process dies.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ def capture_rng_state() -> dict[str, Any]:
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
         "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": np_kind, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -235,8 +241,9 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def save_final_model(run, model, tok, out_dir: str | os.PathLike, features: dict, *,
-                     params: dict | None = None, tags: dict | None = None) -> Path | None:
+def save_final_model(
+    run, model, tok, out_dir: str | os.PathLike, features: dict, *, params: dict | None = None, tags: dict | None = None
+) -> Path | None:
     """The trained model and its tokenizer in ``out_dir/final``, logged as the run's model (see
     ``log_tfqa_model``). Rank 0 only: under DDP every rank holds the same weights, and every rank
     writing one folder and logging one model would collide. Returns the folder (None elsewhere)."""

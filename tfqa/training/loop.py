@@ -23,6 +23,7 @@ weights, bit for bit on CPU, as a run never interrupted. What makes it so:
 - nothing else draws from the global RNG between steps: the DataLoader gets its own generator,
   and the evaluation runs with the RNG state saved and put back around it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,10 +33,11 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -120,13 +122,17 @@ class TrainConfig:
             (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
             (self.max_steps is None or self.max_steps > 0, f"max_steps must be > 0 or None, got {self.max_steps}"),
             (self.batch_size >= 1 and self.grad_accum_steps >= 1, "batch_size and grad_accum_steps must be >= 1"),
-            (self.batch_size % self.grad_accum_steps == 0,
-             f"batch_size {self.batch_size} is not a multiple of grad_accum_steps {self.grad_accum_steps}"),
+            (
+                self.batch_size % self.grad_accum_steps == 0,
+                f"batch_size {self.batch_size} is not a multiple of grad_accum_steps {self.grad_accum_steps}",
+            ),
             (self.max_grad_norm is None or self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
-            (self.checkpoint_every_steps >= 0 and self.log_every_steps >= 1 and self.eval_every_steps >= 0,
-             "checkpoint_every_steps and eval_every_steps must be >= 0, log_every_steps >= 1"),
+            (
+                self.checkpoint_every_steps >= 0 and self.log_every_steps >= 1 and self.eval_every_steps >= 0,
+                "checkpoint_every_steps and eval_every_steps must be >= 0, log_every_steps >= 1",
+            ),
             (self.keep_checkpoints is None or self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0 or None"),
             (self.num_workers >= 0 and self.mega_batch_steps >= 1, "num_workers must be >= 0, mega_batch_steps >= 1"),
             (self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1, "pad_to_multiple_of must be >= 1 or None"),
@@ -282,8 +288,10 @@ def progress_line(step: int, total_steps: int, metrics: dict[str, float], second
     """``step 50/250 (20%) loss 1.234 lr 3.0e-04 24.1 seq/s, 3m10s left``: the time left from this
     process's own pace (steps before a resume are not counted in it)."""
     left = (total_steps - step) * seconds / max(steps_done, 1)
-    return (f"train step {step}/{total_steps} ({100 * step / total_steps:.0f}%) loss {metrics['train/loss']:.4f} "
-            f"lr {metrics['train/lr']:.2e} {metrics['train/seqs_per_s']:.1f} seq/s, {int(left // 60)}m{int(left % 60):02d}s left")
+    return (
+        f"train step {step}/{total_steps} ({100 * step / total_steps:.0f}%) loss {metrics['train/loss']:.4f} "
+        f"lr {metrics['train/lr']:.2e} {metrics['train/seqs_per_s']:.1f} seq/s, {int(left // 60)}m{int(left % 60):02d}s left"
+    )
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -331,13 +339,21 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     # ---- data: each process runs micro_batch rows per forward
     rows_per_micro_step = cfg.batch_size // cfg.grad_accum_steps
     if rows_per_micro_step % ddp.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} / grad_accum_steps {cfg.grad_accum_steps} = {rows_per_micro_step} "
-                         f"rows per micro-step do not split over {ddp.world_size} processes")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} / grad_accum_steps {cfg.grad_accum_steps} = {rows_per_micro_step} "
+            f"rows per micro-step do not split over {ddp.world_size} processes"
+        )
     micro_batch = rows_per_micro_step // ddp.world_size
     if len(train_ds) == 0:
         raise ValueError("train: the training set is empty")
-    sampler = LengthGroupedSampler(train_ds.lengths, micro_batch, seed=cfg.seed, mega_batch_steps=cfg.mega_batch_steps,
-                                   rank=ddp.rank, world_size=ddp.world_size)
+    sampler = LengthGroupedSampler(
+        train_ds.lengths,
+        micro_batch,
+        seed=cfg.seed,
+        mega_batch_steps=cfg.mega_batch_steps,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
+    )
     batches_per_epoch = sampler.num_batches
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
@@ -361,8 +377,12 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
         if not state["rng_restored"] or state.get("world_size") != ddp.world_size:
             # Another number of processes: same data order (the plan depends on step_rows only),
             # but the saved per-rank RNG streams do not map onto the new ranks.
-            log.warning("resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
-                        ckpt, ddp.world_size, state.get("world_size"))
+            log.warning(
+                "resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
+                ckpt,
+                ddp.world_size,
+                state.get("world_size"),
+            )
             seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
         if ddp.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
@@ -389,10 +409,17 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                 if not logger.flush_metrics(timeout=cfg.checkpoint_metrics_wait_s):
                     unsent = logger.unsent_metrics()
             path = save_checkpoint(
-                out_dir, step, model=raw_model, optimizer=optimizer, scaler=scaler, rng_states=rng_states,
+                out_dir,
+                step,
+                model=raw_model,
+                optimizer=optimizer,
+                scaler=scaler,
+                rng_states=rng_states,
                 data_position={**position, "world_size": ddp.world_size, **data_facts},
                 config={**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision},
-                metrics=metrics, keep_last=cfg.keep_checkpoints, unsent_metrics=unsent,
+                metrics=metrics,
+                keep_last=cfg.keep_checkpoints,
+                unsent_metrics=unsent,
             )
             if logger is not None and hasattr(logger, "log_artifacts"):
                 logger.log_artifacts(str(path), f"checkpoints/{path.name}")
@@ -410,8 +437,12 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     while step < total_steps:
         sampler.set_epoch(epoch, start_batch=batch_in_epoch)
         loader = DataLoader(
-            train_ds, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
-            pin_memory=device.type == "cuda", worker_init_fn=_seed_worker,
+            train_ds,
+            batch_sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=_seed_worker,
             # Its own generator: creating a loader must not draw from the global RNG (exact resume).
             generator=torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, ddp.rank)),
         )
@@ -437,8 +468,14 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                         outputs = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
                         losses = raw_model.loss(outputs, batch)
                     scaler.scale(losses["total"] / n_micro).backward()
-                window += torch.stack([losses["total"].detach(), losses["class_loss"].detach(),
-                                       losses["span_loss"].detach(), torch.ones((), device=device)]).to(torch.float64)
+                window += torch.stack(
+                    [
+                        losses["total"].detach(),
+                        losses["class_loss"].detach(),
+                        losses["span_loss"].detach(),
+                        torch.ones((), device=device),
+                    ]
+                ).to(torch.float64)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
             scaler.step(optimizer)
@@ -461,15 +498,22 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                 elapsed = time.perf_counter() - window_t0
                 train_seconds += elapsed
                 metrics = {
-                    "train/loss": loss_sum / n, "train/class_loss": class_sum / n, "train/span_loss": span_sum / n,
-                    "train/lr": lr, "train/grad_norm": float(grad_norm), "train/epoch": step / steps_per_epoch,
-                    "train/seqs_per_s": seqs_sum / elapsed, "train/tokens_per_s": tokens_sum / elapsed,
+                    "train/loss": loss_sum / n,
+                    "train/class_loss": class_sum / n,
+                    "train/span_loss": span_sum / n,
+                    "train/lr": lr,
+                    "train/grad_norm": float(grad_norm),
+                    "train/epoch": step / steps_per_epoch,
+                    "train/seqs_per_s": seqs_sum / elapsed,
+                    "train/tokens_per_s": tokens_sum / elapsed,
                     "train/padding_fraction": 1.0 - tokens_sum / padded_sum,
                 }
                 if ddp.is_main and logger is not None:
                     logger.log_metrics(metrics, step)
                 if ddp.is_main and cfg.progress:
-                    print(progress_line(step, total_steps, metrics, train_seconds, step - start_step), file=sys.stderr, flush=True)
+                    print(
+                        progress_line(step, total_steps, metrics, train_seconds, step - start_step), file=sys.stderr, flush=True
+                    )
                 window.zero_()
                 seqs = tokens = padded = 0
                 window_t0 = time.perf_counter()
@@ -491,5 +535,13 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                 last_ckpt = checkpoint({"epoch": epoch, "batch_in_epoch": batch_in_epoch}, metrics) or last_ckpt
             window_t0 += time.perf_counter() - pause_t0
 
-    return TrainResult(step=step, total_steps=total_steps, epoch=epoch, batch_in_epoch=batch_in_epoch, metrics=metrics,
-                       checkpoint=last_ckpt if ddp.is_main else None, resumed_from=ckpt, train_seconds=train_seconds)
+    return TrainResult(
+        step=step,
+        total_steps=total_steps,
+        epoch=epoch,
+        batch_in_epoch=batch_in_epoch,
+        metrics=metrics,
+        checkpoint=last_ckpt if ddp.is_main else None,
+        resumed_from=ckpt,
+        train_seconds=train_seconds,
+    )

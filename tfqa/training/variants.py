@@ -19,6 +19,7 @@ negatives alone, the choice of variants 3 and 5 before, gave two of the demo's w
 
 Every field can be overridden from the command line (``-P key=value``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -62,8 +63,8 @@ class Variant:
 
     def __post_init__(self) -> None:
         # Checked here so a bad -P value fails before any model or data is loaded.
-        from tfqa.inference.decode import DECODE_MODES
         from tfqa.features.tokenization import check_html_tokens
+        from tfqa.inference.decode import DECODE_MODES
 
         check_html_tokens(self.html_tokens)
         if self.decode not in DECODE_MODES:
@@ -73,19 +74,69 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in [
-        Variant("bert_base", "train_bert_base", "bert-base-uncased", "tfqa-bert-base",
-                negatives="random", epochs=1.0, lr=5e-5, seed=1),
-        Variant("1", "train_bert", "bert-base-uncased", "tfqa-v1-bert-base",
-                negatives="hard", random_negatives=1, epochs=1.0, lr=5e-5, seed=11),
-        Variant("2", "train_albert", "albert-xxlarge-v2", "tfqa-v2-albert", init="squad",
-                negatives="hard", random_negatives=1, epochs=2.0, lr=1.5e-5, batch_size=32, seed=2),
-        Variant("3", "train_albert", "albert-xxlarge-v2", "tfqa-v3-albert", init="squad",
-                negatives="hard", random_negatives=1, top_level_only=True, epochs=2.0, lr=1.5e-5, seed=3),
-        Variant("4", "train_bert_large", "bert-large-uncased-whole-word-masking-finetuned-squad",
-                "tfqa-v4-bert-large", negatives="hard", random_negatives=1, epochs=3.0, lr=2e-5, seed=4),
-        Variant("5", "train_bert_large", "bert-large-uncased-whole-word-masking-finetuned-squad",
-                "tfqa-v5-bert-large", negatives="hard", random_negatives=1, top_level_only=True,
-                epochs=3.0, lr=2e-5, seed=5),
+        Variant(
+            "bert_base", "train_bert_base", "bert-base-uncased", "tfqa-bert-base", negatives="random", epochs=1.0, lr=5e-5, seed=1
+        ),
+        Variant(
+            "1",
+            "train_bert",
+            "bert-base-uncased",
+            "tfqa-v1-bert-base",
+            negatives="hard",
+            random_negatives=1,
+            epochs=1.0,
+            lr=5e-5,
+            seed=11,
+        ),
+        Variant(
+            "2",
+            "train_albert",
+            "albert-xxlarge-v2",
+            "tfqa-v2-albert",
+            init="squad",
+            negatives="hard",
+            random_negatives=1,
+            epochs=2.0,
+            lr=1.5e-5,
+            batch_size=32,
+            seed=2,
+        ),
+        Variant(
+            "3",
+            "train_albert",
+            "albert-xxlarge-v2",
+            "tfqa-v3-albert",
+            init="squad",
+            negatives="hard",
+            random_negatives=1,
+            top_level_only=True,
+            epochs=2.0,
+            lr=1.5e-5,
+            seed=3,
+        ),
+        Variant(
+            "4",
+            "train_bert_large",
+            "bert-large-uncased-whole-word-masking-finetuned-squad",
+            "tfqa-v4-bert-large",
+            negatives="hard",
+            random_negatives=1,
+            epochs=3.0,
+            lr=2e-5,
+            seed=4,
+        ),
+        Variant(
+            "5",
+            "train_bert_large",
+            "bert-large-uncased-whole-word-masking-finetuned-squad",
+            "tfqa-v5-bert-large",
+            negatives="hard",
+            random_negatives=1,
+            top_level_only=True,
+            epochs=3.0,
+            lr=2e-5,
+            seed=5,
+        ),
     ]
 }
 
