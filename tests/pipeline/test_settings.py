@@ -333,3 +333,16 @@ def test_off_a_terminal_progress_is_one_line_per_tenth():
         p.update(5)
     p.close()
     assert [x.split(" (")[0] for x in out.getvalue().splitlines()] == ["features: 10 ex", "features: 15 ex"]
+
+
+def test_the_demos_tracking_uri_holds_for_the_demo_only(monkeypatch):
+    from tfqa.pipeline.demo import scoped_env
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///caller.db")
+    with scoped_env("MLFLOW_TRACKING_URI", "sqlite:///demo.db"):
+        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///demo.db"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///caller.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(RuntimeError, match="stage failed"), scoped_env("MLFLOW_TRACKING_URI", "sqlite:///demo.db"):
+        raise RuntimeError("stage failed")
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -13,10 +13,12 @@ where its runs are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -106,6 +108,28 @@ def tiny_backbone(work_dir: Path) -> str:
     help="Start stages in a server that imported torch/transformers/MLflow once (tfqa.pipeline.prefork).",
 )
 def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str | None, prefork: bool) -> None:
+    # MLflow's own default from the clone's root, spelled out so that it holds from any cwd. The
+    # stages inherit it through the environment; it is put back when the demo ends, so that a
+    # caller in the same process (a test, a notebook) keeps its own store.
+    with scoped_env("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO / 'mlflow.db'}"):
+        run_demo(profile_name, work_dir, experiment, manifest, prefork)
+
+
+@contextlib.contextmanager
+def scoped_env(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block, and what was there before after it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def run_demo(profile_name: str, work_dir: str | None, experiment: str, manifest: str | None, prefork: bool) -> None:
     t0 = time.perf_counter()
     profile = PROFILES[profile_name](work_dir) if work_dir else PROFILES[profile_name]()
     if manifest:
@@ -114,8 +138,6 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
         profile = Profile(**{**profile.__dict__, "squad_data": os.environ["TFQA_SQUAD_DATA"]})
     work = Path(profile.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    # MLflow's own default from the clone's root, spelled out so that it holds from any cwd.
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{REPO / 'mlflow.db'}")
     experiment = experiment or default_experiment()
     if not profile.backbones:
         b = tiny_backbone(work)
