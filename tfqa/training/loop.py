@@ -33,7 +33,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -158,7 +158,21 @@ class TrainResult:
 
 
 class MetricsLogger(Protocol):
+    """What the loop calls on its logger (``tfqa.tracking.RunLogger``; ``NullRunLogger`` off rank 0)."""
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> Any: ...
+
+    def flush_metrics(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s until every metric point has reached the server."""
+        ...
+
+    def unsent_metrics(self) -> list[dict[str, Any]]:
+        """The points not delivered yet (a checkpoint keeps them, a resume sends them again)."""
+        ...
+
+    def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None: ...
+
+    def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None: ...
 
 
 # ------------------------------------------------------------------------------------ schedule
@@ -315,13 +329,18 @@ def train(
     ddp = setup_distributed(device)
     deterministic = device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if deterministic and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # cuBLAS reads this when deterministic kernels are asked for on CUDA; like the flag, it is the
+    # caller's again after training (set only where the caller had not set it).
+    set_cublas = deterministic and device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    if set_cublas:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     try:
         return _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp, device)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        if set_cublas:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         if ddp.owns_group:
             dist.destroy_process_group()
 
@@ -386,7 +405,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
         if ddp.is_main:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
-            if state.get("unsent_metrics") and logger is not None and hasattr(logger, "log_metric_points"):
+            if state.get("unsent_metrics") and logger is not None:
                 logger.log_metric_points(state["unsent_metrics"])
     else:
         seed_everything(cfg.seed + ddp.rank)
@@ -405,7 +424,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             # Steps up to this checkpoint are never trained again after a crash, so their metric
             # points must outlive this process: wait briefly for the server, keep the rest inside.
             unsent = []
-            if logger is not None and hasattr(logger, "flush_metrics"):
+            if logger is not None:
                 if not logger.flush_metrics(timeout=cfg.checkpoint_metrics_wait_s):
                     unsent = logger.unsent_metrics()
             path = save_checkpoint(
@@ -421,7 +440,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                 keep_last=cfg.keep_checkpoints,
                 unsent_metrics=unsent,
             )
-            if logger is not None and hasattr(logger, "log_artifacts"):
+            if logger is not None:
                 logger.log_artifacts(str(path), f"checkpoints/{path.name}")
         ddp.barrier()
         return path
