@@ -14,19 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from tfqa.features.cache import MANIFEST, read_shard
+from tfqa.features.featurize import FEATURE_COLUMNS
 
-SCALAR_COLUMNS = (
-    "example_id",
-    "candidate_index",
-    "word_offset",
-    "n_words",
-    "n_kept",
-    "question_len",
-    "top_level",
-    "label",
-    "start_word",
-    "end_word",
-)
+# Every feature column but the two ragged ones (subword ids, word positions).
+SCALAR_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("input_ids", "word_positions"))
 
 
 class _Ragged:
