@@ -39,11 +39,11 @@ def convert(src: str, dst: str, max_bad_lines: int, force: bool, allow_empty: bo
 def score(gold: str, predictions: str) -> None:
     """Official NQ metrics + Kaggle micro-F1; the last stdout line is one JSON object."""
     from tfqa.data.readers import require_file
-    from tfqa.evaluation.nq_metric import main as score_main
+    from tfqa.evaluation.nq_metric import score_files
 
     require_file(gold)
     require_file(predictions)  # before the gold, which may take a while to read
-    score_main(gold, predictions)
+    click.echo(json.dumps(score_files(gold, predictions)))
 
 
 @main.command()

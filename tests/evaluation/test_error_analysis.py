@@ -48,14 +48,14 @@ TYPES = ["null", "long_only", "short_span", "yes", "no", "short_span", "yes", "s
 AT = ea.Thresholds(0.5, 0.5)
 
 
-def pred(eid: str, cand: int, long_score: float, short=None, short_score: float = 0.0) -> dec.Prediction:
+def pred(eid: str, cand: int, long_score: float, short=None, short_score: float = 0.0) -> dec.DecodedAnswer:
     """A decoded answer: long candidate ``cand``, and a short (start, end) span or "YES"/"NO"."""
     s, e = SPAN_OF[cand]
     yes_no, (ss, se) = (short, (-1, -1)) if isinstance(short, str) else ("NONE", short or (-1, -1))
-    return dec.Prediction(eid, cand, s, e, long_score, ss, se, short_score, yes_no)
+    return dec.DecodedAnswer(eid, cand, s, e, long_score, ss, se, short_score, yes_no)
 
 
-def answers(name: str, preds: list[dec.Prediction], thresholds=AT) -> ea.ModelAnswers:
+def answers(name: str, preds: list[dec.DecodedAnswer], thresholds=AT) -> ea.ModelAnswers:
     gold = build_gold(EXAMPLES)
     return ea.ModelAnswers(name, score_answers(gold, official_predictions(preds)), preds, thresholds)
 
@@ -82,7 +82,7 @@ B = [
     pred("e8", 0, 0.9, (2, 4), 0.6),
 ]  # T
 E = [
-    dec.Prediction("e1"),  # T: no candidate at all (pruned)
+    dec.DecodedAnswer("e1"),  # T: no candidate at all (pruned)
     pred("e2", 0, 0.9, short_score=0.1),  # T
     pred("e3", 0, 0.9, (1, 3), 0.8),  # T  (fixed)
     pred("e4", 1, 0.9, "YES", 0.6),  # T

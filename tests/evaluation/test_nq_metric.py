@@ -16,20 +16,22 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from tfqa.cli import main as cli_main
 from tfqa.data.records import Annotation, Candidate, Example, Span
 from tfqa.evaluation.nq_metric import (
     GoldRule,
     KaggleF1,
     build_gold,
     kaggle_micro_f1,
-    main,
+    score_files,
     score,
     score_answers,
 )
 from tfqa.evaluation.nq_predictions import (
     NQRecordError,
-    Prediction,
+    NQPrediction,
     prediction_from_json,
     read_predictions,
 )
@@ -527,7 +529,7 @@ def test_integer_and_text_ids_are_looked_up_exactly():
         return [Example(i, "q", ["a", "b"], [False, False], [], [Annotation(Span(0, 1), 0)]) for i in ids]
 
     def preds_of(ids):
-        return [Prediction(i, Span(0, 1), 1.0) for i in ids]
+        return [NQPrediction(i, Span(0, 1), 1.0) for i in ids]
 
     ints = [str(i) for i in (10, 9, -3, 100, 2)]
     assert score(gold_of(ints), preds_of(ints[::-1]))["long-answer-f1"] == 1.0
@@ -575,10 +577,10 @@ def kaggle_case():
         ex("d", sp(10, 20), yes_no="YES"),
     ]
     preds = [
-        Prediction("a", sp(0, 5), 0.9, (sp(1, 2),), 0.8),  # long TP, short TP
-        Prediction("b", sp(0, 5), 0.7, (sp(6, 7),), 0.6),  # long wrong (FP, +FN), short FP (no gold)
-        Prediction("c", sp(0, 5), 0.2, (), 0.95),  # long FP when kept, short blank: TN
-        Prediction("d", None, 0.99, (), 0.3, "YES"),  # long blank: FN; short TP when kept
+        NQPrediction("a", sp(0, 5), 0.9, (sp(1, 2),), 0.8),  # long TP, short TP
+        NQPrediction("b", sp(0, 5), 0.7, (sp(6, 7),), 0.6),  # long wrong (FP, +FN), short FP (no gold)
+        NQPrediction("c", sp(0, 5), 0.2, (), 0.95),  # long FP when kept, short blank: TN
+        NQPrediction("d", None, 0.99, (), 0.3, "YES"),  # long blank: FN; short TP when kept
     ]
     return gold, preds
 
@@ -658,8 +660,7 @@ def _long_answer_holding_its_shorts(ann: dict, doc: Doc) -> None:
     ann["long_answer"] = {**doc.span(*doc.candidates[ci], ann["long_answer"]["start_byte"] >= 0), "candidate_index": ci}
 
 
-def test_main_reads_gold_with_tfqa_readers_and_prints_json(tmp_path, capsys):
-    pytest.importorskip("tfqa.data.readers")
+def test_tfqa_score_reads_gold_with_tfqa_readers_and_prints_json(tmp_path):
     rng = random.Random(5)
     lines, preds = [], []
     for i in range(25):
@@ -674,9 +675,10 @@ def test_main_reads_gold_with_tfqa_readers_and_prints_json(tmp_path, capsys):
         lines.append(line)
         preds.append(random_prediction(rng, line, doc, pool, score_source(rng)))
     gold_path, pred_path = write_files(tmp_path, lines, preds)
-    metrics = main(gold_path, pred_path)
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == metrics
+    metrics = score_files(gold_path, pred_path)
+    result = CliRunner().invoke(cli_main, ["score", "--gold", str(gold_path), "--predictions", str(pred_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1]) == metrics
     official = official_metrics(gold_path, pred_path)
     assert_same({k: v for k, v in metrics.items() if not k.startswith("kaggle-")}, official)
     assert metrics["kaggle-micro-f1"] >= 0 and "kaggle-long-threshold" in metrics

@@ -358,7 +358,7 @@ def _brute_best_span(start: np.ndarray, end: np.ndarray, max_words: int) -> tupl
     return arg
 
 
-def _answer(p: dec.Prediction) -> tuple:
+def _answer(p: dec.DecodedAnswer) -> tuple:
     return (
         p.example_id,
         p.long_candidate_index,

@@ -12,7 +12,7 @@ from tfqa.data.records import Candidate, Example
 from tfqa.inference.decode import (
     CandidateOutputs,
     DecodeConfig,
-    Prediction,
+    DecodedAnswer,
     Ragged,
     apply_thresholds,
     as_outputs,
@@ -144,7 +144,7 @@ def test_examples_without_rows_or_words():
     )
     preds = decode(df, spans_of(df), JOINT, example_ids=["c", "b", "a"])
     assert [p.example_id for p in preds] == ["c", "b", "a"]
-    assert preds[0] == Prediction("c")
+    assert preds[0] == DecodedAnswer("c")
     assert not preds[0].has_long and not preds[0].has_short
     assert preds[2].has_long and not preds[2].has_short
     assert preds[1].short_start_token == 3
@@ -212,8 +212,8 @@ def test_best_spans_matches_brute_force():
 
 
 def test_thresholds():
-    base = Prediction("e", 2, 10, 40, 0.6, 12, 14, 0.5, "NONE")
-    yes = Prediction("f", 0, 0, 9, 0.6, -1, -1, 0.5, "YES")
+    base = DecodedAnswer("e", 2, 10, 40, 0.6, 12, 14, 0.5, "NONE")
+    yes = DecodedAnswer("f", 0, 0, 9, 0.6, -1, -1, 0.5, "YES")
     assert apply_thresholds([base], 0.6, 0.5) == [base]  # equal to the threshold is kept
     (short_cut,) = apply_thresholds([base], 0.5, 0.51)
     assert short_cut.has_long and not short_cut.has_short
@@ -237,7 +237,7 @@ def test_nq_json_entries():
     )
     assert candidate_spans([ex])["-123"].tolist() == [[0, 5]]
     offsets = byte_offsets([ex])
-    span = Prediction("-123", 0, 0, 5, 0.9, 1, 3, 0.7, "NONE")
+    span = DecodedAnswer("-123", 0, 0, 5, 0.9, 1, 3, 0.7, "NONE")
     entry = to_nq_json(span, offsets["-123"])
     assert entry["example_id"] == -123  # Google's scorer keys gold by the integer id
     assert entry["long_answer"] == {"start_token": 0, "end_token": 5, "start_byte": 0, "end_byte": 13}
@@ -248,14 +248,14 @@ def test_nq_json_entries():
     no_bytes = to_nq_json(span)
     assert no_bytes["long_answer"]["start_byte"] == -1 and no_bytes["short_answers"][0]["end_byte"] == -1
 
-    yes = to_nq_json(Prediction("abc", 0, 0, 5, 0.9, -1, -1, 0.7, "YES"))
+    yes = to_nq_json(DecodedAnswer("abc", 0, 0, 5, 0.9, -1, -1, 0.7, "YES"))
     assert yes["example_id"] == "abc" and yes["short_answers"] == [] and yes["yes_no_answer"] == "YES"
 
-    blank = to_nq_json(Prediction("7"))
+    blank = to_nq_json(DecodedAnswer("7"))
     assert blank["long_answer"] == {"start_token": -1, "end_token": -1, "start_byte": -1, "end_byte": -1}
     assert blank["short_answers"] == []
 
-    doc = nq_predictions_json([span, Prediction("7")], offsets)
+    doc = nq_predictions_json([span, DecodedAnswer("7")], offsets)
     assert [p["example_id"] for p in doc["predictions"]] == [-123, 7]
     assert doc["predictions"][0]["long_answer"]["end_byte"] == 13
 
@@ -285,7 +285,7 @@ def test_parquet_roundtrip_both_backends_and_integer_ids(tmp_path):
 
 def test_empty_outputs_and_unequal_word_lists():
     empty = frame(row("a", 0, 0, SHORT, [1.0])).iloc[:0]
-    assert decode(empty, {}, example_ids=["a"]) == [Prediction("a")]
+    assert decode(empty, {}, example_ids=["a"]) == [DecodedAnswer("a")]
     bad = frame(row("a", 0, 0, SHORT, [0.5, 0.5], [1.0]))
     with pytest.raises(ValueError, match="2 start probs but 1 end probs"):
         decode(bad, spans_of(bad))

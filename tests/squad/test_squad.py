@@ -16,7 +16,7 @@ from tfqa.squad.data import (
     SquadExample,
     SquadFeatureConfig,
     SquadFormatError,
-    build_features,
+    build_squad_features,
     postprocess,
     predictions_for_eval,
     read_squad,
@@ -63,7 +63,7 @@ def albert_tok(dev):
 
 @pytest.fixture(scope="module")
 def dev_features(dev, bert_tok) -> dict[str, np.ndarray]:
-    return build_features(dev, bert_tok, SquadFeatureConfig())
+    return build_squad_features(dev, bert_tok, SquadFeatureConfig())
 
 
 def write_json(tmp_path: Path, doc, name: str = "squad.json") -> Path:
@@ -273,7 +273,7 @@ def test_features_on_real_dev_half(dev, dev_features):
 
 def test_features_with_albert_style_tokenizer(dev, albert_tok):
     subset = dev[:600]
-    f = build_features(subset, albert_tok, SquadFeatureConfig(max_seq_len=192, doc_stride=48))
+    f = build_squad_features(subset, albert_tok, SquadFeatureConfig(max_seq_len=192, doc_stride=48))
     assert np.all(f["input_ids"][:, 0] == albert_tok.cls_token_id)
     assert np.bincount(f["example_index"]).max() >= 4
     assert len(check_labels(f, subset)) <= 3
@@ -282,7 +282,7 @@ def test_features_with_albert_style_tokenizer(dev, albert_tok):
 def test_windows_overlap_by_the_stride(dev, bert_tok):
     longest = sorted(dev, key=lambda ex: -len(ex.context))[:40]
     cfg = SquadFeatureConfig(max_seq_len=128, doc_stride=32, max_question_len=24)
-    f = build_features(longest, bert_tok, cfg)
+    f = build_squad_features(longest, bert_tok, cfg)
     counts = np.bincount(f["example_index"])
     assert counts.min() >= 4
     ctx = f["offset_mapping"][..., 0] >= 0
@@ -308,7 +308,7 @@ def test_long_question_is_cut_to_max_question_len(bert_tok):
     cut = truncate_questions(bert_tok, [ex.question], 64)[0]
     assert q.startswith(cut)
     assert len(bert_tok(cut, add_special_tokens=False)["input_ids"]) == 64
-    f = build_features([ex], bert_tok)
+    f = build_squad_features([ex], bert_tok)
     sep = int(np.flatnonzero(f["input_ids"][0] == bert_tok.sep_token_id)[0])
     assert sep == 65  # [CLS] + 64 question tokens
     assert f["answerable"][0] == 1 and span_text(f, [ex], 0) == "Paris"
@@ -322,7 +322,7 @@ def test_config_validation():
 
 
 def test_no_examples_no_windows(bert_tok):
-    assert len(build_features([], bert_tok)["input_ids"]) == 0
+    assert len(build_squad_features([], bert_tok)["input_ids"]) == 0
 
 
 # ------------------------------------------------------------------------------ post-processing
@@ -375,7 +375,7 @@ def test_postprocess_recovers_gold_from_one_hot_logits(dev, dev_features):
 def test_postprocess_span_rules(bert_tok):
     context = "Rollo was a Viking who became the first ruler of Normandy in northern France."
     ex = SquadExample("r", "Who ruled Normandy first?", context, (SquadAnswer("Rollo", 0),), False)
-    f = build_features([ex], bert_tok)
+    f = build_squad_features([ex], bert_tok)
     ctx = np.flatnonzero(f["offset_mapping"][0, :, 0] >= 0)
     start = np.zeros((1, 384))
     end = np.zeros((1, 384))
@@ -397,7 +397,7 @@ def test_postprocess_span_rules(bert_tok):
     start[:] = 0
     end[:] = 0
     ex2 = SquadExample("l", "q?", " ".join(["word"] * 60), (), True)
-    f2 = build_features([ex2], bert_tok)
+    f2 = build_squad_features([ex2], bert_tok)
     ctx2 = np.flatnonzero(f2["offset_mapping"][0, :, 0] >= 0)
     start[0, ctx2[0]], end[0, ctx2[40]] = 9.0, 9.0
     end[0, ctx2[3]] = 5.0
@@ -410,7 +410,7 @@ def test_postprocess_span_rules(bert_tok):
 def test_postprocess_with_answerable_head(dev, bert_tok):
     long = [ex for ex in dev if len(ex.context) > 2500]
     subset = [ex for ex in long if ex.answers][:3] + [ex for ex in long if not ex.answers][:3]
-    f = build_features(subset, bert_tok)
+    f = build_squad_features(subset, bert_tok)
     start, end = one_hot_logits(f)
     logits = np.where(f["answerable"] == 1, 3.0, -2.0)
     preds = postprocess(subset, f["example_index"], f["offset_mapping"], start, end, answerable_logits=logits)

@@ -1431,25 +1431,3 @@ def write_original(path: str | Path, cfg: SynthConfig, compress: bool | None = N
 def write_simplified(path: str | Path, cfg: SynthConfig, with_annotations: bool = True, compress: bool | None = None) -> int:
     """Write simplified-format jsonl (Kaggle test-file shape without annotations); see write_original."""
     return _write(path, generate_simplified(cfg, with_annotations), compress)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m tfqa.data.synth", description="Write generated NQ-like data.")
-    ap.add_argument("path")
-    ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--format", choices=("original", "simplified", "test"), default="simplified")
-    ap.add_argument("--annotations", type=int, default=1)
-    args = ap.parse_args(argv)
-    cfg = SynthConfig(n_examples=args.n, seed=args.seed, n_annotations=args.annotations)
-    if args.format == "original":
-        n = write_original(args.path, cfg)
-    else:
-        n = write_simplified(args.path, cfg, with_annotations=args.format == "simplified")
-    print(f"wrote {n} examples to {args.path}")
-
-
-if __name__ == "__main__":
-    main()

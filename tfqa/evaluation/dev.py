@@ -1,7 +1,7 @@
 """From per-candidate outputs to official NQ metrics: decode, convert, score.
 
-The decoder's answers (``tfqa.inference.decode.Prediction``) become the official prediction records
-(``tfqa.evaluation.nq_predictions.Prediction``) through the same JSON the official scorer reads, so what is
+The decoder's answers (``tfqa.inference.decode.DecodedAnswer``) become the official prediction records
+(``tfqa.evaluation.nq_predictions.NQPrediction``) through the same JSON the official scorer reads, so what is
 scored here is exactly what ``predictions.json`` holds.
 """
 
@@ -18,7 +18,7 @@ from tfqa.data.readers import read_examples
 from tfqa.data.records import Example
 from tfqa.evaluation.error_analysis import Thresholds, accuracy_by_type, example_right
 from tfqa.evaluation.nq_metric import GoldTable, ScoredAnswers, build_gold, score_answers
-from tfqa.evaluation.nq_predictions import Prediction, predictions_from_json
+from tfqa.evaluation.nq_predictions import NQPrediction, predictions_from_json
 from tfqa.inference import decode as dec
 
 HEADLINE = ("long-best-threshold-f1", "short-best-threshold-f1", "long-best-threshold", "short-best-threshold")
@@ -53,11 +53,11 @@ class DevSet:
         return DevSet([ex for ex in self.examples if ex.example_id in keep])
 
 
-def official_predictions(decoded: list[dec.Prediction], offsets: dict | None = None) -> list[Prediction]:
+def official_predictions(decoded: list[dec.DecodedAnswer], offsets: dict | None = None) -> list[NQPrediction]:
     return predictions_from_json(dec.nq_predictions_json(decoded, offsets))
 
 
-def score_outputs(outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig()) -> tuple[ScoredAnswers, list[dec.Prediction]]:
+def score_outputs(outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig()) -> tuple[ScoredAnswers, list[dec.DecodedAnswer]]:
     """Decode per-candidate outputs and score them against ``dev``'s gold."""
     decoded = dec.decode(outputs, dev.spans, cfg, example_ids=[ex.example_id for ex in dev.examples])
     return score_answers(dev.gold, official_predictions(decoded, dev.offsets)), decoded

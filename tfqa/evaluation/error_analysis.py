@@ -2,7 +2,7 @@
 how often the models pick the same long answer, and the examples the ensemble fixed or broke.
 
 Pure numpy/pandas over what scoring already produced (``tfqa.evaluation.nq_metric.ScoredAnswers`` per model,
-rows in gold order, and the decoder's ``tfqa.inference.decode.Prediction`` answers); only ``write`` touches
+rows in gold order, and the decoder's ``tfqa.inference.decode.DecodedAnswer`` answers); only ``write`` touches
 the disk. The definitions, used by the training runs' ``dev/acc_*`` metrics as well:
 
 - **Gold answer type** of an example, from the official annotator vote (``GoldTable``): ``null``
@@ -144,7 +144,7 @@ class ModelAnswers:
 
     name: str
     scored: ScoredAnswers
-    decoded: list[dec.Prediction]
+    decoded: list[dec.DecodedAnswer]
     thresholds: Thresholds | None = None
     """Default: the model's own official best thresholds."""
 
@@ -247,7 +247,7 @@ def gold_summary(ex: Example) -> tuple[str, str]:
     return long, " | ".join(shorts) or "none"
 
 
-def answer_summary(ex: Example, p: dec.Prediction, t: Thresholds) -> tuple[str, str]:
+def answer_summary(ex: Example, p: dec.DecodedAnswer, t: Thresholds) -> tuple[str, str]:
     """(long, short) as the scorer counts them at ``t``: the kept answer, or none with its score."""
     if p.has_long and p.long_score >= t.long:
         long = f"tokens {p.long_start_token}-{p.long_end_token} ({p.long_score:.3f})"

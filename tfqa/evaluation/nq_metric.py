@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfqa.data.records import Example, Span
-from tfqa.evaluation.nq_predictions import NQRecordError, Prediction, read_predictions, span_is_null, span_problem
+from tfqa.evaluation.nq_predictions import NQRecordError, NQPrediction, read_predictions, span_is_null, span_problem
 
 # Span arrays are (n, 4) int64 with the columns of records.SPAN_KEYS; -1 marks an absent pair.
 _NULL_SPAN = (-1, -1, -1, -1)
@@ -238,7 +238,7 @@ class PredictionColumns:
     short_spans: np.ndarray  # (m, 4)
 
     @classmethod
-    def from_records(cls, predictions: Iterable[Prediction]) -> PredictionColumns:
+    def from_records(cls, predictions: Iterable[NQPrediction]) -> PredictionColumns:
         preds = list(predictions)
         n_short = np.fromiter((len(p.short_answers) for p in preds), np.int64, len(preds))
         offsets = np.zeros(len(preds) + 1, dtype=np.int64)
@@ -591,7 +591,7 @@ class ScoredAnswers:
 
 
 GoldLike = GoldTable | Iterable[Example]
-PredictionsLike = PredictionColumns | Iterable[Prediction]
+PredictionsLike = PredictionColumns | Iterable[NQPrediction]
 
 
 def score_answers(gold: GoldLike, predictions: PredictionsLike, *, rule: GoldRule = GoldRule()) -> ScoredAnswers:
@@ -621,23 +621,13 @@ def kaggle_micro_f1(
     return scored.kaggle_micro_f1(long_threshold, short_threshold, count_wrong_as_fn=count_wrong_as_fn)
 
 
-def main(gold_path: str | os.PathLike, predictions_path: str | os.PathLike, *, rule: GoldRule = GoldRule()) -> dict:
-    """``tfqa score``: official metrics plus the best Kaggle micro-F1, printed as one JSON line."""
+def score_files(gold_path: str | os.PathLike, predictions_path: str | os.PathLike, *, rule: GoldRule = GoldRule()) -> dict:
+    """What ``tfqa score`` prints: the official metrics plus the best Kaggle micro-F1 of a gold file
+    and an official prediction JSON."""
     from tfqa.data.readers import read_examples  # lazily: scoring must import without the readers' deps
 
     gold = build_gold(read_examples(gold_path), rule)
     scored = score_answers(gold, read_predictions(predictions_path))
     metrics: dict = scored.official_metrics()
     metrics.update(scored.best_kaggle_micro_f1().as_dict())
-    print(json.dumps(metrics))
     return metrics
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--gold", required=True)
-    parser.add_argument("--predictions", required=True)
-    args = parser.parse_args()
-    main(args.gold, args.predictions)

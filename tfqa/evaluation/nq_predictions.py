@@ -93,7 +93,7 @@ def _check_score(example_id: str, name: str, value: Any) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction(AnswerPresence):
+class NQPrediction(AnswerPresence):
     """One example's answer. ``long_answer`` None means no long answer; scores rank predictions.
 
     ``yes_no`` is "NONE", "YES" or "NO"; construction validates and normalises every field.
@@ -165,7 +165,7 @@ def _span_from_json(example_id: str, obj: Any, where: str) -> Span:
     return span
 
 
-def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
+def prediction_from_json(obj: Any, position: int = 0) -> NQPrediction:
     """One entry of the ``predictions`` list; ``position`` only improves the error message."""
     if not isinstance(obj, dict):
         raise NQRecordError("predictions", None, f"must be an object, got {type(obj).__name__}", field=f"predictions[{position}]")
@@ -183,7 +183,7 @@ def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
     yes_no = obj.get("yes_no_answer", "NONE")
     if not isinstance(yes_no, str):
         raise NQRecordError("prediction", eid, f"must be a string, got {yes_no!r}", field="yes_no_answer")
-    return Prediction(
+    return NQPrediction(
         example_id=eid,
         long_answer=long,
         long_score=obj["long_answer_score"],
@@ -193,7 +193,7 @@ def prediction_from_json(obj: Any, position: int = 0) -> Prediction:
     )
 
 
-def predictions_from_json(root: Any) -> list[Prediction]:
+def predictions_from_json(root: Any) -> list[NQPrediction]:
     """The records of a decoded prediction file; a repeated example id is an error."""
     if not isinstance(root, dict) or not isinstance(root.get("predictions"), list):
         raise NQRecordError("predictions", None, 'expected a JSON object {"predictions": [...]}')
@@ -206,7 +206,7 @@ def predictions_from_json(root: Any) -> list[Prediction]:
     return out
 
 
-def read_predictions(path: str | os.PathLike) -> list[Prediction]:
+def read_predictions(path: str | os.PathLike) -> list[NQPrediction]:
     with open(path, encoding="utf-8") as f:
         try:
             root = json.load(f)

@@ -336,7 +336,7 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
+class DecodedAnswer:
     """One example's answer. Token spans are NQ document tokens, end exclusive; -1 where absent.
 
     Scores are kept when an answer is blanked by thresholds, so the NQ scorer can still rank.
@@ -460,8 +460,8 @@ def decode(
     config: DecodeConfig = DecodeConfig(),
     *,
     example_ids: Sequence[str] | None = None,
-) -> list[Prediction]:
-    """One ``Prediction`` per example, before thresholds.
+) -> list[DecodedAnswer]:
+    """One ``DecodedAnswer`` per example, before thresholds.
 
     ``candidates`` gives each example's candidate (start_token, end_token) rows, indexed by
     ``candidate_index`` (see ``candidate_spans``). Predictions come in order of first appearance
@@ -520,7 +520,7 @@ def decode(
         long_end[k] = int(spans[ci][1])
 
     preds = {
-        ids[k]: Prediction(
+        ids[k]: DecodedAnswer(
             example_id=ids[k],
             long_candidate_index=int(cand_index[k]),
             long_start_token=int(word_offset[k]),
@@ -540,10 +540,10 @@ def decode(
     extra = set(preds) - set(wanted)
     if extra:
         raise ValueError(f"outputs hold {len(extra)} examples not in example_ids, e.g. {sorted(extra)[0]!r}")
-    return [preds.get(e) or Prediction(e) for e in wanted]
+    return [preds.get(e) or DecodedAnswer(e) for e in wanted]
 
 
-def apply_thresholds(predictions: Iterable[Prediction], t_long: float, t_short: float) -> list[Prediction]:
+def apply_thresholds(predictions: Iterable[DecodedAnswer], t_long: float, t_short: float) -> list[DecodedAnswer]:
     """Blank long answers scoring below ``t_long`` and short ones below ``t_short``.
 
     As on Kaggle, a short answer needs a long answer: blanking the long one blanks the short one.
@@ -585,7 +585,7 @@ def _span_json(start: int, end: int, offsets: tuple[np.ndarray, np.ndarray] | No
     return {"start_token": int(start), "end_token": int(end), "start_byte": start_byte, "end_byte": end_byte}
 
 
-def to_nq_json(pred: Prediction, offsets: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+def to_nq_json(pred: DecodedAnswer, offsets: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """One entry of the official prediction file (``{"predictions": [...]}``)."""
     short = []
     if pred.yes_no == "NONE" and pred.short_start_token >= 0:
@@ -600,7 +600,7 @@ def to_nq_json(pred: Prediction, offsets: tuple[np.ndarray, np.ndarray] | None =
     }
 
 
-def nq_predictions_json(predictions: Iterable[Prediction], offsets: ByteOffsets | None = None) -> dict:
+def nq_predictions_json(predictions: Iterable[DecodedAnswer], offsets: ByteOffsets | None = None) -> dict:
     """The whole prediction file; byte offsets filled for examples in ``offsets``, else -1."""
     offsets = offsets or {}
     return {"predictions": [to_nq_json(p, offsets.get(p.example_id)) for p in predictions]}

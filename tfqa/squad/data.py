@@ -48,7 +48,7 @@ SQUAD_FEATURE_COLUMNS = (
     "example_index",
     "offset_mapping",
 )
-"""Column names of ``build_features``' output, in order."""
+"""Column names of ``build_squad_features``' output, in order."""
 
 
 # --------------------------------------------------------------------------------------- records
@@ -258,7 +258,7 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_tokens: int) -> 
     return out
 
 
-def build_features(
+def build_squad_features(
     examples: Sequence[SquadExample], tokenizer, cfg: SquadFeatureConfig = SquadFeatureConfig()
 ) -> dict[str, np.ndarray]:
     """Windowed span features for ``examples``: the columns of ``SQUAD_FEATURE_COLUMNS``.

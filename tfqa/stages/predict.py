@@ -35,7 +35,7 @@ class PredictConfig:
     """``kaggle`` (the pair that maximised Kaggle's micro-F1) or ``official`` (best-F1 per type)."""
 
 
-def submission_rows(decoded: list[dec.Prediction]) -> pd.DataFrame:
+def submission_rows(decoded: list[dec.DecodedAnswer]) -> pd.DataFrame:
     rows = []
     for p in decoded:
         long = f"{p.long_start_token}:{p.long_end_token}" if p.has_long else ""

@@ -16,7 +16,7 @@ import numpy as np
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
 from tfqa.features.tokenization import HtmlTokenMode
-from tfqa.squad.data import SquadFeatureConfig, build_features, postprocess, predictions_for_eval, read_squad, split_by_article
+from tfqa.squad.data import SquadFeatureConfig, build_squad_features, postprocess, predictions_for_eval, read_squad, split_by_article
 from tfqa.squad.metric import evaluate
 from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
 from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
@@ -140,7 +140,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     if cfg.max_dev_questions and len(dev_ex) > cfg.max_dev_questions:
         dev_ex = sorted(random.Random(cfg.seed + 1).sample(dev_ex, cfg.max_dev_questions), key=lambda e: e.qid)
     fcfg = SquadFeatureConfig(cfg.max_seq_len, cfg.doc_stride, cfg.max_question_len)
-    train_feats, dev_feats = build_features(train_ex, tok, fcfg), build_features(dev_ex, tok, fcfg)
+    train_feats, dev_feats = build_squad_features(train_ex, tok, fcfg), build_squad_features(dev_ex, tok, fcfg)
 
     log_data_inputs(
         run,

@@ -91,7 +91,7 @@ def check_manifest_digest(cfg: ValidateConfig) -> None:
         )
 
 
-def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
+def overlap_baseline(dev: DevSet) -> list[dec.DecodedAnswer]:
     """Pick the candidate sharing the most question words (no model): a floor for the models."""
     out = []
     for ex in dev.examples:
@@ -106,14 +106,14 @@ def overlap_baseline(dev: DevSet) -> list[dec.Prediction]:
                 best, best_score = i, score
         if best >= 0:
             c = ex.candidates[best]
-            out.append(dec.Prediction(ex.example_id, best, c.start_token, c.end_token, best_score))
+            out.append(dec.DecodedAnswer(ex.example_id, best, c.start_token, c.end_token, best_score))
         else:
-            out.append(dec.Prediction(ex.example_id))
+            out.append(dec.DecodedAnswer(ex.example_id))
     return out
 
 
-def null_baseline(dev: DevSet) -> list[dec.Prediction]:
-    return [dec.Prediction(ex.example_id) for ex in dev.examples]
+def null_baseline(dev: DevSet) -> list[dec.DecodedAnswer]:
+    return [dec.DecodedAnswer(ex.example_id) for ex in dev.examples]
 
 
 def run_validate(cfg: ValidateConfig, run) -> dict:
