@@ -25,13 +25,13 @@ from tfqa.evaluation.nq_metric import (
     KaggleF1,
     build_gold,
     kaggle_micro_f1,
-    score_files,
     score,
     score_answers,
+    score_files,
 )
 from tfqa.evaluation.nq_predictions import (
-    NQRecordError,
     NQPrediction,
+    NQRecordError,
     prediction_from_json,
     read_predictions,
 )

@@ -57,7 +57,9 @@ def official_predictions(decoded: list[dec.DecodedAnswer], offsets: dict | None 
     return predictions_from_json(dec.nq_predictions_json(decoded, offsets))
 
 
-def score_outputs(outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig()) -> tuple[ScoredAnswers, list[dec.DecodedAnswer]]:
+def score_outputs(
+    outputs, dev: DevSet, cfg: dec.DecodeConfig = dec.DecodeConfig()
+) -> tuple[ScoredAnswers, list[dec.DecodedAnswer]]:
     """Decode per-candidate outputs and score them against ``dev``'s gold."""
     decoded = dec.decode(outputs, dev.spans, cfg, example_ids=[ex.example_id for ex in dev.examples])
     return score_answers(dev.gold, official_predictions(decoded, dev.offsets)), decoded

@@ -42,7 +42,6 @@ missing or dropped one where gold has an answer a FN, otherwise a TN.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -51,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfqa.data.records import Example, Span
-from tfqa.evaluation.nq_predictions import NQRecordError, NQPrediction, read_predictions, span_is_null, span_problem
+from tfqa.evaluation.nq_predictions import NQPrediction, NQRecordError, read_predictions, span_is_null, span_problem
 
 # Span arrays are (n, 4) int64 with the columns of records.SPAN_KEYS; -1 marks an absent pair.
 _NULL_SPAN = (-1, -1, -1, -1)

@@ -16,7 +16,14 @@ import numpy as np
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
 from tfqa.features.tokenization import HtmlTokenMode
-from tfqa.squad.data import SquadFeatureConfig, build_squad_features, postprocess, predictions_for_eval, read_squad, split_by_article
+from tfqa.squad.data import (
+    SquadFeatureConfig,
+    build_squad_features,
+    postprocess,
+    predictions_for_eval,
+    read_squad,
+    split_by_article,
+)
 from tfqa.squad.metric import evaluate
 from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
 from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
