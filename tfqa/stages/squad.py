@@ -27,6 +27,7 @@ from tfqa.squad.data import (
 from tfqa.squad.metric import evaluate
 from tfqa.tracking.datasets import EVALUATION, TRAINING, log_data_inputs, squad_input
 from tfqa.tracking.names import BACKBONE_DIR_TAG, BACKBONE_TAG, STAGE_TAG, UPSTREAM_TAG_PREFIX
+from tfqa.training.checkpoint import CHECKPOINTS_DIR
 from tfqa.training.loop import PRECISIONS
 
 
@@ -190,7 +191,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
         model,
         SquadWindows(train_feats),
         tcfg,
-        out_dir=out_dir / "checkpoints",
+        out_dir=out_dir / CHECKPOINTS_DIR,
         logger=run,
         resume=None if cfg.resume == "none" else cfg.resume,
     )

@@ -28,6 +28,7 @@ from tfqa.tracking.names import (
     UPSTREAM_TAG_PREFIX,
 )
 from tfqa.tracking.upstream import download_run_artifact, is_run_id, run_tag
+from tfqa.training.checkpoint import CHECKPOINTS_DIR
 from tfqa.training.loop import OPTIMIZERS, PRECISIONS
 from tfqa.training.variants import Variant
 
@@ -178,7 +179,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         model,
         CandidateDataset(store),
         train_cfg,
-        out_dir=out_dir / "checkpoints",
+        out_dir=out_dir / CHECKPOINTS_DIR,
         logger=run,
         eval_fn=evaluator,
         resume=cfg.resume if cfg.resume != "none" else None,

@@ -31,6 +31,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS_DIR = "checkpoints"
+"""Where a stage keeps its checkpoints: the folder in its output dir and among the run's artifacts."""
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")

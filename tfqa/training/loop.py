@@ -46,7 +46,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from tfqa.features.batching import LengthGroupedSampler, collate
-from tfqa.training.checkpoint import capture_rng_state, latest_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
+from tfqa.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +352,155 @@ def train(
             dist.destroy_process_group()
 
 
+def _start_position(
+    ckpt: Path | None, cfg: TrainConfig, ddp: Distributed, device, state_of: dict, data_facts: dict, logger
+) -> tuple[int, int, int]:
+    """(step, epoch, batch in epoch) to start from: the checkpoint's, its states loaded into
+    ``state_of`` (model, optimizer, scaler), or zeros with every RNG seeded afresh."""
+    if ckpt is None:
+        seed_everything(cfg.seed + ddp.rank)
+        return 0, 0, 0
+    state = load_checkpoint(ckpt, **state_of, rank=ddp.rank, map_location=device)
+    changed = {k: (state.get(k), v) for k, v in data_facts.items() if state.get(k) != v}
+    if changed:
+        raise ValueError(f"cannot resume from {ckpt}: the data or batch layout changed (saved, now): {changed}")
+    step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+    if not state["rng_restored"] or state.get("world_size") != ddp.world_size:
+        # Another number of processes: same data order (the plan depends on step_rows only),
+        # but the saved per-rank RNG streams do not map onto the new ranks.
+        log.warning(
+            "resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
+            ckpt,
+            ddp.world_size,
+            state.get("world_size"),
+        )
+        seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
+    if ddp.is_main:
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
+        if state.get("unsent_metrics") and logger is not None:
+            logger.log_metric_points(state["unsent_metrics"])
+    return step, epoch, batch_in_epoch
+
+
+@dataclass
+class _Checkpointer:
+    """Writes the run's checkpoints: every rank hands its RNG state to rank 0, which alone writes."""
+
+    out_dir: Path
+    cfg: TrainConfig
+    ddp: Distributed
+    logger: MetricsLogger | None
+    state_of: dict
+    """model, optimizer and scaler, as ``save_checkpoint`` takes them."""
+    data_facts: dict
+    config: dict
+
+    def save(self, step: int, position: dict[str, int], metrics: dict) -> Path | None:
+        rng = capture_rng_state()
+        rng_states = [None] * self.ddp.world_size if self.ddp.is_main else None
+        if self.ddp.enabled:
+            dist.gather_object(rng, rng_states, dst=0)
+        else:
+            rng_states = [rng]
+        path = None
+        if self.ddp.is_main:
+            # Steps up to this checkpoint are never trained again after a crash, so their metric
+            # points must outlive this process: wait briefly for the server, keep the rest inside.
+            unsent = []
+            if self.logger is not None:
+                if not self.logger.flush_metrics(timeout=self.cfg.checkpoint_metrics_wait_s):
+                    unsent = self.logger.unsent_metrics()
+            path = save_checkpoint(
+                self.out_dir,
+                step,
+                **self.state_of,
+                rng_states=rng_states,
+                data_position={**position, "world_size": self.ddp.world_size, **self.data_facts},
+                config=self.config,
+                metrics=metrics,
+                keep_last=self.cfg.keep_checkpoints,
+                unsent_metrics=unsent,
+            )
+            if self.logger is not None:
+                self.logger.log_artifacts(str(path), f"{CHECKPOINTS_DIR}/{path.name}")
+        self.ddp.barrier()
+        return path
+
+
+class _MetricsWindow:
+    """Loss sums and token counts since the last log, and the training time they took: evaluation
+    and checkpoints run inside ``paused()`` and are left out of the throughput."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, class loss, span loss, micro-batches
+        self.seqs = self.tokens = self.padded = 0
+        self.train_seconds = 0.0
+        self.t0 = time.perf_counter()
+
+    def add_batch(self, batch: dict) -> None:
+        self.seqs += len(batch["label"])
+        self.tokens += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+
+    def add_losses(self, losses: dict) -> None:
+        self.sums += torch.stack(
+            [
+                losses["total"].detach(),
+                losses["class_loss"].detach(),
+                losses["span_loss"].detach(),
+                torch.ones((), device=self.device),
+            ]
+        ).to(torch.float64)
+
+    def metrics(self, ddp: Distributed, *, lr: float, grad_norm, epoch: float) -> dict[str, float]:
+        """The window's training metrics, summed over all ranks (every rank joins the all-reduce)."""
+        counts = torch.tensor([self.seqs, self.tokens, self.padded], dtype=torch.float64, device=self.device)
+        totals = torch.cat([self.sums, counts])
+        if ddp.enabled:
+            dist.all_reduce(totals)
+        loss_sum, class_sum, span_sum, n, seqs_sum, tokens_sum, padded_sum = totals.tolist()
+        elapsed = time.perf_counter() - self.t0
+        self.train_seconds += elapsed
+        return {
+            "train/loss": loss_sum / n,
+            "train/class_loss": class_sum / n,
+            "train/span_loss": span_sum / n,
+            "train/lr": lr,
+            "train/grad_norm": float(grad_norm),
+            "train/epoch": epoch,
+            "train/seqs_per_s": seqs_sum / elapsed,
+            "train/tokens_per_s": tokens_sum / elapsed,
+            "train/padding_fraction": 1.0 - tokens_sum / padded_sum,
+        }
+
+    def restart(self) -> None:
+        self.sums.zero_()
+        self.seqs = self.tokens = self.padded = 0
+        self.t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self):
+        pause_t0 = time.perf_counter()
+        yield
+        self.t0 += time.perf_counter() - pause_t0
+
+
+def _evaluate(eval_fn, raw_model, step: int, ddp: Distributed, logger) -> dict[str, float]:
+    """Rank 0 evaluates (the others wait): ``eval/``-prefixed metrics, the RNG streams left as the
+    training had them so the evaluation cannot shift them."""
+    eval_metrics = {}
+    if ddp.is_main:
+        rng = capture_rng_state()
+        raw_model.eval()
+        eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v) for k, v in eval_fn(raw_model, step).items()}
+        restore_rng_state(rng)
+        if logger is not None:
+            logger.log_metrics(eval_metrics, step)
+    ddp.barrier()
+    return eval_metrics
+
+
 def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: Distributed, device) -> TrainResult:
     # ---- model, optimizer, precision
     raw_model = model.to(device)
@@ -354,6 +510,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     optimizer = build_optimizer(raw_model, cfg, device)
     max_norm = cfg.max_grad_norm or float("inf")  # inf: clip_grad_norm_ only measures
+    state_of = {"model": raw_model, "optimizer": optimizer, "scaler": scaler}
 
     # ---- data: each process runs micro_batch rows per forward
     rows_per_micro_step = cfg.batch_size // cfg.grad_accum_steps
@@ -385,74 +542,17 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     data_facts = {"num_rows": len(train_ds), "step_rows": sampler.step_rows, "batches_per_epoch": batches_per_epoch}
 
     # ---- resume or start afresh
-    step, epoch, batch_in_epoch = 0, 0, 0
     ckpt = _resolve_resume(resume, out_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model=raw_model, optimizer=optimizer, scaler=scaler, rank=ddp.rank, map_location=device)
-        changed = {k: (state.get(k), v) for k, v in data_facts.items() if state.get(k) != v}
-        if changed:
-            raise ValueError(f"cannot resume from {ckpt}: the data or batch layout changed (saved, now): {changed}")
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        if not state["rng_restored"] or state.get("world_size") != ddp.world_size:
-            # Another number of processes: same data order (the plan depends on step_rows only),
-            # but the saved per-rank RNG streams do not map onto the new ranks.
-            log.warning(
-                "resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
-                ckpt,
-                ddp.world_size,
-                state.get("world_size"),
-            )
-            seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
-        if ddp.is_main:
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
-            if state.get("unsent_metrics") and logger is not None:
-                logger.log_metric_points(state["unsent_metrics"])
-    else:
-        seed_everything(cfg.seed + ddp.rank)
+    step, epoch, batch_in_epoch = _start_position(ckpt, cfg, ddp, device, state_of, data_facts, logger)
     model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else raw_model
-
-    def checkpoint(position: dict[str, int], metrics: dict) -> Path | None:
-        # Every rank hands its RNG state to rank 0, which alone writes.
-        rng = capture_rng_state()
-        rng_states = [None] * ddp.world_size if ddp.is_main else None
-        if ddp.enabled:
-            dist.gather_object(rng, rng_states, dst=0)
-        else:
-            rng_states = [rng]
-        path = None
-        if ddp.is_main:
-            # Steps up to this checkpoint are never trained again after a crash, so their metric
-            # points must outlive this process: wait briefly for the server, keep the rest inside.
-            unsent = []
-            if logger is not None:
-                if not logger.flush_metrics(timeout=cfg.checkpoint_metrics_wait_s):
-                    unsent = logger.unsent_metrics()
-            path = save_checkpoint(
-                out_dir,
-                step,
-                model=raw_model,
-                optimizer=optimizer,
-                scaler=scaler,
-                rng_states=rng_states,
-                data_position={**position, "world_size": ddp.world_size, **data_facts},
-                config={**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision},
-                metrics=metrics,
-                keep_last=cfg.keep_checkpoints,
-                unsent_metrics=unsent,
-            )
-            if logger is not None:
-                logger.log_artifacts(str(path), f"checkpoints/{path.name}")
-        ddp.barrier()
-        return path
+    run_config = {**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision}
+    checkpointer = _Checkpointer(out_dir, cfg, ddp, logger, state_of, data_facts, run_config)
 
     # ---- the loop
     start_step = step
     metrics: dict[str, float] = {}
     last_ckpt: Path | None = None
-    window = torch.zeros(4, dtype=torch.float64, device=device)  # loss, class loss, span loss, micro-batches
-    seqs = tokens = padded = 0
-    train_seconds = 0.0
-    window_t0 = time.perf_counter()
+    window = _MetricsWindow(device)
     while step < total_steps:
         sampler.set_epoch(epoch, start_batch=batch_in_epoch)
         loader = DataLoader(
@@ -475,9 +575,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
             for micro in range(n_micro):
                 batch = next(micro_batches)
-                seqs += len(batch["label"])
-                tokens += int(batch["attention_mask"].sum())
-                padded += batch["attention_mask"].numel()
+                window.add_batch(batch)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 last_micro = micro == n_micro - 1
                 # DDP all-reduces gradients in backward; only the last micro-batch needs it.
@@ -487,14 +585,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
                         outputs = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
                         losses = raw_model.loss(outputs, batch)
                     scaler.scale(losses["total"] / n_micro).backward()
-                window += torch.stack(
-                    [
-                        losses["total"].detach(),
-                        losses["class_loss"].detach(),
-                        losses["span_loss"].detach(),
-                        torch.ones((), device=device),
-                    ]
-                ).to(torch.float64)
+                window.add_losses(losses)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
             scaler.step(optimizer)
@@ -508,51 +599,20 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             done = step == total_steps
 
             if step % cfg.log_every_steps == 0 or done:
-                # Sum the window over all ranks (every rank joins the all-reduce; rank 0 logs).
-                counts = torch.tensor([seqs, tokens, padded], dtype=torch.float64, device=device)
-                totals = torch.cat([window, counts])
-                if ddp.enabled:
-                    dist.all_reduce(totals)
-                loss_sum, class_sum, span_sum, n, seqs_sum, tokens_sum, padded_sum = totals.tolist()
-                elapsed = time.perf_counter() - window_t0
-                train_seconds += elapsed
-                metrics = {
-                    "train/loss": loss_sum / n,
-                    "train/class_loss": class_sum / n,
-                    "train/span_loss": span_sum / n,
-                    "train/lr": lr,
-                    "train/grad_norm": float(grad_norm),
-                    "train/epoch": step / steps_per_epoch,
-                    "train/seqs_per_s": seqs_sum / elapsed,
-                    "train/tokens_per_s": tokens_sum / elapsed,
-                    "train/padding_fraction": 1.0 - tokens_sum / padded_sum,
-                }
+                metrics = window.metrics(ddp, lr=lr, grad_norm=grad_norm, epoch=step / steps_per_epoch)
                 if ddp.is_main and logger is not None:
                     logger.log_metrics(metrics, step)
                 if ddp.is_main and cfg.progress:
-                    print(
-                        progress_line(step, total_steps, metrics, train_seconds, step - start_step), file=sys.stderr, flush=True
-                    )
-                window.zero_()
-                seqs = tokens = padded = 0
-                window_t0 = time.perf_counter()
+                    line = progress_line(step, total_steps, metrics, window.train_seconds, step - start_step)
+                    print(line, file=sys.stderr, flush=True)
+                window.restart()
 
-            # Evaluation and checkpoints are left out of the throughput: their time moves window_t0 on.
-            pause_t0 = time.perf_counter()
-            if eval_fn is not None and cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or done):
-                if ddp.is_main:
-                    # The evaluation must not shift the training's random streams: put them back after.
-                    rng = capture_rng_state()
-                    raw_model.eval()
-                    eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v) for k, v in eval_fn(raw_model, step).items()}
-                    restore_rng_state(rng)
-                    metrics.update(eval_metrics)
-                    if logger is not None:
-                        logger.log_metrics(eval_metrics, step)
-                ddp.barrier()
-            if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or epoch_end or done:
-                last_ckpt = checkpoint({"epoch": epoch, "batch_in_epoch": batch_in_epoch}, metrics) or last_ckpt
-            window_t0 += time.perf_counter() - pause_t0
+            with window.paused():
+                if eval_fn is not None and cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or done):
+                    metrics.update(_evaluate(eval_fn, raw_model, step, ddp, logger))
+                if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or epoch_end or done:
+                    position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
+                    last_ckpt = checkpointer.save(step, position, metrics) or last_ckpt
 
     return TrainResult(
         step=step,
@@ -562,5 +622,5 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
         metrics=metrics,
         checkpoint=last_ckpt if ddp.is_main else None,
         resumed_from=ckpt,
-        train_seconds=train_seconds,
+        train_seconds=window.train_seconds,
     )
