@@ -4,6 +4,7 @@ An entry point script defines ``command()``, which imports the stage and returns
 and runs ``run_entry_point(command)`` as ``__main__``: the stage's heavy imports happen only after
 the script had its chance to hand itself to the prefork server."""
 
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,3 +136,18 @@ def stage_config(ctx, options, entry_point: str, settings, run=None, inputs=None
     if run is not None:
         r.record(run)
     return options.build(option_values(ctx, values, only=names), **fixed), r
+
+
+@contextlib.contextmanager
+def stage_run(ctx, options, entry_point: str, inputs=None, *, variant: str | None = None, given=(), accepts=()):
+    """The stage's MLflow run, named and tagged for its entry point (and variant), with its config
+    resolved inside it by ``stage_config``: ``with stage_run(...) as (run, cfg):``."""
+    from tfqa import tracking
+
+    settings = load_settings()
+    tags = {tracking.names.STAGE_TAG: entry_point}
+    if variant is not None:
+        tags[tracking.names.VARIANT_TAG] = variant
+    with tracking.start_run(run_name=tracking.run_name(entry_point, variant), tags=tags) as run:
+        cfg, _ = stage_config(ctx, options, entry_point, settings, run, inputs, given=given, accepts=accepts)
+        yield run, cfg

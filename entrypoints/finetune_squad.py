@@ -1,13 +1,12 @@
 """MLflow entry point `finetune_squad`: SQuAD 2.0 fine-tuning, the ALBERT variants' starting point.
 What is left empty comes from the settings file (tfqa.pipeline.resolve)."""
 
-from _args import StageCommand, format_metrics, load_settings, run_entry_point, stage_config
+from _args import StageCommand, format_metrics, run_entry_point, stage_run
 
 
 def command():
     import click
 
-    from tfqa import tracking
     from tfqa.pipeline import resolve
     from tfqa.stages.options import StageOptions
     from tfqa.stages.squad import SquadStageConfig, run_squad
@@ -19,13 +18,11 @@ def command():
     @options
     @click.pass_context
     def main(ctx, **_):
-        settings = load_settings()
-        with tracking.start_run(
-            run_name=tracking.run_name("finetune_squad"), tags={tracking.names.STAGE_TAG: "finetune_squad"}
-        ) as run:
-            cfg, _ = stage_config(
-                ctx, options, "finetune_squad", settings, run, lambda r: resolve.squad_inputs(r, VARIANTS["2"].backbone_name)
-            )
+        def inputs(r):
+            # The SQuAD model is the ALBERT variants' starting point: theirs is its backbone.
+            return resolve.squad_inputs(r, VARIANTS["2"].backbone_name)
+
+        with stage_run(ctx, options, "finetune_squad", inputs) as (run, cfg):
             metrics = run_squad(cfg, run)
         click.echo(f"SQuAD 2.0 dev: {format_metrics(metrics)}")
 

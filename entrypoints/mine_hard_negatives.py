@@ -4,13 +4,12 @@ Under torchrun each rank scores its share of the shards; rank 0 merges and logs.
 
 import os
 
-from _args import StageCommand, format_metrics, load_settings, run_entry_point, stage_config
+from _args import StageCommand, format_metrics, run_entry_point, stage_run
 
 
 def command():
     import click
 
-    from tfqa import tracking
     from tfqa.pipeline import resolve
     from tfqa.stages.mine import MineConfig, run_mine
     from tfqa.stages.options import StageOptions
@@ -25,12 +24,8 @@ def command():
     @options
     @click.pass_context
     def main(ctx, **_):
-        settings = load_settings()
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-        with tracking.start_run(
-            run_name=tracking.run_name("mine_hard_negatives"), tags={tracking.names.STAGE_TAG: "mine_hard_negatives"}
-        ) as run:
-            cfg, _ = stage_config(ctx, options, "mine_hard_negatives", settings, run, inputs)
+        with stage_run(ctx, options, "mine_hard_negatives", inputs) as (run, cfg):
             summary = run_mine(cfg, run, rank=rank, world_size=world)
         click.echo(f"mined: {format_metrics(summary)}")
 

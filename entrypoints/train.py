@@ -6,7 +6,7 @@ e.g. `mlflow run . -e train_albert -P variant=2 -P lr=1e-5 -P epochs=1`. What is
 from the settings file and the experiment's upstream runs (tfqa.pipeline.resolve).
 """
 
-from _args import StageCommand, format_metrics, load_settings, run_entry_point, stage_config
+from _args import StageCommand, format_metrics, run_entry_point, stage_run
 
 
 def _overrides(extra: list[str]) -> dict[str, str]:
@@ -26,7 +26,6 @@ def command():
 
     import click
 
-    from tfqa import tracking
     from tfqa.pipeline import resolve
     from tfqa.stages.options import StageOptions
     from tfqa.stages.train import TrainStageConfig, run_train
@@ -44,7 +43,6 @@ def command():
     def main(ctx, entry_point, variant, **_):
         # A wrong variant is refused before anything else.
         key = variant_for(entry_point, "bert_base" if entry_point == "train_bert_base" else str(variant)).key
-        settings = load_settings()
 
         def inputs(r):
             v = with_overrides(
@@ -53,13 +51,8 @@ def command():
             resolve.training_inputs(r, v)
             return {"variant": v}
 
-        with tracking.start_run(
-            run_name=tracking.run_name(entry_point, key),
-            tags={tracking.names.STAGE_TAG: entry_point, tracking.names.VARIANT_TAG: key},
-        ) as run:
-            cfg, _ = stage_config(
-                ctx, options, entry_point, settings, run, inputs, given=_overrides(ctx.args), accepts=variant_settings
-            )
+        overrides = _overrides(ctx.args)
+        with stage_run(ctx, options, entry_point, inputs, variant=key, given=overrides, accepts=variant_settings) as (run, cfg):
             metrics = run_train(cfg, run)
         click.echo(f"trained variant {cfg.variant.key}: {format_metrics(metrics)}")
 

@@ -2,13 +2,12 @@
 
 import json
 
-from _args import StageCommand, load_settings, run_entry_point, stage_config
+from _args import StageCommand, run_entry_point, stage_run
 
 
 def command():
     import click
 
-    from tfqa import tracking
     from tfqa.pipeline import resolve
     from tfqa.stages.options import StageOptions
     from tfqa.stages.validate import ValidateConfig, run_validate
@@ -19,9 +18,7 @@ def command():
     @options
     @click.pass_context
     def main(ctx, **_):
-        settings = load_settings()
-        with tracking.start_run(run_name=tracking.run_name("validate"), tags={tracking.names.STAGE_TAG: "validate"}) as run:
-            cfg, _ = stage_config(ctx, options, "validate", settings, run, resolve.validate_inputs)
+        with stage_run(ctx, options, "validate", resolve.validate_inputs) as (run, cfg):
             result = run_validate(cfg, run)
         keys = [
             k
