@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfqa.data.records import Example, Span
-from tfqa.evaluation.nq_predictions import NQPrediction, NQRecordError, read_predictions, span_is_null, span_problem
+from tfqa.evaluation.nq_predictions import NQPrediction, NQRecordError, kept_span, read_predictions
 
 # Span arrays are (n, 4) int64 with the columns of records.SPAN_KEYS; -1 marks an absent pair.
 _NULL_SPAN = (-1, -1, -1, -1)
@@ -170,15 +170,11 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
         voted_long = voted_short = 0
         for j, ann in enumerate(ex.annotations):
             a = len(ann_example)
-            span = ann.long_answer
+            span = kept_span(ann.long_answer, "gold", eid, f"annotations[{j}].long_answer")
             if span is not None:
-                problem = span_problem(span)
-                if problem:
-                    raise NQRecordError("gold", eid, problem, field=f"annotations[{j}].long_answer")
-                if not span_is_null(span):
-                    long_example.append(row)
-                    long_rows.append(_span_row(span))
-                    voted_long += 1
+                long_example.append(row)
+                long_rows.append(_span_row(span))
+                voted_long += 1
             code = _YES_NO_CODE.get(ann.yes_no.upper())
             if code is None:
                 raise NQRecordError(
@@ -186,10 +182,8 @@ def build_gold(examples: Iterable[Example], rule: GoldRule = GoldRule()) -> Gold
                 )
             k = 0
             for i, short in enumerate(ann.short_answers):
-                problem = span_problem(short)
-                if problem:
-                    raise NQRecordError("gold", eid, problem, field=f"annotations[{j}].short_answers[{i}]")
-                if not span_is_null(short):
+                short = kept_span(short, "gold", eid, f"annotations[{j}].short_answers[{i}]")
+                if short is not None:
                     short_ann.append(a)
                     short_rows.append(_span_row(short))
                     k += 1

@@ -83,6 +83,17 @@ def span_problem(span: Span) -> str | None:
     return None
 
 
+def kept_span(span: Span | None, source: str, example_id: str, field: str) -> Span | None:
+    """``span`` as the scorer keeps it: None when missing or null; one the official ``Span``
+    would reject raises, naming the record's ``source``, example and ``field``."""
+    if span is None:
+        return None
+    problem = span_problem(span)
+    if problem:
+        raise NQRecordError(source, example_id, problem, field=field)
+    return None if span_is_null(span) else span
+
+
 def _check_score(example_id: str, name: str, value: Any) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise NQRecordError("prediction", example_id, f"must be a number, got {value!r}", field=name)
@@ -111,25 +122,13 @@ class NQPrediction(AnswerPresence):
         if not isinstance(eid, str):
             raise NQRecordError("prediction", str(eid), f"must be a str, got {type(eid).__name__}", field="example_id")
         set_ = object.__setattr__  # frozen: normalise once, here
-        long = self.long_answer
-        if long is not None:
-            problem = span_problem(long)
-            if problem:
-                raise NQRecordError("prediction", eid, problem, field="long_answer")
-            if span_is_null(long):
-                set_(self, "long_answer", None)
-        shorts = []
-        for i, span in enumerate(self.short_answers):
-            problem = span_problem(span)
-            if problem:
-                raise NQRecordError("prediction", eid, problem, field=f"short_answers[{i}]")
-            if not span_is_null(span):
-                shorts.append(span)
-        set_(self, "short_answers", tuple(shorts))
+        set_(self, "long_answer", kept_span(self.long_answer, "prediction", eid, "long_answer"))
+        shorts = (kept_span(span, "prediction", eid, f"short_answers[{i}]") for i, span in enumerate(self.short_answers))
+        set_(self, "short_answers", tuple(span for span in shorts if span is not None))
         yes_no = self.yes_no.upper() if isinstance(self.yes_no, str) else self.yes_no
         if yes_no not in YES_NO_VALUES:
             raise NQRecordError("prediction", eid, f"must be YES, NO or NONE, got {self.yes_no!r}", field="yes_no_answer")
-        if yes_no != "NONE" and shorts:
+        if yes_no != "NONE" and self.short_answers:
             raise NQRecordError("prediction", eid, f"yes_no_answer {yes_no} given together with short answer spans")
         set_(self, "yes_no", yes_no)
         set_(self, "long_score", _check_score(eid, "long_answer_score", self.long_score))

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -55,12 +56,14 @@ def _model_names(n: int, names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(str(x) for x in names)
 
 
-def _row_keys(ref: CandidateOutputs, other: CandidateOutputs) -> tuple[np.ndarray, np.ndarray]:
-    """Integer keys of (example_id, candidate_index) for both tables, on a shared id coding."""
+def _row_keys(ref, other) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys of (example_id, candidate_index) for both tables (anything with those two
+    arrays), on a shared id coding."""
     codes, _ = pd.factorize(np.concatenate([ref.example_id, other.example_id]), sort=False)
     scale = int(max(ref.candidate_index.max(initial=0), other.candidate_index.max(initial=0))) + 1
     keys = codes.astype(np.int64) * scale + np.concatenate([ref.candidate_index, other.candidate_index])
-    return keys[: len(ref)], keys[len(ref) :]
+    n = len(ref.example_id)
+    return keys[:n], keys[n:]
 
 
 def _check_unique(keys: np.ndarray, out: CandidateOutputs, name: str) -> pd.Index:
@@ -500,11 +503,11 @@ def cascade(
 
 def rows_of_keys(out: CandidateOutputs, keys: pd.DataFrame, name: str) -> np.ndarray:
     """Rows of ``out`` holding ``keys``, in the keys' order; raises when one is missing."""
-    idx = pd.MultiIndex.from_arrays([out.example_id, out.candidate_index.astype(np.int64)])
-    want = pd.MultiIndex.from_arrays([keys["example_id"].to_numpy(object), keys["candidate_index"].to_numpy(np.int64)])
-    rows = idx.get_indexer(want) if idx.is_unique else None
-    if rows is None:
-        raise ValueError(f"model {name!r}: duplicate (example_id, candidate_index) rows")
+    wanted = SimpleNamespace(
+        example_id=keys["example_id"].to_numpy(object), candidate_index=keys["candidate_index"].to_numpy(np.int64)
+    )
+    wanted_keys, out_keys = _row_keys(wanted, out)
+    rows = _check_unique(out_keys, out, name).get_indexer(wanted_keys)
     missing = np.flatnonzero(rows < 0)
     if len(missing):
         k = int(missing[0])
