@@ -33,6 +33,7 @@ import os
 import re
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,11 +42,9 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# The original's tag test and its nine added tokens (see tfqa.features.tokenization, tests/test_html_tokens.py).
-_ORIGINAL_TAG_RE = re.compile(r"<.+>")
-_ORIGINAL_NEW_TOKENS = dict(
-    zip(["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)])
-)
+# The original's collator is the tests' reference too (tests/original_collator.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from original_collator import original_candidates  # noqa: E402
 
 
 def original_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, limit: int | None = None):
@@ -55,21 +54,8 @@ def original_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, 
             if limit is not None and n >= limit:
                 return
             ex = json.loads(line)
-            question = tok.tokenize(ex["question_text"])[:max_q]
-            doc_words = ex["document_text"].split()
-            budget = max_seq_len - len(question) - 3
-            for ci, cand in enumerate(ex["long_answer_candidates"]):
-                words = doc_words[cand["start_token"] : cand["end_token"]]
-                words = [(_ORIGINAL_NEW_TOKENS.get(w, "<") if _ORIGINAL_TAG_RE.match(w) else w) for w in words]
-                tokens, first = [], []
-                for w in words:
-                    pieces = tok.tokenize(w)
-                    if len(tokens) + len(pieces) > budget:
-                        break
-                    first.append(len(tokens))
-                    tokens += pieces
-                ids = tok.convert_tokens_to_ids([tok.cls_token, *question, tok.sep_token, *tokens, tok.sep_token])
-                yield str(ex["example_id"]), ci, ids, [len(question) + 2 + k for k in first]
+            for ci, (ids, positions) in enumerate(original_candidates(ex, tok, max_seq_len, max_q)):
+                yield str(ex["example_id"]), ci, ids, positions
 
 
 def tfqa_reference(path: str, tok, max_seq_len: int = 360, max_q: int = 64, limit: int | None = None):

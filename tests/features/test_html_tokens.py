@@ -1,15 +1,11 @@
 """HTML tag tokens: ``html_tokens=original`` builds exactly the 1st-place solution's input ids.
 
-The reference below is the original validation kernel's collator, written from its code: words
-from ``document_text.split()``, a word matching ``<.+>`` becomes ``qw1``..``qw9`` when it is one of
-the nine opening tags exactly and ``<`` otherwise (BERT), each word is tokenised on its own, and
-the candidate stops at the first word whose pieces would overflow the budget.
+The reference is the original validation kernel's collator (tests/original_collator.py).
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
@@ -26,31 +22,7 @@ from tfqa.features.tokenization import (
 )
 
 import nq_builders as nb
-
-_NEW_TOKENS = dict(
-    zip(["<P>", "<Table>", "<Tr>", "<Ul>", "<Ol>", "<Fl>", "<Li>", "<Dd>", "<Dt>"], [f"qw{k}" for k in range(1, 10)])
-)
-
-
-def original_input_ids(obj: dict, tok, max_seq_len: int = 360, max_question_len: int = 64):
-    """(input_ids, words_to_tokens_index) per candidate, as the original collator built them."""
-    question = tok.tokenize(obj["question_text"])[:max_question_len]
-    doc_words = obj["document_text"].split()
-    budget = max_seq_len - len(question) - 3
-    out = []
-    for cand in obj["long_answer_candidates"]:
-        words = doc_words[cand["start_token"] : cand["end_token"]]
-        words = [(_NEW_TOKENS.get(w, "<") if re.match(r"<.+>", w) else w) for w in words]
-        tokens, first = [], []
-        for w in words:
-            pieces = tok.tokenize(w)
-            if len(tokens) + len(pieces) > budget:
-                break
-            first.append(len(tokens))
-            tokens += pieces
-        ids = tok.convert_tokens_to_ids([tok.cls_token, *question, tok.sep_token, *tokens, tok.sep_token])
-        out.append((ids, [len(question) + 2 + k for k in first]))
-    return out
+from original_collator import original_candidates
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +46,7 @@ def test_original_mode_gives_the_original_input_ids_on_every_real_candidate(mini
         idx = list(range(len(ex.candidates)))
         cols, _ = feat.featurize(ex, idx)
         tfqa_cols, _ = tfqa_feat.featurize(ex, idx)
-        for ci, (ids, positions) in enumerate(original_input_ids(obj, tok)):
+        for ci, (ids, positions) in enumerate(original_candidates(obj, tok)):
             assert cols["input_ids"][ci].tolist() == ids, (obj["example_id"], ci)
             assert cols["word_positions"][ci].tolist() == positions, (obj["example_id"], ci)
             differs_from_tfqa += not np.array_equal(tfqa_cols["input_ids"][ci], ids)
