@@ -22,6 +22,8 @@ from pathlib import Path
 from tfqa.data.readers import is_html_word
 from tfqa.data.records import Example
 
+from tiny_training import tiny_config
+
 SPM_VOCAB_SIZE = 4000
 # The ids ALBERT's own spiece.model gives its special pieces.
 ALBERT_SPECIAL_IDS = {"<pad>": 0, "<unk>": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}
@@ -88,22 +90,8 @@ def train_spiece(out_dir: Path, examples: Iterable[Example], vocab_size: int = S
     return out_dir / "spiece.model"
 
 
-def tiny_config(kind: str, vocab_size: int):
-    from transformers import AlbertConfig, BertConfig
-
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=MAX_POSITIONS,
-    )
-    if kind == "albert":
-        return AlbertConfig(embedding_size=16, pad_token_id=0, **common)
-    if kind == "bert":
-        return BertConfig(**common)
-    raise ValueError(kind)
+# tiny_training's tiny encoders, with room for the real pages' longer windows.
+SIZES = dict(intermediate_size=37, max_position_embeddings=MAX_POSITIONS)
 
 
 def write_albert_backbone(dst: Path, examples: Iterable[Example], seed: int = 0) -> tuple[Path, Path]:
@@ -115,7 +103,9 @@ def write_albert_backbone(dst: Path, examples: Iterable[Example], seed: int = 0)
 
     spm_dir = dst.with_name(dst.name + "-spiece")
     model_file = train_spiece(spm_dir, examples)
-    config = tiny_config("albert", spm.SentencePieceProcessor(model_file=str(model_file)).get_piece_size())
+    vocab_size = spm.SentencePieceProcessor(model_file=str(model_file)).get_piece_size()
+    # dropout 0: AlbertConfig's own default, which these backbones have always been built with.
+    config = tiny_config("albert", vocab_size, dropout=0.0, pad_token_id=0, **SIZES)
     config.save_pretrained(str(spm_dir))  # AutoTokenizer picks the ALBERT converter from it
     AutoTokenizer.from_pretrained(str(spm_dir)).save_pretrained(str(dst))
     torch.manual_seed(seed)
@@ -135,5 +125,5 @@ def write_bert_backbone(dst: Path, seed: int = 0) -> Path:
         if (src / name).exists():
             shutil.copy(src / name, dst / name)
     torch.manual_seed(seed)
-    BertModel(tiny_config("bert", BERT_VOCAB_SIZE)).save_pretrained(str(dst))
+    BertModel(tiny_config("bert", BERT_VOCAB_SIZE, **SIZES)).save_pretrained(str(dst))
     return dst

@@ -59,44 +59,69 @@ class FakeCandidates:
         return self.rows[i]
 
 
-def tiny_config(kind: str = "bert", vocab_size: int = VOCAB, dropout: float = 0.1):
+def tiny_config(kind: str = "bert", vocab_size: int = VOCAB, dropout: float = 0.1, **overrides):
+    """A tiny encoder config of ``kind``; ``overrides`` replace or add config fields."""
     from transformers import AlbertConfig, BertConfig, DistilBertConfig
 
+    # ALBERT names its sizes as BERT does; it only adds the factorised embedding size.
+    bert_sizes = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     if kind == "bert":
-        return BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-        )
+        return BertConfig(**{**bert_sizes, **overrides})
     if kind == "albert":
-        return AlbertConfig(
-            vocab_size=vocab_size,
-            embedding_size=16,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-            hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout,
-        )
+        return AlbertConfig(**{"embedding_size": 16, **bert_sizes, **overrides})
     if kind == "distilbert":  # no pooler, no token types
         return DistilBertConfig(
-            vocab_size=vocab_size,
-            dim=32,
-            n_layers=2,
-            n_heads=2,
-            hidden_dim=64,
-            max_position_embeddings=64,
-            dropout=dropout,
-            attention_dropout=dropout,
+            **{
+                "vocab_size": vocab_size,
+                "dim": 32,
+                "n_layers": 2,
+                "n_heads": 2,
+                "hidden_dim": 64,
+                "max_position_embeddings": 64,
+                "dropout": dropout,
+                "attention_dropout": dropout,
+                **overrides,
+            }
         )
     raise ValueError(kind)
+
+
+def tiny_model(kind: str = "bert", seed: int = 0, **config):
+    """A freshly initialised CandidateQAModel on ``tiny_config(kind, **config)``, the same for a seed."""
+    import torch
+
+    from tfqa.modeling.model import CandidateQAModel
+
+    torch.manual_seed(seed)
+    return CandidateQAModel.from_config(tiny_config(kind, **config))
+
+
+def tiny_train_config(**overrides):
+    """The TrainConfig of the tiny training runs: a few dozen steps of a high lr, logging every step,
+    checkpointing only at epoch ends, keeping one; ``overrides`` are each test's own values."""
+    from tfqa.training.loop import TrainConfig
+
+    base = dict(
+        lr=3e-3,
+        warmup_steps=4,
+        max_steps=40,
+        batch_size=16,
+        log_every_steps=1,
+        checkpoint_every_steps=0,
+        keep_checkpoints=1,
+        seed=0,
+        mega_batch_steps=4,
+    )
+    return TrainConfig(**{**base, **overrides})
 
 
 def write_backbone(path: Path, kind: str = "bert", seed: int = 0) -> Path:
@@ -161,12 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     from safetensors.torch import save_model
 
     from tfqa.modeling.model import CandidateQAModel
-    from tfqa.training.loop import TrainConfig, train
+    from tfqa.training.loop import train
 
     torch.set_num_threads(1)  # the same in every run: thread count changes float summation order
     torch.manual_seed(0)
     model = CandidateQAModel.from_backbone(args.backbone)
-    cfg = TrainConfig(
+    cfg = tiny_train_config(
         lr=2e-3,
         warmup_steps=3,
         max_steps=args.steps,
@@ -174,7 +199,6 @@ def main(argv: list[str] | None = None) -> None:
         grad_accum_steps=args.grad_accum,
         checkpoint_every_steps=args.checkpoint_every,
         keep_checkpoints=args.keep or None,
-        log_every_steps=1,
         seed=7,
         num_workers=args.workers,
         mega_batch_steps=2,

@@ -36,11 +36,11 @@ from tfqa.inference.batch_scoring import score_candidates
 from tfqa.inference.ensemble import align, ensemble
 from tfqa.modeling.model import CandidateQAModel
 from tfqa.stages.prepare import PrepareConfig, run_prepare
-from tfqa.training.loop import TrainConfig, train
+from tfqa.training.loop import train
 
 import nq_builders as nb
 import spm_assets as sa
-from tiny_training import RecordingLogger
+from tiny_training import RecordingLogger, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -297,19 +297,7 @@ def trained(backbones, tmp_path_factory) -> Trained:
         torch.manual_seed(0)
         model = CandidateQAModel.from_backbone(backbones.dirs[kind], vocab_size=len(tok))
         logger = RecordingLogger()
-        cfg = TrainConfig(
-            lr=3e-3,
-            warmup_steps=3,
-            max_steps=40,
-            batch_size=8,
-            checkpoint_every_steps=0,
-            keep_checkpoints=1,
-            log_every_steps=1,
-            progress=False,
-            seed=0,
-            mega_batch_steps=2,
-            device="cpu",
-        )
+        cfg = tiny_train_config(warmup_steps=3, batch_size=8, mega_batch_steps=2, progress=False, device="cpu")
         result = train(
             model, CandidateDataset(store), cfg, out_dir=tmp / kind, logger=logger, resume=None, pad_id=tok.pad_token_id
         )

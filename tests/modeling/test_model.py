@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tfqa.features.batching import collate
 from tfqa.modeling.model import HEAD_FILE, MASKED_LOGIT, NUM_CLASSES, CandidateQAModel
 
-from tiny_training import FakeCandidates, tiny_config, write_backbone
+from tiny_training import FakeCandidates, tiny_model, write_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,11 +25,6 @@ def rows():
     return FakeCandidates(12, seed=1)
 
 
-def _model(kind: str = "bert", **kw) -> CandidateQAModel:
-    torch.manual_seed(0)
-    return CandidateQAModel.from_config(tiny_config(kind, **kw))
-
-
 def _outputs(model, batch):
     with torch.no_grad():
         return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -37,7 +32,7 @@ def _outputs(model, batch):
 
 @pytest.mark.parametrize("kind", ["bert", "albert", "distilbert"])
 def test_forward_shapes_and_padding_mask(kind, rows):
-    model = _model(kind).eval()
+    model = tiny_model(kind).eval()
     items = [rows[i] for i in range(4)]
     batch = collate(items, pad_id=0)
     cls, start, end = _outputs(model, batch)
@@ -57,14 +52,14 @@ def test_forward_shapes_and_padding_mask(kind, rows):
 
 
 def test_own_pooler_only_without_encoder_pooler():
-    assert _model("bert").pooler is None and not _model("bert").own_pooler
-    assert _model("albert").pooler is None
-    distil = _model("distilbert")
+    assert tiny_model("bert").pooler is None and not tiny_model("bert").own_pooler
+    assert tiny_model("albert").pooler is None
+    distil = tiny_model("distilbert")
     assert distil.own_pooler and distil.pooler is not None and not distil.uses_token_types
 
 
 def test_loss_uses_span_only_on_short_rows(rows):
-    model = _model(dropout=0.0).eval()
+    model = tiny_model(dropout=0.0).eval()
     items = [rows[i] for i in range(8)]
     batch = collate(items, pad_id=0)
     labels = batch["label"]
@@ -89,7 +84,7 @@ def test_loss_uses_span_only_on_short_rows(rows):
 
 
 def test_loss_without_span_rows_is_zero_but_keeps_the_head_in_the_graph(rows):
-    model = _model(dropout=0.0)
+    model = tiny_model(dropout=0.0)
     items = [r for r in (rows[i] for i in range(len(rows))) if r["label"] != 2][:4]
     batch = collate(items, pad_id=0)
     losses = model.loss(model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)
@@ -102,7 +97,7 @@ def test_loss_without_span_rows_is_zero_but_keeps_the_head_in_the_graph(rows):
 
 @pytest.mark.parametrize("kind", ["bert", "albert"])
 def test_save_load_round_trip_identical_outputs(kind, rows, tmp_path):
-    model = _model(kind).eval()
+    model = tiny_model(kind).eval()
     model.save_pretrained(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
     assert files == ["config.json", "model.safetensors", HEAD_FILE]

@@ -17,6 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tfqa.inference.manifest import EnsembleManifest
+from tfqa.pipeline.profiles import ci_profile
+from tfqa.pipeline.steps import build_steps
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -56,20 +58,9 @@ def pipeline(mlflow_server, tmp_path_factory):
 def test_pipeline_runs_every_stage_and_registers_the_ensemble(pipeline, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["uri"])
     out = pipeline["stdout"]
-    for step in (
-        "train_bert_base",
-        "mine_hard_negatives",
-        "train_1",
-        "finetune_squad",
-        "train_2",
-        "train_3",
-        "train_4",
-        "train_5",
-        "promote_1",
-        "promote_5",
-        "validate",
-        "predict",
-    ):
+    # The order itself is test_pipeline_plan's; here every step the CI profile plans ran.
+    planned = build_steps(ci_profile(str(pipeline["work"])), {"test": "planned with a test set"})
+    for step, _, _ in planned:
         assert f"] {step}" in out, f"step {step} missing from the progress output"
     summary = json.loads((pipeline["work"] / "summary.json").read_text())
     assert "ensemble " in out and "thresholds: " in out and " long=" in out, out[-2000:]
@@ -129,46 +120,8 @@ def test_rerun_reuses_every_finished_step(pipeline):
     print(f"first run {pipeline['seconds']:.0f}s, rerun {seconds:.0f}s")
 
 
-def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
-    client = MlflowClient(pipeline["uri"])
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
-    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
-    assert len(train_runs) >= 6
-    ids = [r.info.run_id for r in train_runs]
-    url = f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp.experiment_id]))}"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=20000",
-        "--window-size=1600,1000",
-    ]
-    png = tmp_path / "compare.png"
-    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
-    shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
-    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
-    assert "train/loss" in dom or "lr" in dom
-
-
-def _ui_artifacts() -> Path:
-    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
-    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _render(url: str, name: str, profile: Path) -> str:
-    """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
+def _chromium(url: str, png: Path, profile: Path, window: str) -> str:
+    """Headless Chromium's screenshot of `url` written to `png`; returns the rendered DOM."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
     flags = [
@@ -181,13 +134,43 @@ def _render(url: str, name: str, profile: Path) -> str:
         "--disable-sync",
         f"--user-data-dir={profile}",
         "--virtual-time-budget=20000",
-        "--window-size=1800,1100",
+        f"--window-size={window}",
     ]
+    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
+    return subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+
+
+def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
+    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+    assert len(train_runs) >= 6
+    ids = [r.info.run_id for r in train_runs]
+    url = f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp.experiment_id]))}"
+    png = tmp_path / "compare.png"
+    dom = _chromium(url, png, tmp_path / "profile", "1600,1000")
+    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
+    shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
+    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
+    # The parameters table lists every key as a row, whereas the metrics table draws only the rows
+    # scrolled into view; a bare "lr" would be found in any word like "already".
+    assert "train.lr" in _text(dom), _text(dom)[:3000]
+
+
+def _ui_artifacts() -> Path:
+    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
+    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _render(url: str, name: str, profile: Path) -> str:
+    """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
     out = _ui_artifacts()
     png = out / f"{name}.png"
     png.unlink(missing_ok=True)
-    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    dom = _chromium(url, png, profile, "1800,1100")
     (out / f"{name}.html").write_text(dom)
     assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}"
     print(f"UI screenshot {png}")

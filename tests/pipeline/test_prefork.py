@@ -101,8 +101,20 @@ def test_terminating_the_client_terminates_the_stage(server, stage, tmp_path):
 
 
 def test_without_a_server_the_script_runs_in_its_own_process(stage, tmp_path):
-    r = run(stage, "0", cwd=tmp_path, TFQA_PREFORK=str(tmp_path / "no-such-socket"))
-    assert r.returncode == 0 and "to stderr" in r.stderr
+    socket_path = str(tmp_path / "no-such-socket")
+    proc = subprocess.Popen(
+        [sys.executable, str(stage), "0", "a"],
+        cwd=tmp_path,
+        env={**os.environ, prefork.ENV: socket_path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err.strip() == "to stderr"
+    f = fields(out)
+    assert int(f["pid"]) == proc.pid  # the process the test started ran the stage itself
+    assert f["prefork"] == socket_path and f["args"] == "a"
 
 
 def test_torchrun_workers_are_not_handed_over(server, stage, tmp_path):

@@ -215,7 +215,7 @@ def test_split_by_article_is_deterministic_and_disjoint(dev):
     others = [{ex.title for ex in split_by_article(dev, 0.25, seed=s)[1]} for s in range(1, 4)]
     assert any(o != {ex.title for ex in held} for o in others)
     assert [ex.qid for ex in held] == [ex.qid for ex in dev if ex.title in {e.title for e in held}]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^dev_fraction must be in \(0, 1\), got 1.0"):
         split_by_article(dev, dev_fraction=1.0)
 
 
@@ -317,7 +317,7 @@ def test_long_question_is_cut_to_max_question_len(bert_tok):
 def test_config_validation():
     with pytest.raises(ValueError, match="doc_stride"):
         SquadFeatureConfig(max_seq_len=128, doc_stride=64, max_question_len=64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_seq_len \(384\) must leave .* after a 0-token question"):
         SquadFeatureConfig(max_question_len=0)
 
 

@@ -30,7 +30,7 @@ from tfqa.training.checkpoint import (
 )
 from tfqa.training.loop import TrainConfig, build_optimizer, lr_at, train
 
-from tiny_training import FakeCandidates, RecordingLogger, tiny_config, write_backbone
+from tiny_training import FakeCandidates, RecordingLogger, tiny_model, tiny_train_config, write_backbone
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HELPER = Path(__file__).resolve().parents[1] / "tiny_training.py"
@@ -142,11 +142,6 @@ def test_collate_pads_dynamically():
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _tiny_model(kind="bert", seed=0):
-    torch.manual_seed(seed)
-    return CandidateQAModel.from_config(tiny_config(kind))
-
-
 def _save(root, step, model, optimizer=None, keep=None):
     return save_checkpoint(
         root,
@@ -161,7 +156,7 @@ def _save(root, step, model, optimizer=None, keep=None):
 
 
 def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
-    model = _tiny_model()
+    model = tiny_model()
     optimizer = build_optimizer(model, TrainConfig(lr=1e-3), torch.device("cpu"))
     batch = collate([FakeCandidates(4)[i] for i in range(4)])
     model.loss(model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)["total"].backward()
@@ -181,7 +176,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
     state = read_trainer_state(path)
     assert state["step"] == 7 and state["batch_in_epoch"] == 7 and state["metrics"]["train/loss"] == 0.5
 
-    fresh = _tiny_model(seed=1)
+    fresh = tiny_model(seed=1)
     fresh_opt = build_optimizer(fresh, TrainConfig(lr=1e-3), torch.device("cpu"))
     torch.manual_seed(999)
     loaded = load_checkpoint(path, model=fresh, optimizer=fresh_opt)
@@ -196,7 +191,7 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path):
 
 
 def test_checkpoint_atomicity_and_keep_last(tmp_path):
-    model = _tiny_model()
+    model = tiny_model()
     for step in (1, 2, 3):
         _save(tmp_path, step, model, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
@@ -239,29 +234,14 @@ def test_train_config_validation_and_apex_message():
     except ImportError:
         pass
     with pytest.raises(RuntimeError, match="NVIDIA apex"):
-        build_optimizer(_tiny_model(), TrainConfig(optimizer="apex_fused_adam"), torch.device("cpu"))
+        build_optimizer(tiny_model(), TrainConfig(optimizer="apex_fused_adam"), torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------ training
-def _cfg(**kw) -> TrainConfig:
-    base = dict(
-        lr=3e-3,
-        warmup_steps=4,
-        max_steps=40,
-        batch_size=16,
-        log_every_steps=1,
-        checkpoint_every_steps=0,
-        keep_checkpoints=1,
-        seed=0,
-        mega_batch_steps=4,
-    )
-    return TrainConfig(**{**base, **kw})
-
-
 @pytest.mark.parametrize("kind", ["bert", "albert"])
 def test_a_few_dozen_steps_lower_the_loss(kind, tmp_path, capsys):
     logger = RecordingLogger()
-    result = train(_tiny_model(kind), FakeCandidates(160, seed=0), _cfg(), out_dir=tmp_path, logger=logger)
+    result = train(tiny_model(kind), FakeCandidates(160, seed=0), tiny_train_config(), out_dir=tmp_path, logger=logger)
     assert result.step == 40 and result.total_steps == 40
     # One progress line per logging window on stderr, the last one at the end with nothing left.
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train step ")]
@@ -290,18 +270,19 @@ def test_a_few_dozen_steps_lower_the_loss(kind, tmp_path, capsys):
 def test_bf16_autocast_trains_with_fp32_master_weights(tmp_path):
     # On CPU bf16 is emulated (slow), so auto picks fp32; asked for, the autocast path still works.
     logger = RecordingLogger()
-    model = _tiny_model()
-    result = train(model, FakeCandidates(32), _cfg(max_steps=3, batch_size=8, precision="bf16"), out_dir=tmp_path, logger=logger)
+    model = tiny_model()
+    cfg = tiny_train_config(max_steps=3, batch_size=8, precision="bf16")
+    result = train(model, FakeCandidates(32), cfg, out_dir=tmp_path, logger=logger)
     assert read_trainer_state(result.checkpoint)["config"]["precision_used"] == "bf16"
     assert all(math.isfinite(m["train/loss"]) for _, m in logger.metrics)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(ValueError, match="fp16"):
-        train(_tiny_model(), FakeCandidates(8), _cfg(precision="fp16"), out_dir=tmp_path / "x")
+        train(tiny_model(), FakeCandidates(8), tiny_train_config(precision="fp16"), out_dir=tmp_path / "x")
 
 
 def test_resume_from_a_copied_checkpoint_matches_and_eval_does_not_disturb(tmp_path):
     data = FakeCandidates(40, seed=4)
-    cfg = _cfg(
+    cfg = tiny_train_config(
         max_steps=12,
         batch_size=8,
         grad_accum_steps=2,
@@ -319,19 +300,19 @@ def test_resume_from_a_copied_checkpoint_matches_and_eval_does_not_disturb(tmp_p
         return {"score": float(step)}
 
     logger = RecordingLogger()
-    full = _tiny_model()
+    full = tiny_model()
     train(full, data, cfg, out_dir=tmp_path / "a", logger=logger, eval_fn=eval_fn)
     assert calls == [5, 10, 12]
     assert (10, {"eval/score": 10.0}) in logger.metrics
 
     # Same run without evaluation: same weights.
-    quiet = _tiny_model()
+    quiet = tiny_model()
     train(quiet, data, cfg, out_dir=tmp_path / "b")
     assert all(torch.equal(v, quiet.state_dict()[k]) for k, v in full.state_dict().items())
 
     # Resume from the middle (step 4: mid-epoch, 5 rows batches, 10 per epoch) in a fresh folder.
     shutil.copytree(tmp_path / "b" / "step-000004", tmp_path / "c" / "step-000004")
-    resumed = _tiny_model(seed=5)
+    resumed = tiny_model(seed=5)
     result = train(resumed, data, cfg, out_dir=tmp_path / "c", resume="auto")
     assert result.resumed_from.name == "step-000004" and result.step == 12
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in full.state_dict().items())
