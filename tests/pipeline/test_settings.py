@@ -336,7 +336,7 @@ def test_off_a_terminal_progress_is_one_line_per_tenth():
 
 
 def test_the_demos_tracking_uri_holds_for_the_demo_only(monkeypatch):
-    from tfqa.pipeline.demo import scoped_env
+    from tfqa.core.environment import scoped_env
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///caller.db")
     with scoped_env("MLFLOW_TRACKING_URI", "sqlite:///demo.db"):

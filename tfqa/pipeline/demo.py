@@ -13,16 +13,15 @@ where its runs are.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from tfqa.core.environment import scoped_env
 from tfqa.core.errors import RefusingCommand
 from tfqa.pipeline.profiles import BACKBONE_STAGES, PROFILES, REPO, Profile
 
@@ -113,20 +112,6 @@ def main(profile_name: str, work_dir: str | None, experiment: str, manifest: str
     # caller in the same process (a test, a notebook) keeps its own store.
     with scoped_env("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO / 'mlflow.db'}"):
         run_demo(profile_name, work_dir, experiment, manifest, prefork)
-
-
-@contextlib.contextmanager
-def scoped_env(name: str, value: str) -> Iterator[None]:
-    """``os.environ[name] = value`` for the block, and what was there before after it."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def run_demo(profile_name: str, work_dir: str | None, experiment: str, manifest: str | None, prefork: bool) -> None:

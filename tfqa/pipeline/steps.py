@@ -16,14 +16,13 @@ the new parent as a small ``<name> (reused)`` run pointing at the run it reused.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfqa.core.environment import scoped_env
 from tfqa.inference.manifest import EnsembleManifest
 from tfqa.pipeline.profiles import REPO, Profile
 from tfqa.training.variants import VARIANTS
@@ -72,22 +71,12 @@ class PipelineResult:
         return next(s.run_id for s in self.steps if s.name == name)
 
 
-@contextmanager
 def _parent_for_stages(parent_run_id: str | None):
     """Name the parent run to the stage process ``mlflow run`` is about to start (it inherits
     this environment), for this launch only."""
     from tfqa.tracking import PARENT_RUN_ENV
 
-    before = os.environ.get(PARENT_RUN_ENV)
-    if parent_run_id:
-        os.environ[PARENT_RUN_ENV] = parent_run_id
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PARENT_RUN_ENV, None)
-        else:
-            os.environ[PARENT_RUN_ENV] = before
+    return scoped_env(PARENT_RUN_ENV, parent_run_id or None)
 
 
 def step_run_name(step: str, entry_point: str) -> str:
