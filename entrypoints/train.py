@@ -29,14 +29,14 @@ def command():
     from tfqa.pipeline import resolve
     from tfqa.stages.options import StageOptions
     from tfqa.stages.train import TrainStageConfig, run_train
-    from tfqa.training.variants import Variant, variant_for, with_overrides
+    from tfqa.training.variants import TRAINING_STAGES, Variant, variant_for, with_overrides
 
     variant_settings = {f.name for f in fields(Variant)} - {"key", "entry_point"}
     # The variant is the entry point's own: its row of the table, then -P overrides of that row.
     options = StageOptions(TrainStageConfig, skip=("variant",))
 
     @click.command(cls=StageCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @click.option("--entry-point", required=True, type=click.Choice(resolve.TRAINING_STAGES))
+    @click.option("--entry-point", required=True, type=click.Choice(TRAINING_STAGES))
     @click.option("--variant", default="", help="Variant key (1..5); train_bert_base takes none.")
     @options
     @click.pass_context

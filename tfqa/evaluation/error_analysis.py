@@ -39,6 +39,7 @@ import pandas as pd
 from tfqa.data.records import Example
 from tfqa.evaluation.nq_metric import AnswerStats, GoldTable, ScoredAnswers
 from tfqa.inference import decode as dec
+from tfqa.tracking.names import LOGGED_ARTIFACTS_TAG
 
 ANSWER_TYPES = ("null", "long_only", "short_span", "yes", "no")
 TABLES = ("slices", "agreement", "ensemble_changes")
@@ -336,7 +337,7 @@ def table_tags(artifact_dir: str) -> dict[str, str]:
     """The run tag by which MLflow knows logged tables (``mlflow.log_table`` sets it), for the
     tables ``write`` put under ``artifact_dir``; ``mlflow.load_table`` then reads them."""
     tables = [{"path": f"{artifact_dir}/{name}.json", "type": "table"} for name in TABLES]
-    return {"mlflow.loggedArtifacts": json.dumps(tables)}
+    return {LOGGED_ARTIFACTS_TAG: json.dumps(tables)}
 
 
 def slices_plot(analysis: ErrorAnalysis, path: Path) -> Path:

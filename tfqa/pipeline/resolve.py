@@ -25,12 +25,11 @@ from typing import Any
 from tfqa.core.errors import UserError
 from tfqa.pipeline.settings import Settings
 from tfqa.tracking.delivery import MAX_TAG_VAL_LENGTH
-from tfqa.tracking.names import BACKBONE_DIR_TAG, ENTRY_POINT_TAG, ENTRY_POINT_TAGS
+from tfqa.tracking.names import BACKBONE_DIR_TAG, RESOLVED_TAG_PREFIX
 from tfqa.tracking.queries import experiment_name, get_run, run_experiment_id, stage_runs
-from tfqa.tracking.upstream import is_run_id
+from tfqa.tracking.upstream import is_run_id, require_stage, stage_of
+from tfqa.training.variants import TRAINING_STAGES
 
-RESOLVED_TAG_PREFIX = "tfqa.resolved."
-TRAINING_STAGES = ("train_bert_base", "train_bert", "train_albert", "train_bert_large")
 # Where a stage records the inputs its run was given: MLflow's own -P params, then the stage's
 # logged settings (`mine.train_data`, ...), for runs started outside `mlflow run`.
 _PARAM_PREFIXES = ("", "stage.", "mine.", "squad.", "validate.", "predict.")
@@ -64,11 +63,6 @@ def _run_param(run, name: str) -> str | None:
     return None
 
 
-def _stage_of(run) -> str | None:
-    tags = run.data.tags
-    return next((tags[t] for t in reversed(ENTRY_POINT_TAGS) if tags.get(t)), None)
-
-
 def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: str):
     """The run ``run_id`` as an input ``param`` of this stage: it must exist, be FINISHED and be
     a run of one of ``stages``; otherwise a refusal naming its id and status."""
@@ -78,17 +72,8 @@ def check_upstream_run(run_id: str, stages: Collection[str], what: str, param: s
         run = get_run(run_id)
     except MlflowException as exc:
         raise UserError(f"{param}: no run {run_id} in the tracking store ({exc.message})") from None
-    status, stage = run.info.status, _stage_of(run)
-    if stage not in stages:
-        if stage is None:
-            raise UserError(
-                f"run {run_id} is not a tfqa stage's run (no tfqa.stage tag), not a {what} run: "
-                f"refused as {param} (status {status})"
-            )
-        entry_point = run.data.tags.get(ENTRY_POINT_TAG) or stage
-        raise UserError(
-            f"run {run_id} is a {stage} run (entry point {entry_point}), not a {what} run: refused as {param} (status {status})"
-        )
+    status = run.info.status
+    stage = require_stage(run, stages, what, refused_as=f": refused as {param} (status {status})")
     if status != "FINISHED":
         raise UserError(f"run {run_id} is {status}, not FINISHED: refused as {param} (a {stage} run)")
     return run
@@ -120,7 +105,7 @@ def latest_finished(
         if rid == exclude_run_id:
             continue
         if run.info.status != "FINISHED":
-            found.skipped.append(f"run {rid} ({_stage_of(run)}) is {run.info.status}: not used")
+            found.skipped.append(f"run {rid} ({stage_of(run)}) is {run.info.status}: not used")
             continue
         differs = [(k, _run_param(run, k)) for k, v in match.items() if not _same_path(_run_param(run, k) or "", v)]
         if differs:
@@ -208,7 +193,7 @@ class StageResolver:
             return None
         run = found.run
         self.notes += [f"{param}: newer {s}" for s in found.skipped]
-        stage = _stage_of(run)
+        stage = stage_of(run)
         named = f" {run.info.run_name!r}" if run.info.run_name and run.info.run_name != stage else ""
         self._take(param, run.info.run_id, f"the latest FINISHED {stage} run{named} in experiment {experiment!r}")
         return run

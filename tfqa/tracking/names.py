@@ -17,6 +17,8 @@ FEATURES_PATH_TAG = "tfqa.features_path"
 OUTPUTS_TAG_PREFIX = "tfqa.outputs."
 HTML_TOKENS_TAG_PREFIX = "tfqa.html_tokens."
 ERROR_TAG = "tfqa.error"
+RESOLVED_TAG_PREFIX = "tfqa.resolved."
+"""``tfqa.resolved.<param>``: a setting the stage took from the settings file or an upstream run, and where from."""
 PARAM_CONFLICT_TAG_PREFIX = "tfqa.param_conflict."
 CODE_VERSION_TAG = "tfqa.code_version"
 MODEL_ID_TAG = "tfqa.model_id"
@@ -41,6 +43,8 @@ ENTRY_POINT_TAGS = (ENTRY_POINT_TAG, STAGE_TAG)
 also tag themselves ``tfqa.stage``."""
 PARENT_RUN_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
+"""The logged tables of a run (``mlflow.log_table`` sets it; ``mlflow.load_table`` reads it)."""
 
 
 # ------------------------------------------------------------------------------------ artifacts

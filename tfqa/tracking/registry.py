@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING
 from tfqa.tracking.names import BACKBONE_TAG, MODEL_ARTIFACT, MODEL_ID_TAG, MODEL_VERSION_TAG, VARIANT_TAG
 from tfqa.tracking.queries import client as _client
 from tfqa.tracking.upstream import require_stage, run_logged_model, version_model_id
-from tfqa.training.variants import VARIANTS
+from tfqa.training.variants import TRAINING_STAGES
 
 if TYPE_CHECKING:
     from tfqa.inference.manifest import EnsembleManifest
-
-TRAINING_STAGES = frozenset(v.entry_point for v in VARIANTS.values())
 
 
 @dataclass(frozen=True)

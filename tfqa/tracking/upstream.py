@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfqa.core.errors import UserError
-from tfqa.tracking.names import ENTRY_POINT_TAG, MODEL_ARTIFACT, STAGE_TAG
+from tfqa.tracking.names import ENTRY_POINT_TAG, ENTRY_POINT_TAGS, MODEL_ARTIFACT
 from tfqa.tracking.queries import client
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -102,17 +102,25 @@ def run_tag(run_id: str, tag: str) -> str:
     return value
 
 
-def require_stage(run, stages: Collection[str], what: str) -> None:
-    """Refuse a run of another stage than ``stages`` (the ``tfqa.stage`` tag every stage sets),
-    naming what it is: "run X is a validate run (entry point validate), not a training run"."""
+def stage_of(run) -> str | None:
+    """The stage a run is of: its ``tfqa.stage`` tag, else the entry point ``mlflow run`` tagged
+    it with (a stage refused before it could tag its run)."""
     tags = run.data.tags
-    stage = tags.get(STAGE_TAG)
+    return next((tags[t] for t in reversed(ENTRY_POINT_TAGS) if tags.get(t)), None)
+
+
+def require_stage(run, stages: Collection[str], what: str, *, refused_as: str = "") -> str:
+    """The run's stage; a run of another stage than ``stages`` is refused naming what it is:
+    "run X is a validate run (entry point validate), not a training run" (``refused_as`` added)."""
+    stage = stage_of(run)
     if stage in stages:
-        return
+        return stage
     if stage is None:
-        raise UserError(f"run {run.info.run_id} is not a {what} run: it has no tfqa.stage tag (not a tfqa stage's run)")
-    entry_point = tags.get(ENTRY_POINT_TAG) or stage
-    raise UserError(f"run {run.info.run_id} is a {stage} run (entry point {entry_point}), not a {what} run")
+        raise UserError(
+            f"run {run.info.run_id} is not a {what} run: it has no tfqa.stage tag (not a tfqa stage's run){refused_as}"
+        )
+    entry_point = run.data.tags.get(ENTRY_POINT_TAG) or stage
+    raise UserError(f"run {run.info.run_id} is a {stage} run (entry point {entry_point}), not a {what} run{refused_as}")
 
 
 def resolve_model(ref: str, artifact_path: str = MODEL_ARTIFACT) -> Resolved:

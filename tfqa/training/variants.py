@@ -140,6 +140,9 @@ VARIANTS: dict[str, Variant] = {
     ]
 }
 
+TRAINING_STAGES: tuple[str, ...] = tuple(dict.fromkeys(v.entry_point for v in VARIANTS.values()))
+"""The training entry points, in pipeline order: train_bert_base, train_bert, train_albert, train_bert_large."""
+
 
 def variant_for(entry_point: str, key: str) -> Variant:
     """The variant ``key`` of ``entry_point``; a clear error when it belongs to another one."""
