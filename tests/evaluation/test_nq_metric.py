@@ -24,7 +24,6 @@ from tfqa.evaluation.nq_metric import (
     GoldRule,
     KaggleF1,
     build_gold,
-    kaggle_micro_f1,
     score,
     score_answers,
     score_files,
@@ -587,16 +586,17 @@ def kaggle_case():
 
 def test_kaggle_micro_f1_by_hand():
     gold, preds = kaggle_case()
-    k = kaggle_micro_f1(gold, preds, 0.5, 0.5)
+    scored = score_answers(gold, preds)
+    k = scored.kaggle_micro_f1(0.5, 0.5)
     # long: TP a, FP+FN b, TN c (0.2 dropped), FN d; short: TP a, FP b, TN c, FN d (0.3 dropped)
     assert (k.tp, k.fp, k.fn) == (2, 2, 3)
     assert k.f1 == 4 / 9 and k.precision == 0.5 and k.recall == 2 / 5
-    k = kaggle_micro_f1(gold, preds, 0.5, 0.5, count_wrong_as_fn=False)
+    k = scored.kaggle_micro_f1(0.5, 0.5, count_wrong_as_fn=False)
     assert (k.tp, k.fp, k.fn) == (2, 2, 2) and k.f1 == 0.5
-    k = kaggle_micro_f1(gold, preds, 0.0, 0.0)  # everything kept
+    k = scored.kaggle_micro_f1(0.0, 0.0)  # everything kept
     # long: TP a, FP+FN b, FP c, FN d; short: TP a, FP b, TN c, TP d
     assert (k.tp, k.fp, k.fn) == (3, 3, 2)
-    k = kaggle_micro_f1(gold, preds, math.inf, math.inf)  # nothing kept
+    k = scored.kaggle_micro_f1(math.inf, math.inf)  # nothing kept
     assert (k.tp, k.fp, k.fn, k.f1, k.precision) == (0, 0, 5, 0.0, 0.0)
     best = score_answers(gold, preds).best_kaggle_micro_f1()
     # long keeps only a (0.9): TP1 FN2; short keeps a and d (>= 0.3) but b (0.6) too: TP2 FP1

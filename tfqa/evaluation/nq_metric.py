@@ -600,20 +600,6 @@ def score(gold: GoldLike, predictions: PredictionsLike, *, rule: GoldRule = Gold
     return score_answers(gold, predictions, rule=rule).official_metrics()
 
 
-def kaggle_micro_f1(
-    gold: GoldLike,
-    predictions: PredictionsLike,
-    long_threshold: float,
-    short_threshold: float,
-    *,
-    rule: GoldRule = GoldRule(),
-    count_wrong_as_fn: bool = True,
-) -> KaggleF1:
-    """Kaggle's micro-F1 with answers kept when their score >= the threshold of their type."""
-    scored = score_answers(gold, predictions, rule=rule)
-    return scored.kaggle_micro_f1(long_threshold, short_threshold, count_wrong_as_fn=count_wrong_as_fn)
-
-
 def score_files(gold_path: str | os.PathLike, predictions_path: str | os.PathLike, *, rule: GoldRule = GoldRule()) -> dict:
     """What ``tfqa score`` prints: the official metrics plus the best Kaggle micro-F1 of a gold file
     and an official prediction JSON."""
