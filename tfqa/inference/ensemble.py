@@ -256,10 +256,6 @@ class WeightFit:
     history: tuple[tuple[tuple[float, ...], float], ...] = field(repr=False, default=())
     """Every (weights, score) evaluated, in order."""
 
-    @property
-    def evaluations(self) -> int:
-        return len(self.history)
-
 
 def simplex_grid(n_models: int, step: float) -> np.ndarray:
     """All weight vectors with coordinates in multiples of ``step`` summing to 1."""

@@ -117,10 +117,6 @@ class EnsembleManifest:
             _parse_cascade(raw.get("cascade"), set(names), fail),
         )
 
-    @property
-    def cascade_models(self) -> tuple[str, ...]:
-        return tuple(s.model for s in self.cascade)
-
     def entry_for_variant(self, variant: str) -> ManifestEntry:
         for m in self.models:
             if m.variant == str(variant):
