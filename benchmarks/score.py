@@ -247,7 +247,7 @@ def bench_scoring(n: int = DEV_EXAMPLES, seed: int = 0, repeats: int = 10, sourc
 def print_scoring(r: dict[str, Any]) -> None:
     print(f"scoring {r['examples']} examples x 5 annotations ({r['gold_source']} gold), reading excluded:")
     print(f"  official nq_eval          : {r['official_score_s'] * 1e3:9.1f} ms")
-    print(f"  tfqa.evaluation.nq_metric: {r['tfqa_score_s'] * 1e3:9.1f} ms  (+ Kaggle threshold search)")
+    print(f"  tfqa.evaluation.nq_metric : {r['tfqa_score_s'] * 1e3:9.1f} ms  (+ Kaggle threshold search)")
     print(f"  speed-up                  : {r['speedup']:9.1f}x  (metrics identical)")
     print(f"  reading, for reference: official {r['official_read_s']:.2f} s, tfqa {r['tfqa_read_s']:.2f} s")
 
