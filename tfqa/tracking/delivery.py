@@ -448,9 +448,14 @@ class Delivery:
             try:
                 self._client.set_terminated(self.run_id, status=job.status)
             except Exception as e:
-                if not is_permanent(e):
-                    raise Transient([], e) from e
-                _log.warning("run %s: could not set status %s: %s", self.run_id, job.status, e)
+                self._retry_unless_permanent(e, f"set status {job.status}")
+
+    def _retry_unless_permanent(self, e: Exception, what: str) -> None:
+        """A transient failure goes back to the queue (``Transient``: retried with backoff); a
+        permanent one is logged and its job dropped."""
+        if not is_permanent(e):
+            raise Transient([], e) from e
+        _log.warning("run %s: could not %s: %s", self.run_id, what, e)
 
     def _send_batch(self, items: list) -> None:
         from mlflow.entities import Param, RunTag
@@ -489,9 +494,7 @@ class Delivery:
             else:  # MlflowClient.log_artifact takes a file or a directory (kept under its own name)
                 self._client.log_artifact(self.run_id, str(up.local), up.artifact_path)
         except Exception as e:
-            if not is_permanent(e):
-                raise Transient([], e) from e
-            _log.warning("run %s: could not upload %s: %s", self.run_id, up.local, e)
+            self._retry_unless_permanent(e, f"upload {up.local}")
         if up.spooled:
             shutil.rmtree(up.local.parent, ignore_errors=True)
 
@@ -531,9 +534,7 @@ class Delivery:
                 job.uploaded = True
             self._client.finalize_logged_model(job.model_id, LoggedModelStatus.READY)
         except Exception as e:
-            if not is_permanent(e):
-                raise Transient([], e) from e
-            _log.warning("run %s: could not log model %s from %s: %s", self.run_id, job.name, job.local, e)
+            self._retry_unless_permanent(e, f"log model {job.name} from {job.local}")
             if job.model_id is not None:
                 try:
                     self._client.finalize_logged_model(job.model_id, LoggedModelStatus.FAILED)
@@ -570,9 +571,7 @@ class Delivery:
             for lo in range(0, len(points), MAX_ENTITIES_PER_BATCH):
                 self._client.log_batch(self.run_id, metrics=points[lo : lo + MAX_ENTITIES_PER_BATCH], synchronous=True)
         except Exception as e:
-            if not is_permanent(e):
-                raise Transient([], e) from e
-            _log.warning("run %s: could not log metrics on model %s: %s", self.run_id, model.model_id, e)
+            self._retry_unless_permanent(e, f"log metrics on model {model.model_id}")
 
     def _deliver_inputs(self, job: Inputs) -> None:
         from mlflow.entities import LoggedModelInput
@@ -582,11 +581,7 @@ class Delivery:
                 self.run_id, datasets=job.datasets or None, models=[LoggedModelInput(m) for m in job.model_ids] or None
             )
         except Exception as e:
-            if not is_permanent(e):
-                raise Transient([], e) from e
-            _log.warning(
-                "run %s: could not record inputs %s: %s", self.run_id, [d.dataset.name for d in job.datasets] + job.model_ids, e
-            )
+            self._retry_unless_permanent(e, f"record inputs {[d.dataset.name for d in job.datasets] + job.model_ids}")
 
     def _run_is_gone(self) -> bool:
         """A deleted run rejects everything: stop trying instead of bisecting every batch."""
