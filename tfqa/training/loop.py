@@ -1,4 +1,5 @@
-"""The training loop: one function that reads top to bottom.
+"""The training loop: ``_train``, whose step loop reads top to bottom; what it calls out to (resume,
+checkpoints, the metrics window, evaluation) stands just above it, one piece each.
 
     setup (devices, DDP, optimizer, AMP) -> resume -> for each optimizer step:
         lr from a plain function of the step
