@@ -18,7 +18,6 @@ import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -56,14 +55,12 @@ def _model_names(n: int, names: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(str(x) for x in names)
 
 
-def _row_keys(ref, other) -> tuple[np.ndarray, np.ndarray]:
-    """Integer keys of (example_id, candidate_index) for both tables (anything with those two
-    arrays), on a shared id coding."""
-    codes, _ = pd.factorize(np.concatenate([ref.example_id, other.example_id]), sort=False)
-    scale = int(max(ref.candidate_index.max(initial=0), other.candidate_index.max(initial=0))) + 1
-    keys = codes.astype(np.int64) * scale + np.concatenate([ref.candidate_index, other.candidate_index])
-    n = len(ref.example_id)
-    return keys[:n], keys[n:]
+def _row_keys(ref_ids, ref_cands, other_ids, other_cands) -> tuple[np.ndarray, np.ndarray]:
+    """Integer keys of (example_id, candidate_index) for two tables' columns, on a shared id coding."""
+    codes, _ = pd.factorize(np.concatenate([ref_ids, other_ids]), sort=False)
+    scale = int(max(ref_cands.max(initial=0), other_cands.max(initial=0))) + 1
+    keys = codes.astype(np.int64) * scale + np.concatenate([ref_cands, other_cands])
+    return keys[: len(ref_ids)], keys[len(ref_ids) :]
 
 
 def _check_unique(keys: np.ndarray, out: CandidateOutputs, name: str) -> pd.Index:
@@ -76,7 +73,7 @@ def _check_unique(keys: np.ndarray, out: CandidateOutputs, name: str) -> pd.Inde
 
 def _match(ref: CandidateOutputs, other: CandidateOutputs, ref_name: str, name: str) -> np.ndarray:
     """Row of ``other`` for each row of ``ref``; raises naming a key when the row sets differ."""
-    ref_keys, other_keys = _row_keys(ref, other)
+    ref_keys, other_keys = _row_keys(ref.example_id, ref.candidate_index, other.example_id, other.candidate_index)
     _check_unique(ref_keys, ref, ref_name)
     index = _check_unique(other_keys, other, name)
     rows = index.get_indexer(ref_keys)
@@ -499,10 +496,9 @@ def cascade(
 
 def rows_of_keys(out: CandidateOutputs, keys: pd.DataFrame, name: str) -> np.ndarray:
     """Rows of ``out`` holding ``keys``, in the keys' order; raises when one is missing."""
-    wanted = SimpleNamespace(
-        example_id=keys["example_id"].to_numpy(object), candidate_index=keys["candidate_index"].to_numpy(np.int64)
+    wanted_keys, out_keys = _row_keys(
+        keys["example_id"].to_numpy(object), keys["candidate_index"].to_numpy(np.int64), out.example_id, out.candidate_index
     )
-    wanted_keys, out_keys = _row_keys(wanted, out)
     rows = _check_unique(out_keys, out, name).get_indexer(wanted_keys)
     missing = np.flatnonzero(rows < 0)
     if len(missing):
