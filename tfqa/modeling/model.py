@@ -173,16 +173,27 @@ class CandidateQAModel(nn.Module):
 
     @staticmethod
     def loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        """``total = class_loss + span_loss``.
+        """``total = class_loss + span_loss``, the means of ``loss_sums`` over this batch.
 
         ``class_loss``: cross-entropy of the answer type over all rows. ``span_loss``: mean over
-        the short-span rows (label 2) of (start CE + end CE) / 2; 0 when the batch has none. The
-        span term is computed for every row and masked, so the span head is always part of the
-        graph (DDP expects every parameter to get a gradient, even a zero one).
+        the short-span rows (label 2) of (start CE + end CE) / 2; 0 when the batch has none.
         """
+        sums = CandidateQAModel.loss_sums(outputs, batch)
+        class_loss = sums["class_sum"] / sums["rows"]
+        span_loss = sums["span_sum"] / sums["span_rows"].clamp(min=1.0)
+        return {"total": class_loss + span_loss, "class_loss": class_loss, "span_loss": span_loss}
+
+    @staticmethod
+    def loss_sums(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        """The losses as sums, with the counts that normalise them: ``class_sum`` over all
+        ``rows``, ``span_sum`` over the ``span_rows`` (label 2). The training loop divides them by
+        the counts of the whole optimizer step (every micro-batch on every rank), so a step's loss
+        is the same however the batch is split over GPUs and micro-batches. The span term is
+        computed for every row and masked, so the span head is always part of the graph (DDP
+        expects every parameter to get a gradient, even a zero one)."""
         class_logits, start_logits, end_logits = outputs
         labels = batch["label"].to(class_logits.device)
-        class_loss = F.cross_entropy(class_logits, labels)
+        class_sum = F.cross_entropy(class_logits, labels, reduction="sum")
         is_span = labels == SHORT
         # Non-span rows carry -1 positions: point them at [CLS] (a valid index), then mask them out.
         start = torch.where(is_span, batch["start_position"].to(labels.device), 0)
@@ -191,8 +202,12 @@ class CandidateQAModel(nn.Module):
             F.cross_entropy(start_logits, start, reduction="none") + F.cross_entropy(end_logits, end, reduction="none")
         ) / 2
         weight = is_span.to(per_row.dtype)
-        span_loss = (per_row * weight).sum() / weight.sum().clamp(min=1.0)
-        return {"total": class_loss + span_loss, "class_loss": class_loss, "span_loss": span_loss}
+        return {
+            "class_sum": class_sum,
+            "span_sum": (per_row * weight).sum(),
+            "rows": torch.tensor(float(len(labels)), device=labels.device),
+            "span_rows": weight.sum(),
+        }
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> None:

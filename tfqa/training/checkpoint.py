@@ -45,8 +45,10 @@ def step_dir_name(step: int) -> str:
 
 # ------------------------------------------------------------------------------------ RNG state
 def capture_rng_state() -> dict[str, Any]:
-    """The generator states of python, numpy, torch (CPU) and every CUDA device, as tensors and
-    plain values so that ``torch.load(weights_only=True)`` reads them back."""
+    """The generator states of python, numpy, torch (CPU) and this process's CUDA device, as
+    tensors and plain values so that ``torch.load(weights_only=True)`` reads them back. Only the
+    current device's: a rank uses one GPU, and a resume may see fewer GPUs than the save did
+    (SLURM binds one per task; 8 GPUs -> 1)."""
     version, py_state, gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
@@ -59,7 +61,7 @@ def capture_rng_state() -> dict[str, Any]:
             "gauss": float(np_gauss),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -69,8 +71,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     npst = state["numpy"]
     np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state["cuda"]
+    if saved and torch.cuda.is_available():
+        # One entry: this rank's device. Checkpoints written before held every visible device's:
+        # take the current device's when it is among them.
+        current = torch.cuda.current_device()
+        torch.cuda.set_rng_state(saved[current] if len(saved) > 1 and current < len(saved) else saved[0])
 
 
 # ------------------------------------------------------------------------------------ save
@@ -183,6 +189,12 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     found = list_checkpoints(root)
     return found[-1] if found else None
+
+
+def read_rng_states(ckpt_dir: str | os.PathLike) -> list[dict] | None:
+    """Every rank's RNG state saved in ``ckpt_dir``, in rank order (None for a checkpoint without)."""
+    path = Path(ckpt_dir) / RNG_FILE
+    return torch.load(path, map_location="cpu", weights_only=True)["ranks"] if path.exists() else None
 
 
 def read_trainer_state(ckpt_dir: str | os.PathLike) -> dict:

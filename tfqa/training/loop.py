@@ -1,18 +1,24 @@
 """The training loop: ``_train``, whose step loop reads top to bottom; what it calls out to (resume,
 checkpoints, the metrics window, evaluation) stands just above it, one piece each.
 
-    setup (devices, DDP, optimizer, AMP) -> resume -> for each optimizer step:
+    setup (devices, DDP, optimizer, AMP) -> resume (rank 0 decides, every rank loads) -> for each step:
+        its grad_accum_steps micro-batches; their rows and span rows counted over all ranks,
+            with the stop flag (one all-reduce): a stop saves a checkpoint and ends here
         lr from a plain function of the step
-        grad_accum_steps micro-batches: forward under autocast, loss / n_micro, backward
+        each micro-batch: forward under autocast, loss sums / the step's counts, backward
             (DDP skips the all-reduce on all but the last micro-batch)
         unscale, clip, step, zero grads
-        log every log_every_steps, evaluate every eval_every_steps,
+        log every log_every_steps, evaluate every eval_every_steps (sharded over the ranks),
         checkpoint every checkpoint_every_steps, at every epoch end and at the end
 
 Run it plainly (one process, CPU or one GPU) or under ``torchrun --nproc-per-node N``: with
-``WORLD_SIZE > 1`` in the environment the process group is set up from ``RANK``/``LOCAL_RANK``/
-``WORLD_SIZE`` (nccl on CUDA, gloo on CPU), the model is wrapped in DDP and the data is sharded by
-``LengthGroupedSampler``. Only rank 0 logs, evaluates and writes checkpoints.
+``WORLD_SIZE > 1`` in the environment the process group is set up by ``tfqa.core.distributed``
+(nccl on CUDA, gloo on CPU, each rank on ``cuda:LOCAL_RANK``), the model is wrapped in DDP and the
+data is sharded by ``LengthGroupedSampler``. Only rank 0 logs and writes checkpoints.
+
+The same global batch gives the same step on 1 GPU, on 8, and with gradient accumulation: the
+loss is normalised by the rows (and short-span rows) of the whole step, not of each micro-batch
+on each rank, so a rank that happens to hold no span row does not dilute the span loss.
 
 Exact resume: a run killed at any point and resumed from its last checkpoint ends with the same
 weights, bit for bit on CPU, as a run never interrupted. What makes it so:
@@ -32,6 +38,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,19 +49,24 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
+from tfqa.core import distributed
+from tfqa.core.distributed import Distributed, check_batch_split
+from tfqa.core.stopping import StopFlag, StopRequested, graceful_stop
 from tfqa.features.batching import LengthGroupedSampler, collate
 from tfqa.training.checkpoint import (
     CHECKPOINTS_DIR,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
+    read_rng_states,
+    read_trainer_state,
     restore_rng_state,
     save_checkpoint,
 )
+from tfqa.modeling.model import SHORT
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +101,9 @@ class TrainConfig:
     seed: int = 0
     """Seeds the data order and the RNGs (dropout). Rank ``r`` draws from ``seed + r``."""
     precision: str = "auto"
-    """``auto``: bf16 autocast on CUDA when supported, else fp16 autocast + GradScaler on CUDA,
-    fp32 on CPU (bf16 is emulated on CPUs without AMX and ~100x slower). ``fp32``/``bf16``/``fp16``
+    """``auto``: bf16 autocast on GPUs with bf16 tensor cores (compute capability 8+: A100, H100,
+    L4...), fp16 autocast + GradScaler on older CUDA GPUs (V100, T4: bf16 there is emulated), fp32
+    on CPU (bf16 is emulated on CPUs without AMX and ~100x slower). ``fp32``/``bf16``/``fp16``
     force a mode; fp16 needs CUDA."""
     optimizer: str = "adamw"
     """``adamw``: ``torch.optim.AdamW``, fused when the device supports it. ``apex_fused_adam``:
@@ -116,6 +129,13 @@ class TrainConfig:
     """Round each batch's width up to a multiple of this; ``None``: 8 on CUDA (tensor cores), 1 on CPU."""
     device: str = "auto"
     """``auto`` (``cuda:LOCAL_RANK`` when CUDA is there, else cpu), or a device string."""
+    gradient_checkpointing: bool = False
+    """Recompute the encoder's activations in backward instead of keeping them: about a third more
+    compute for a fraction of the activation memory (bigger per-GPU batches for bert-large and
+    albert-xxlarge). Same results up to float summation order."""
+    compile: bool = False
+    """``torch.compile`` the model for training (the first steps compile; widths rounded to
+    ``pad_to_multiple_of`` keep the number of shapes small). The saved weights are the same module's."""
     deterministic: bool | None = None
     """``torch.use_deterministic_algorithms`` during training; ``None``: on for CPU, off on CUDA
     (where it costs speed and needs ``CUBLAS_WORKSPACE_CONFIG``)."""
@@ -193,56 +213,12 @@ def lr_at(step: int, *, peak: float, warmup_steps: int, total_steps: int) -> flo
 
 
 # ------------------------------------------------------------------------------------ setup helpers
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    owns_group: bool = False
-    """True when ``train`` created the process group (and so destroys it at the end)."""
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto``: this process's GPU (``cuda:LOCAL_RANK``) when CUDA is there, else the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def setup_distributed(device: torch.device) -> Distributed:
-    """Read torchrun's environment; join (or reuse) the process group when WORLD_SIZE > 1:
-    nccl for GPUs, gloo for CPUs."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    rank = int(os.environ["RANK"])
-    owns = False
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        owns = True
-    return Distributed(rank, world_size, owns)
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The concrete mode: ``fp32``, ``bf16`` or ``fp16``."""
     if precision == "auto":
         if device.type != "cuda":
             return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if distributed.bf16_native(device) else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision fp16 (with a GradScaler) needs CUDA; use fp32 on CPU")
     if precision == "bf16" and device.type == "cpu":
@@ -327,14 +303,20 @@ def train(
     eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
     resume: str | os.PathLike | None = "auto",
     pad_id: int | None = None,
+    stop: StopFlag | None = None,
 ) -> TrainResult:
     """Train ``model`` (a ``CandidateQAModel``) on ``train_ds`` and write checkpoints under
     ``out_dir``; ``resume="auto"`` continues from the newest one there, a path from that one,
     ``None`` starts afresh. ``pad_id`` defaults to the encoder config's ``pad_token_id`` (its value
-    never changes a result: padded positions are masked out of attention and of the logits)."""
+    never changes a result: padded positions are masked out of attention and of the logits).
+
+    ``eval_fn(model, step)`` is called on every rank (a sharded one, like ``DevEvaluator``, shares
+    the work; rank 0's metrics are logged). ``stop``: the caller's stop flag (default: SIGTERM,
+    SIGINT and SIGHUP are caught for the duration); when it rises, every rank finishes the same
+    step, rank 0 saves a checkpoint, and :class:`StopRequested` is raised."""
     out_dir = Path(out_dir)
-    device = resolve_device(cfg.device)
-    ddp = setup_distributed(device)
+    job = distributed.init(cfg.device)
+    device = job.device
     deterministic = device.type == "cpu" if cfg.deterministic is None else cfg.deterministic
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     # cuBLAS reads this when deterministic kernels are asked for on CUDA; like the flag, it is the
@@ -344,43 +326,81 @@ def train(
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     try:
-        return _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp, device)
+        with contextlib.nullcontext(stop) if stop is not None else graceful_stop() as flag:
+            return _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job, flag)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         if set_cublas:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        if ddp.owns_group:
-            dist.destroy_process_group()
+        distributed.shutdown(job)
 
 
-def _start_position(
-    ckpt: Path | None, cfg: TrainConfig, ddp: Distributed, device, state_of: dict, data_facts: dict, logger
-) -> tuple[int, int, int]:
-    """(step, epoch, batch in epoch) to start from: the checkpoint's, its states loaded into
-    ``state_of`` (model, optimizer, scaler), or zeros with every RNG seeded afresh."""
+@dataclass(frozen=True)
+class _Resume:
+    """Rank 0's answer to "where do we start", sent to every rank."""
+
+    path: str
+    state: dict
+
+
+def _resume_decision(resume, out_dir: Path, data_facts: dict) -> _Resume | None:
+    """Rank 0 picks the checkpoint (its own output folder's, with node-local folders the only one
+    that holds any) and checks that it fits this data."""
+    ckpt = _resolve_resume(resume, out_dir)
     if ckpt is None:
-        seed_everything(cfg.seed + ddp.rank)
-        return 0, 0, 0
-    state = load_checkpoint(ckpt, **state_of, rank=ddp.rank, map_location=device)
+        return None
+    state = read_trainer_state(ckpt)
     changed = {k: (state.get(k), v) for k, v in data_facts.items() if state.get(k) != v}
     if changed:
         raise ValueError(f"cannot resume from {ckpt}: the data or batch layout changed (saved, now): {changed}")
+    return _Resume(str(ckpt), state)
+
+
+def _start_position(
+    resume, out_dir: Path, cfg: TrainConfig, job: Distributed, state_of: dict, data_facts: dict, logger
+) -> tuple[int, int, int, Path | None]:
+    """(step, epoch, batch in epoch, checkpoint) to start from. Rank 0 decides and reads the
+    checkpoint; the other ranks get its model, optimizer and scaler states and their own RNG
+    streams from rank 0 over the process group, so every rank resumes from the same checkpoint
+    even where only rank 0's disk holds it. Without one: zeros, every RNG seeded afresh."""
+    decision = job.decide(lambda: _resume_decision(resume, out_dir, data_facts))
+    if decision is None:
+        seed_everything(cfg.seed + job.rank)
+        return 0, 0, 0, None
+    ckpt, state = Path(decision.path), decision.state
+    model, optimizer, scaler = state_of["model"], state_of["optimizer"], state_of["scaler"]
+    rng_states = None
+    if job.is_main:
+        load_checkpoint(ckpt, **state_of, restore_rng=False, map_location=job.device)
+        rng_states = read_rng_states(ckpt)
+    if job.enabled:
+        weights = job.broadcast_state(model.state_dict() if job.is_main else None)
+        opt_state = job.broadcast_state(optimizer.state_dict() if job.is_main else None)
+        scaler_state = job.broadcast(scaler.state_dict() if job.is_main else None)
+        rng_states = job.broadcast(rng_states)
+        if not job.is_main:
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(opt_state)
+            if scaler_state:
+                scaler.load_state_dict(scaler_state)
     step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-    if not state["rng_restored"] or state.get("world_size") != ddp.world_size:
+    if rng_states is not None and state.get("world_size") == job.world_size and job.rank < len(rng_states):
+        restore_rng_state(rng_states[job.rank])
+    else:
         # Another number of processes: same data order (the plan depends on step_rows only),
         # but the saved per-rank RNG streams do not map onto the new ranks.
         log.warning(
             "resuming %s with %d processes (saved with %s): RNG streams re-seeded, not continued",
             ckpt,
-            ddp.world_size,
+            job.world_size,
             state.get("world_size"),
         )
-        seed_everything(_derived_seed(cfg.seed, ddp.rank, step))
-    if ddp.is_main:
+        seed_everything(_derived_seed(cfg.seed, job.rank, step))
+    if job.is_main:
         log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
         if state.get("unsent_metrics") and logger is not None:
             logger.log_metric_points(state["unsent_metrics"])
-    return step, epoch, batch_in_epoch
+    return step, epoch, batch_in_epoch, ckpt
 
 
 @dataclass
@@ -389,22 +409,18 @@ class _Checkpointer:
 
     out_dir: Path
     cfg: TrainConfig
-    ddp: Distributed
+    job: Distributed
     logger: MetricsLogger | None
     state_of: dict
     """model, optimizer and scaler, as ``save_checkpoint`` takes them."""
     data_facts: dict
     config: dict
+    last_step: int | None = None
 
     def save(self, step: int, position: dict[str, int], metrics: dict) -> Path | None:
-        rng = capture_rng_state()
-        rng_states = [None] * self.ddp.world_size if self.ddp.is_main else None
-        if self.ddp.enabled:
-            dist.gather_object(rng, rng_states, dst=0)
-        else:
-            rng_states = [rng]
+        rng_states = self.job.gather(capture_rng_state())
         path = None
-        if self.ddp.is_main:
+        if self.job.is_main:
             # Steps up to this checkpoint are never trained again after a crash, so their metric
             # points must outlive this process: wait briefly for the server, keep the rest inside.
             unsent = []
@@ -416,7 +432,7 @@ class _Checkpointer:
                 step,
                 **self.state_of,
                 rng_states=rng_states,
-                data_position={**position, "world_size": self.ddp.world_size, **self.data_facts},
+                data_position={**position, "world_size": self.job.world_size, **self.data_facts},
                 config=self.config,
                 metrics=metrics,
                 keep_last=self.cfg.keep_checkpoints,
@@ -424,60 +440,60 @@ class _Checkpointer:
             )
             if self.logger is not None:
                 self.logger.log_artifacts(str(path), f"{CHECKPOINTS_DIR}/{path.name}")
-        self.ddp.barrier()
+        self.last_step = step
+        self.job.barrier()
         return path
 
 
 class _MetricsWindow:
-    """Loss sums and token counts since the last log, and the training time they took: evaluation
+    """Loss sums and row counts since the last log, and the training time they took: evaluation
     and checkpoints run inside ``paused()`` and are left out of the throughput."""
+
+    # class loss sum, span loss sum, rows, span rows, sequences, tokens, padded positions
+    _FIELDS = 7
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, class loss, span loss, micro-batches
-        self.seqs = self.tokens = self.padded = 0
+        self.sums = torch.zeros(self._FIELDS, dtype=torch.float64, device=device)
         self.train_seconds = 0.0
         self.t0 = time.perf_counter()
 
-    def add_batch(self, batch: dict) -> None:
-        self.seqs += len(batch["label"])
-        self.tokens += int(batch["attention_mask"].sum())
-        self.padded += batch["attention_mask"].numel()
-
-    def add_losses(self, losses: dict) -> None:
+    def add(self, sums: dict, batch: dict) -> None:
+        mask = batch["attention_mask"]
         self.sums += torch.stack(
             [
-                losses["total"].detach(),
-                losses["class_loss"].detach(),
-                losses["span_loss"].detach(),
-                torch.ones((), device=self.device),
+                sums["class_sum"].detach().double(),
+                sums["span_sum"].detach().double(),
+                sums["rows"].double(),
+                sums["span_rows"].double(),
+                torch.tensor(float(len(batch["label"])), dtype=torch.float64, device=self.device),
+                mask.sum().double(),
+                torch.tensor(float(mask.numel()), dtype=torch.float64, device=self.device),
             ]
-        ).to(torch.float64)
+        )
 
-    def metrics(self, ddp: Distributed, *, lr: float, grad_norm, epoch: float) -> dict[str, float]:
-        """The window's training metrics, summed over all ranks (every rank joins the all-reduce)."""
-        counts = torch.tensor([self.seqs, self.tokens, self.padded], dtype=torch.float64, device=self.device)
-        totals = torch.cat([self.sums, counts])
-        if ddp.enabled:
-            dist.all_reduce(totals)
-        loss_sum, class_sum, span_sum, n, seqs_sum, tokens_sum, padded_sum = totals.tolist()
+    def metrics(self, job: Distributed, *, lr: float, grad_norm, epoch: float) -> dict[str, float]:
+        """The window's training metrics over all ranks (every rank joins the all-reduce): each
+        loss is its mean over the rows it covers, as the step's loss is."""
+        class_sum, span_sum, rows, span_rows, seqs, tokens, padded = job.all_reduce_sum(self.sums.clone()).tolist()
         elapsed = time.perf_counter() - self.t0
         self.train_seconds += elapsed
+        class_loss, span_loss = class_sum / max(rows, 1.0), span_sum / max(span_rows, 1.0)
         return {
-            "train/loss": loss_sum / n,
-            "train/class_loss": class_sum / n,
-            "train/span_loss": span_sum / n,
+            "train/loss": class_loss + span_loss,
+            "train/class_loss": class_loss,
+            "train/span_loss": span_loss,
+            "train/span_rows": span_rows,
             "train/lr": lr,
             "train/grad_norm": float(grad_norm),
             "train/epoch": epoch,
-            "train/seqs_per_s": seqs_sum / elapsed,
-            "train/tokens_per_s": tokens_sum / elapsed,
-            "train/padding_fraction": 1.0 - tokens_sum / padded_sum,
+            "train/seqs_per_s": seqs / elapsed,
+            "train/tokens_per_s": tokens / elapsed,
+            "train/padding_fraction": 1.0 - tokens / max(padded, 1.0),
         }
 
     def restart(self) -> None:
         self.sums.zero_()
-        self.seqs = self.tokens = self.padded = 0
         self.t0 = time.perf_counter()
 
     @contextlib.contextmanager
@@ -487,24 +503,39 @@ class _MetricsWindow:
         self.t0 += time.perf_counter() - pause_t0
 
 
-def _evaluate(eval_fn, raw_model, step: int, ddp: Distributed, logger) -> dict[str, float]:
-    """Rank 0 evaluates (the others wait): ``eval/``-prefixed metrics, the RNG streams left as the
-    training had them so the evaluation cannot shift them."""
-    eval_metrics = {}
-    if ddp.is_main:
-        rng = capture_rng_state()
-        raw_model.eval()
-        eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v) for k, v in eval_fn(raw_model, step).items()}
-        restore_rng_state(rng)
-        if logger is not None:
-            logger.log_metrics(eval_metrics, step)
-    ddp.barrier()
-    return eval_metrics
+def _evaluate(eval_fn, raw_model, step: int, job: Distributed, logger) -> dict[str, float]:
+    """Every rank evaluates (a sharded ``eval_fn`` shares the work, so no rank idles in a barrier
+    while another scores the dev set); rank 0's ``eval/``-prefixed metrics are logged. The RNG
+    streams are left as the training had them so the evaluation cannot shift them."""
+    rng = capture_rng_state()
+    raw_model.eval()
+    metrics = {(k if "/" in k else f"eval/{k}"): float(v) for k, v in (eval_fn(raw_model, step) or {}).items()}
+    restore_rng_state(rng)
+    metrics = job.broadcast(metrics)
+    if job.is_main and logger is not None:
+        logger.log_metrics(metrics, step)
+    return metrics
 
 
-def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: Distributed, device) -> TrainResult:
+def _step_counts(micro_batches: list[dict], stop: StopFlag, job: Distributed) -> tuple[float, float, bool]:
+    """Rows and short-span rows of this optimizer step over every micro-batch of every rank, and
+    whether any rank was asked to stop: one all-reduce of three numbers per step."""
+    labels = [b["label"] for b in micro_batches]
+    local = torch.tensor(
+        [float(sum(len(x) for x in labels)), float(sum(int((x == SHORT).sum()) for x in labels)), float(stop.requested)],
+        dtype=torch.float64,
+        device=job.device,
+    )
+    rows, span_rows, stops = job.all_reduce_sum(local).tolist()
+    return rows, span_rows, stops > 0
+
+
+def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: Distributed, stop: StopFlag) -> TrainResult:
+    device = job.device
     # ---- model, optimizer, precision
     raw_model = model.to(device)
+    if cfg.gradient_checkpointing:
+        raw_model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     precision = resolve_precision(cfg.precision, device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -514,13 +545,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     state_of = {"model": raw_model, "optimizer": optimizer, "scaler": scaler}
 
     # ---- data: each process runs micro_batch rows per forward
-    rows_per_micro_step = cfg.batch_size // cfg.grad_accum_steps
-    if rows_per_micro_step % ddp.world_size:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} / grad_accum_steps {cfg.grad_accum_steps} = {rows_per_micro_step} "
-            f"rows per micro-step do not split over {ddp.world_size} processes"
-        )
-    micro_batch = rows_per_micro_step // ddp.world_size
+    micro_batch = check_batch_split(cfg.batch_size, cfg.grad_accum_steps, job.world_size)
     if len(train_ds) == 0:
         raise ValueError("train: the training set is empty")
     sampler = LengthGroupedSampler(
@@ -528,8 +553,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
         micro_batch,
         seed=cfg.seed,
         mega_batch_steps=cfg.mega_batch_steps,
-        rank=ddp.rank,
-        world_size=ddp.world_size,
+        rank=job.rank,
+        world_size=job.world_size,
     )
     batches_per_epoch = sampler.num_batches
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
@@ -543,11 +568,18 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
     data_facts = {"num_rows": len(train_ds), "step_rows": sampler.step_rows, "batches_per_epoch": batches_per_epoch}
 
     # ---- resume or start afresh
-    ckpt = _resolve_resume(resume, out_dir)
-    step, epoch, batch_in_epoch = _start_position(ckpt, cfg, ddp, device, state_of, data_facts, logger)
-    model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp.enabled else raw_model
-    run_config = {**asdict(cfg), "total_steps": total_steps, "warmup_steps": warmup_steps, "precision_used": precision}
-    checkpointer = _Checkpointer(out_dir, cfg, ddp, logger, state_of, data_facts, run_config)
+    step, epoch, batch_in_epoch, ckpt = _start_position(resume, out_dir, cfg, job, state_of, data_facts, logger)
+    model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if job.enabled else raw_model
+    forward = torch.compile(model) if cfg.compile else model
+    run_config = {
+        **asdict(cfg),
+        "total_steps": total_steps,
+        "warmup_steps": warmup_steps,
+        "precision_used": precision,
+        "world_size": job.world_size,
+        "micro_batch": micro_batch,
+    }
+    checkpointer = _Checkpointer(out_dir, cfg, job, logger, state_of, data_facts, run_config)
 
     # ---- the loop
     start_step = step
@@ -564,29 +596,39 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             pin_memory=device.type == "cuda",
             worker_init_fn=_seed_worker,
             # Its own generator: creating a loader must not draw from the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, ddp.rank)),
+            generator=torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, job.rank)),
         )
-        micro_batches = iter(loader)
+        loader_batches = iter(loader)
         epoch_end = False
         while not epoch_end and step < total_steps:
+            n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
+            micro_batches = [next(loader_batches) for _ in range(n_micro)]
+            rows, span_rows, stopping = _step_counts(micro_batches, stop, job)
+            if stopping:  # every rank sees the same answer here, so every rank stops after the same step
+                position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
+                with window.paused():
+                    if checkpointer.last_step != step:
+                        last_ckpt = checkpointer.save(step, position, metrics) or last_ckpt
+                raise StopRequested(stop.signum or signal.SIGTERM, f"after step {step}; checkpoint {last_ckpt or 'on rank 0'}")
+
             lr = lr_at(step, peak=cfg.lr, warmup_steps=warmup_steps, total_steps=total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
-            for micro in range(n_micro):
-                batch = next(micro_batches)
-                window.add_batch(batch)
+            for micro, batch in enumerate(micro_batches):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 last_micro = micro == n_micro - 1
                 # DDP all-reduces gradients in backward; only the last micro-batch needs it.
-                sync = contextlib.nullcontext() if last_micro or not ddp.enabled else model.no_sync()
+                sync = contextlib.nullcontext() if last_micro or not job.enabled else model.no_sync()
                 with sync:
                     with autocast():
-                        outputs = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-                        losses = raw_model.loss(outputs, batch)
-                    scaler.scale(losses["total"] / n_micro).backward()
-                window.add_losses(losses)
+                        sums = raw_model.loss_sums(forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)
+                    # The step's loss is the mean over all its rows (class) and all its span rows
+                    # (span), whichever rank and micro-batch holds them; DDP averages the ranks'
+                    # gradients, so each rank's share is scaled by the world size.
+                    loss = (sums["class_sum"] / rows + sums["span_sum"] / max(span_rows, 1.0)) * job.world_size
+                    scaler.scale(loss).backward()
+                window.add(sums, batch)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
             scaler.step(optimizer)
@@ -600,17 +642,17 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
             done = step == total_steps
 
             if step % cfg.log_every_steps == 0 or done:
-                metrics = window.metrics(ddp, lr=lr, grad_norm=grad_norm, epoch=step / steps_per_epoch)
-                if ddp.is_main and logger is not None:
+                metrics = window.metrics(job, lr=lr, grad_norm=grad_norm, epoch=step / steps_per_epoch)
+                if job.is_main and logger is not None:
                     logger.log_metrics(metrics, step)
-                if ddp.is_main and cfg.progress:
+                if job.is_main and cfg.progress:
                     line = progress_line(step, total_steps, metrics, window.train_seconds, step - start_step)
                     print(line, file=sys.stderr, flush=True)
                 window.restart()
 
             with window.paused():
                 if eval_fn is not None and cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or done):
-                    metrics.update(_evaluate(eval_fn, raw_model, step, ddp, logger))
+                    metrics.update(_evaluate(eval_fn, raw_model, step, job, logger))
                 if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or epoch_end or done:
                     position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
                     last_ckpt = checkpointer.save(step, position, metrics) or last_ckpt
@@ -621,7 +663,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, ddp: 
         epoch=epoch,
         batch_in_epoch=batch_in_epoch,
         metrics=metrics,
-        checkpoint=last_ckpt if ddp.is_main else None,
+        checkpoint=last_ckpt if job.is_main else None,
         resumed_from=ckpt,
         train_seconds=window.train_seconds,
     )

@@ -1,0 +1,80 @@
+"""A stop asked for by a signal: SIGTERM (what SLURM, Kubernetes, spot instances and ``torchrun``
+send before they take a machine back), SIGINT (Ctrl-C) and SIGHUP (a closed terminal).
+
+The first signal only raises a flag: the long loops (training, mining, scoring) look at it at
+their next safe point, save what they have, and end with :class:`StopRequested`, which the MLflow
+run records as KILLED and the process turns into exit status 128 + the signal. A second signal
+stops at once, the way the signal would have without us.
+
+Under ``torchrun`` every rank gets the signal at about the same moment, but "about" is not a step
+boundary: the training loop reduces the flag across ranks (``Distributed.any``) so that all ranks
+stop after the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class StopRequested(Exception):
+    """Raised at a safe point after a stop signal; ``signum`` says which one."""
+
+    def __init__(self, signum: int, where: str = ""):
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}{f' {where}' if where else ''}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class StopFlag:
+    """Set by the first stop signal; ``signum`` is that signal (0 while none came)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    def raise_if_requested(self, where: str = "") -> None:
+        if self.signum:
+            raise StopRequested(self.signum, where)
+
+
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[StopFlag]:
+    """Within the block, the first stop signal sets the returned flag; a second one acts as the
+    signal's default would. The previous handlers come back after the block. Outside the main
+    thread (where Python cannot take signals) the flag simply never rises."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handle(signum, _frame):
+        if flag.signum:  # the second signal: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        flag.signum = signum
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        # A signal the process was started with ignored stays ignored (nohup, `cmd &` in a script).
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handle)
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
