@@ -56,6 +56,7 @@ from tfqa.core import distributed
 from tfqa.core.distributed import Distributed, check_batch_split
 from tfqa.core.stopping import StopFlag, StopRequested, graceful_stop
 from tfqa.features.batching import LengthGroupedSampler, collate
+from tfqa.modeling.model import SHORT
 from tfqa.training.checkpoint import (
     CHECKPOINTS_DIR,
     capture_rng_state,
@@ -66,7 +67,6 @@ from tfqa.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from tfqa.modeling.model import SHORT
 
 log = logging.getLogger(__name__)
 
@@ -622,7 +622,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
                 sync = contextlib.nullcontext() if last_micro or not job.enabled else model.no_sync()
                 with sync:
                     with autocast():
-                        sums = raw_model.loss_sums(forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)
+                        outputs = forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                        sums = raw_model.loss_sums(outputs, batch)
                     # The step's loss is the mean over all its rows (class) and all its span rows
                     # (span), whichever rank and micro-batch holds them; DDP averages the ranks'
                     # gradients, so each rank's share is scaled by the world size.
