@@ -14,7 +14,8 @@ from pathlib import Path
 # changes (it is keyed by the dependencies), and an editable install may point at another clone.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tfqa.core.errors import RefusingCommand  # noqa: E402
+from tfqa.core import launch  # noqa: E402
+from tfqa.core.errors import RefusingCommand, UserError  # noqa: E402
 from tfqa.core.progress import quiet_library_bars  # noqa: E402
 from tfqa.pipeline.prefork import delegate_if_configured  # noqa: E402
 
@@ -25,10 +26,38 @@ def run_entry_point(command: Callable) -> None:
     # be noise; tfqa's own progress (tfqa.core.progress) reports instead. Before the handover, so
     # that the environment the stage gets says so.
     quiet_library_bars()
+    given, argv = launch.split_launch_options(normalised_argv())
+    if not launch.under_launcher():
+        # Several GPUs (or machines): this process becomes the launcher of the stage's ranks.
+        try:
+            plan = launch.plan_launch(given, _settings_nproc(argv))
+        except UserError as exc:
+            from tfqa.tracking import record_failure
+
+            record_failure(exc)
+            print(f"tfqa: {exc}", file=sys.stderr)
+            sys.exit(1)
+        if plan.launches:
+            sys.exit(launch.relaunch(plan, sys.argv[0], argv))
     # Under the pipeline, the stage runs in its prefork server (libraries already imported) and this
     # process only waits for its exit status.
     delegate_if_configured()
-    command()(args=normalised_argv())
+    command()(args=argv)
+
+
+def _settings_nproc(argv: list[str]) -> str:
+    """``parameters.<entry point>.nproc_per_node`` of the settings file, if any (a settings file
+    that does not load is the stage's to refuse, with its full message)."""
+    from tfqa.pipeline.settings import Settings
+
+    entry_point = Path(sys.argv[0]).stem
+    if "--entry-point" in argv[:-1]:
+        entry_point = argv[argv.index("--entry-point") + 1]
+    try:
+        value = Settings.load().parameters_for(entry_point).get("nproc_per_node")
+    except (UserError, OSError):
+        return ""
+    return value[0] if value else ""
 
 
 class StageCommand(RefusingCommand):
@@ -89,11 +118,12 @@ def option_values(ctx, values: dict, *, skip=(), only=None) -> dict:
     return out
 
 
-def load_settings():
-    """The user's settings file (tfqa.pipeline.settings), its tracking defaults applied to this process."""
+def load_settings(job=None):
+    """The user's settings file (tfqa.pipeline.settings), its tracking defaults applied to this
+    process. Under torchrun rank 0 reads it and every rank gets rank 0's (or its refusal)."""
     from tfqa.pipeline.settings import Settings, use_tracking_defaults
 
-    settings = Settings.load()
+    settings = job.decide(Settings.load) if job is not None else Settings.load()
     use_tracking_defaults(settings)
     return settings
 
@@ -141,13 +171,25 @@ def stage_config(ctx, options, entry_point: str, settings, run=None, inputs=None
 @contextlib.contextmanager
 def stage_run(ctx, options, entry_point: str, inputs=None, *, variant: str | None = None, given=(), accepts=()):
     """The stage's MLflow run, named and tagged for its entry point (and variant), with its config
-    resolved inside it by ``stage_config``: ``with stage_run(...) as (run, cfg):``."""
-    from tfqa import tracking
+    resolved inside it by ``stage_config``: ``with stage_run(...) as (run, cfg):``.
 
-    settings = load_settings()
-    tags = {tracking.names.STAGE_TAG: entry_point}
-    if variant is not None:
-        tags[tracking.names.VARIANT_TAG] = variant
-    with tracking.start_run(run_name=tracking.run_name(entry_point, variant), tags=tags) as run:
-        cfg, _ = stage_config(ctx, options, entry_point, settings, run, inputs, given=given, accepts=accepts)
-        yield run, cfg
+    Under torchrun the job's process group is up before the run opens (rank 0 makes the run and
+    every rank learns its id), rank 0 alone resolves the config and every rank gets the same one
+    (or rank 0's refusal), and a stop signal is caught for the whole stage (``tfqa.core.stopping``)."""
+    from tfqa import tracking
+    from tfqa.core import distributed
+    from tfqa.core.stopping import graceful_stop
+
+    job = distributed.init()
+    try:
+        settings = load_settings(job)
+        tags = {tracking.names.STAGE_TAG: entry_point}
+        if variant is not None:
+            tags[tracking.names.VARIANT_TAG] = variant
+        with graceful_stop(), tracking.start_run(run_name=tracking.run_name(entry_point, variant), tags=tags) as run:
+            cfg = job.decide(
+                lambda: stage_config(ctx, options, entry_point, settings, run, inputs, given=given, accepts=accepts)[0]
+            )
+            yield run, cfg
+    finally:
+        distributed.shutdown(job)

@@ -2,8 +2,6 @@
 
 Under torchrun each rank scores its share of the shards; rank 0 merges and logs."""
 
-import os
-
 from _args import StageCommand, format_metrics, run_entry_point, stage_run
 
 
@@ -24,9 +22,8 @@ def command():
     @options
     @click.pass_context
     def main(ctx, **_):
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         with stage_run(ctx, options, "mine_hard_negatives", inputs) as (run, cfg):
-            summary = run_mine(cfg, run, rank=rank, world_size=world)
+            summary = run_mine(cfg, run)
         click.echo(f"mined: {format_metrics(summary)}")
 
     return main

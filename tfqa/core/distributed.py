@@ -268,3 +268,27 @@ def rank_from_env() -> int:
     """This process's rank as the launcher set it (0 when there is none), for code that runs before
     ``init``."""
     return _env_int("RANK", 0)
+
+
+def describe(job: Distributed) -> dict[str, Any]:
+    """How this job computes, for the run's params: two runs of one variant compared in the UI
+    then say which ran on 1 GPU and which on 8."""
+    local_world = _env_int("LOCAL_WORLD_SIZE", 1 if not job.enabled else job.world_size)
+    cuda = job.device.type == "cuda"
+    nccl = ""
+    if cuda:
+        try:
+            nccl = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:  # noqa: BLE001 - a build without NCCL: leave it empty
+            nccl = ""
+    return {
+        "world_size": job.world_size,
+        "nodes": max(1, job.world_size // max(1, local_world)),
+        "nproc_per_node": local_world,
+        "device_type": job.device.type,
+        "device_name": torch.cuda.get_device_name(job.device) if cuda else "cpu",
+        "device_count": torch.cuda.device_count() if cuda else 0,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda or "",
+        "nccl_version": nccl,
+    }

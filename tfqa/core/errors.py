@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import click
 
+from tfqa.core.stopping import StopRequested
+
 DEBUG_ENV = "TFQA_DEBUG"
 PREFIX = "tfqa: "
 SHOWN_SKIPPED = 20
@@ -138,6 +140,8 @@ class _Refusing:
             raise
         except click.ClickException as err:
             raise Refusal(_usage_line(err), err.exit_code) from err
+        except StopRequested as exc:  # a scheduler's stop, not a failure: 128 + the signal, as a shell reports it
+            raise Refusal(str(exc), exc.exit_code) from None
         except Exception as exc:  # KeyboardInterrupt and SystemExit go on as they are
             message = refusal_message(exc)
             if message is None or debug_wanted(ctx):

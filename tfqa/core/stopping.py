@@ -53,8 +53,14 @@ class StopFlag:
 @contextlib.contextmanager
 def graceful_stop() -> Iterator[StopFlag]:
     """Within the block, the first stop signal sets the returned flag; a second one acts as the
-    signal's default would. The previous handlers come back after the block. Outside the main
-    thread (where Python cannot take signals) the flag simply never rises."""
+    signal's default would. The previous handlers come back after the block. Inside another
+    ``graceful_stop`` block it yields that block's flag (a stage's stop reaches its training loop
+    and its scoring alike). Outside the main thread (where Python cannot take signals) the flag
+    simply never rises."""
+    outer = getattr(signal.getsignal(signal.SIGTERM), "stop_flag", None)
+    if outer is not None:
+        yield outer
+        return
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -67,6 +73,7 @@ def graceful_stop() -> Iterator[StopFlag]:
             return
         flag.signum = signum
 
+    handle.stop_flag = flag
     previous = {}
     for sig in STOP_SIGNALS:
         # A signal the process was started with ignored stays ignored (nohup, `cmd &` in a script).
@@ -78,3 +85,11 @@ def graceful_stop() -> Iterator[StopFlag]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def default_stop_signals() -> None:
+    """Give a child process (a pool worker) the default handlers back: it inherits ours across
+    fork, and a worker that only raises a flag when its pool terminates it never ends."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfqa.core.distributed import Distributed
 from tfqa.data.readers import read_examples
 from tfqa.data.records import Example
 from tfqa.evaluation.error_analysis import Thresholds, accuracy_by_type, example_right
@@ -110,9 +111,16 @@ class DevEvaluator:
     repeated when the loop's last periodic one was at the last step."""
 
     def __init__(
-        self, dev: DevSet, store, pad_id: int, top_level_only: bool = False, decode: dec.DecodeConfig = dec.DecodeConfig()
+        self,
+        dev: DevSet,
+        store,
+        pad_id: int,
+        top_level_only: bool = False,
+        decode: dec.DecodeConfig = dec.DecodeConfig(),
+        job: Distributed = Distributed(),
     ):
         self.dev, self.store, self.pad_id, self.top_level_only, self.decode = dev, store, pad_id, top_level_only, decode
+        self.job = job
         self.last_step: int | None = None
 
     @classmethod
@@ -126,6 +134,7 @@ class DevEvaluator:
         features,
         top_level_only: bool = False,
         decode: dec.DecodeConfig = dec.DecodeConfig(),
+        job: Distributed = Distributed(),
     ) -> DevEvaluator:
         from tfqa.features.cache import BuildConfig, build_features
         from tfqa.features.dataset import FeatureStore
@@ -134,20 +143,30 @@ class DevEvaluator:
         dev = DevSet.read(path, limit)
         subset = write_subset(path, cache_root, limit)
         info = build_features(subset, tokenizer_dir, cache_root, BuildConfig(features=features), progress=False)
-        return cls(dev, FeatureStore(info.path), pad_id_of(load_tokenizer(tokenizer_dir)), top_level_only, decode)
+        return cls(dev, FeatureStore(info.path), pad_id_of(load_tokenizer(tokenizer_dir)), top_level_only, decode, job)
 
     def __call__(self, model, step: int) -> dict[str, float]:
+        """Every rank of the job calls it: each scores a contiguous share of the dev examples,
+        rank 0 decodes and scores them all, and every rank returns rank 0's metrics."""
         import time
 
+        import pandas as pd
+
         from tfqa.inference.batch_scoring import score_candidates
+        from tfqa.inference.sharding import shard_rows
 
         t0 = time.perf_counter()
         was_training = model.training
-        outputs = score_candidates(model, self.store, pad_id=self.pad_id, top_level_only=self.top_level_only)
+        share = shard_rows(self.store.meta["example_id"], np.arange(len(self.store)), self.job.world_size)[self.job.rank]
+        outputs = score_candidates(model, self.store, share, pad_id=self.pad_id, top_level_only=self.top_level_only)
         model.train(was_training)
-        scored, _ = score_outputs(outputs, self.dev, self.decode)
+        parts = self.job.gather(outputs)
+        metrics = {}
+        if self.job.is_main:
+            scored, _ = score_outputs(pd.concat(parts, ignore_index=True), self.dev, self.decode)
+            metrics = {**dev_metrics(scored, self.dev.gold), "dev/eval_seconds": time.perf_counter() - t0}
         self.last_step = step
-        return {**dev_metrics(scored, self.dev.gold), "dev/eval_seconds": time.perf_counter() - t0}
+        return self.job.broadcast(metrics)
 
 
 def subset_path(src: str | os.PathLike, folder: str | os.PathLike, limit: int) -> Path:

@@ -5,12 +5,20 @@ A build writes into ``<fp>.tmp-<pid>/`` and renames it to ``<fp>/`` only after t
 written, so a build killed half-way is never mistaken for a finished cache. Worker processes each
 parse and featurise a chunk of raw lines and write its shard; the parent keeps line order, the
 duplicate-id check and the bad-line budget, so results do not depend on the number of workers.
+
+Builds in one cache folder take turns (a lock file beside the caches): the eight ranks of a
+``torchrun`` node that all ask for the same cache get one build, by whichever asked first, with
+all the node's cores, and the others reuse it. The input's digest is remembered by path, size and
+mtime, so a 17 GB file is read for its digest once, not once per rank.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -28,6 +36,8 @@ from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_no
 from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
 from tfqa.features.selection import SelectionConfig, load_score_table, select_candidates
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
 
 # Bump when the feature layout or labelling changes: old caches then stop matching.
 FEATURE_FORMAT_VERSION = 2  # 2: labels from several annotations by tfqa.features.labels' rule
@@ -75,6 +85,43 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def remembered_digest(path: str | os.PathLike, cache_root: Path) -> str:
+    """``file_digest(path)``, kept under ``cache_root/.digests`` by the file's real path, size and
+    mtime: every rank asking for the same input after the first reads it from there."""
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    memo = cache_root / ".digests" / key
+    if memo.exists():
+        return memo.read_text().strip()
+    digest = file_digest(path)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{key}.tmp-{os.getpid()}")
+    tmp.write_text(digest)
+    os.replace(tmp, memo)
+    return digest
+
+
+@contextlib.contextmanager
+def build_turn(cache_root: Path) -> Iterator[None]:
+    """Hold the cache folder's build lock (an ``flock``: released by the kernel when its holder
+    dies, so a killed build never blocks the next one)."""
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        fh = open(cache_root / ".build.lock", "a+")
+    except OSError as exc:
+        raise UserError(f"cannot write the feature cache here: {exc.strerror or exc}", cache_root) from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is building a feature cache here; waiting for it", cache_root)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest: str | None) -> str:
@@ -128,6 +175,9 @@ _STATE: _WorkerState | None = None  # one per worker process, set by the pool in
 
 def _pool_init(*args) -> None:
     global _STATE
+    from tfqa.core.stopping import default_stop_signals
+
+    default_stop_signals()
     _STATE = _init_state(*args)
 
 
@@ -227,9 +277,14 @@ def build_features(
     require_file(src)
     if cache_root.exists() and not cache_root.is_dir():
         raise UserError("the feature cache folder is a file, not a folder", cache_root)
+    with build_turn(cache_root):
+        return _build_or_reuse(src, tokenizer_dir, cache_root, cfg, progress)
+
+
+def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig, progress: bool) -> CacheInfo:
     tok = load_tokenizer(tokenizer_dir, cfg.features.html_tokens)
-    input_digest = file_digest(src)
-    scores_digest = file_digest(cfg.scores_path) if cfg.scores_path else None
+    input_digest = remembered_digest(src, cache_root)
+    scores_digest = remembered_digest(cfg.scores_path, cache_root) if cfg.scores_path else None
     tok_fp = tokenizer_fingerprint(tok)  # hashes the whole tokenizer spec: ~0.15 s, so once
     fp = fingerprint(input_digest, tok_fp, cfg, scores_digest)
     final = cache_root / fp
@@ -238,7 +293,6 @@ def build_features(
 
     tmp = cache_root / f"{fp}.tmp-{socket.gethostname()}-{os.getpid()}"
     try:
-        cache_root.mkdir(parents=True, exist_ok=True)
         remove_dead_builds(cache_root)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tfqa.core import distributed
 from tfqa.data.records import AnswerClass
 from tfqa.features.batching import collate
 from tfqa.features.dataset import CandidateDataset, FeatureStore, InMemoryFeatures
@@ -30,11 +31,12 @@ class InferenceConfig:
     sort_by_length: bool = True
     """False pads every batch to ``max_seq_len`` in file order: the baseline the benchmark uses."""
     precision: str = "auto"
-    """``auto``: bf16 autocast on CUDA when supported, fp32 elsewhere."""
+    """``auto``: bf16 autocast on GPUs with bf16 tensor cores (compute capability 8+), fp32
+    elsewhere (V100/T4 emulate bf16: ``fp16`` is the fast choice there)."""
 
 
 def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+    if (precision == "auto" and distributed.bf16_native(device)) or (device.type == "cuda" and precision == "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cuda" and precision == "fp16":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -78,7 +80,9 @@ def score_candidates(
     """
     from tfqa.core.progress import track
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # Default: this rank's own device (cuda:LOCAL_RANK under torchrun), never the bare "cuda",
+    # which is whatever GPU is current: GPU 0 for every rank that did not set one.
+    device = torch.device(device) if device is not None else distributed.local_device()
     model = model.to(device).eval()
     rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
     meta = store.meta.iloc[rows].reset_index(drop=True)

@@ -31,7 +31,9 @@ class MineConfig:
     """Score the top-level negatives only (``SelectionConfig.top_level_only``)."""
     negatives_per_example: int = 2
     """How many hard negatives per example the selection table keeps."""
-    n_shards: int = 16
+    n_shards: int = 0
+    """Pieces the scoring is split into, shared by the ranks and kept across a crash (0: 16, or 4 per
+    rank above 4 ranks, so no GPU idles; a resumed job keeps its count only with the same value)."""
     max_seq_len: int = 0
     """0: what the scoring model was trained with (its candidates are then seen as in training)."""
     max_question_len: int = 0
@@ -55,11 +57,23 @@ def select_hard(scores: pd.DataFrame, k: int) -> pd.DataFrame:
     return ordered.groupby("example_id", sort=False).head(k).reset_index(drop=True)
 
 
-def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -> dict:
+def shard_count(requested: int, world_size: int) -> int:
+    """``requested``, or by default 16 and at least 4 per rank (shards are whole examples of
+    unequal length: several per rank even out the ranks' work)."""
+    return requested or max(16, 4 * world_size)
+
+
+def run_mine(cfg: MineConfig, run=None) -> dict:
+    """Score the negatives (each rank its shards, on its own device) and, on rank 0, merge and
+    select. Ranks other than 0 return their counts once their shards are written."""
+    from tfqa.core import distributed
     from tfqa.features.dataset import FeatureStore
     from tfqa.modeling.loading import load_tfqa_model
     from tfqa.modeling.saved import read_feature_config
 
+    job = distributed.init()
+    rank, world_size = job.rank, job.world_size
+    n_shards = shard_count(cfg.n_shards, world_size)
     loaded = load_tfqa_model(cfg.model)
     trained = read_feature_config(loaded.model_dir)
     build = BuildConfig(
@@ -73,9 +87,15 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     info = build_features(cfg.train_data, loaded.model_dir, Path(cfg.output_dir) / "features", build)
     store = FeatureStore(info.path)
     negatives = np.flatnonzero(store.meta["label"].to_numpy() == 0)
-    shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{cfg.n_shards}"
+    shard_dir = Path(cfg.output_dir) / "mining" / f"{loaded.cache_key}-{info.fingerprint}-{n_shards}"
     if run is not None:
-        run.log_params({"mine": asdict(cfg), "features": asdict(build.features)})
+        run.log_params(
+            {
+                "mine": {**asdict(cfg), "n_shards": n_shards},
+                "features": asdict(build.features),
+                "hardware": distributed.describe(job),
+            }
+        )
         run.set_tags(
             {
                 DATA_FINGERPRINT_TAG: info.fingerprint,
@@ -98,22 +118,23 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
         loaded.model,
         store,
         shard_dir,
-        cfg.n_shards,
+        n_shards,
         rows=negatives,
         rank=rank,
         world_size=world_size,
         cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
         pad_id=_pad_id(loaded.model_dir),
+        device=job.device,
         progress=True,
         on_shard=on_shard,
     )
     seconds = time.perf_counter() - t0
     if rank != 0:
         return counts
-    if missing_shards(shard_dir, cfg.n_shards):
+    if missing_shards(shard_dir, n_shards):
         # Other ranks are still scoring theirs; rank 0 merges once every shard is on disk.
-        _wait_for_shards(shard_dir, cfg.n_shards)
-    outputs = merge_shards(shard_dir, cfg.n_shards)
+        _wait_for_shards(shard_dir, n_shards)
+    outputs = merge_shards(shard_dir, n_shards)
     scores = pd.DataFrame(
         {
             "example_id": outputs["example_id"].astype(str),
@@ -138,7 +159,7 @@ def run_mine(cfg: MineConfig, run=None, *, rank: int = 0, world_size: int = 1) -
     if counts["shards_scored"] and seconds > 0:
         summary["mine/candidates_per_s"] = scored_rows[0] / seconds
     if run is not None:
-        run.log_metrics(summary, step=cfg.n_shards)
+        run.log_metrics(summary, step=n_shards)
         run.log_artifact(str(out / "scores.parquet"), MINING_DIR)
         run.log_artifact(str(out / "hard_negatives.parquet"), MINING_DIR)
         plot = _histogram(scores["score"].to_numpy(), hard["score"].to_numpy(), out / "score_histogram.png")

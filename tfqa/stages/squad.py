@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from tfqa.core import distributed
+from tfqa.core.distributed import Distributed
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
 from tfqa.features.tokenization import HtmlTokenMode
@@ -55,6 +57,14 @@ class SquadStageConfig:
     lr: float = 3e-5
     epochs: float = 2.0
     batch_size: int = 32
+    """Windows per optimizer step over all processes and micro-batches (as ``TrainConfig.batch_size``)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step: albert-xxlarge's batch of 32 at 384 subwords fits one GPU
+    only in pieces."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, about a third more compute."""
+    compile: bool = False
+    """``torch.compile`` the model for training."""
     max_steps: int = 0
     seed: int = 42
     backbone_name: str = ""
@@ -91,35 +101,48 @@ class SquadWindows:
         }
 
 
-def window_logits(model, ds: SquadWindows, pad_id: int, batch_tokens: int = 16384):
-    """(start, end, answerable) logits per window; start/end padded to the longest window."""
+def window_logits(model, ds: SquadWindows, pad_id: int, batch_tokens: int = 16384, job: Distributed = Distributed()):
+    """(start, end, answerable) logits per window; start/end padded to the longest window.
+
+    The model runs where its weights are (a trained model stays on its GPU); each rank of ``job``
+    scores a contiguous share of the windows and rank 0 gets them all (the others get None)."""
     import torch
 
     from tfqa.features.batching import collate
     from tfqa.inference.batch_scoring import InferenceConfig, plan_batches
 
+    device = next(model.parameters()).device
     width = int(ds.lengths.max()) if len(ds) else 0
-    start = np.full((len(ds), width), -1e4, dtype=np.float32)
-    end = np.full((len(ds), width), -1e4, dtype=np.float32)
-    answerable = np.zeros(len(ds), dtype=np.float32)
+    mine = np.arange(len(ds))[job.shard(len(ds))]
+    start = np.full((len(mine), width), -1e4, dtype=np.float32)
+    end = np.full((len(mine), width), -1e4, dtype=np.float32)
+    answerable = np.zeros(len(mine), dtype=np.float32)
     model.eval()
     with torch.no_grad():
-        for idx in plan_batches(ds.lengths, InferenceConfig(batch_tokens=batch_tokens)):
-            b = collate([ds[int(i)] for i in idx], pad_id=pad_id)
-            cls, s, e = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        for idx in plan_batches(ds.lengths[mine], InferenceConfig(batch_tokens=batch_tokens)):
+            b = collate([ds[int(i)] for i in mine[idx]], pad_id=pad_id)
+            cls, s, e = model(*(b[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
             w = s.shape[1]
-            start[idx, :w], end[idx, :w] = s.float().numpy(), e.float().numpy()
-            answerable[idx] = (cls[:, AnswerClass.SHORT] - cls[:, AnswerClass.NOT_ANSWER]).float().numpy()
-    return start, end, answerable
+            start[idx, :w], end[idx, :w] = s.float().cpu().numpy(), e.float().cpu().numpy()
+            answerable[idx] = (cls[:, AnswerClass.SHORT] - cls[:, AnswerClass.NOT_ANSWER]).float().cpu().numpy()
+    parts = job.gather((start, end, answerable))
+    if parts is None:
+        return None
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
-def squad_metrics(model, examples, feats, pad_id: int) -> dict[str, float]:
+def squad_metrics(model, examples, feats, pad_id: int, job: Distributed = Distributed()) -> dict[str, float]:
+    """The official SQuAD 2.0 metrics of ``model`` on the dev windows, the same on every rank."""
     ds = SquadWindows(feats)
-    start, end, answerable = window_logits(model, ds, pad_id)
-    width = start.shape[1]
-    preds = postprocess(examples, feats["example_index"], feats["offset_mapping"][:, :width], start, end, answerable)
-    texts, na_probs = predictions_for_eval(preds)
-    return {f"squad/{k}": float(v) for k, v in evaluate(examples, texts, na_probs).items()}
+    logits = window_logits(model, ds, pad_id, job=job)
+    metrics = {}
+    if logits is not None:
+        start, end, answerable = logits
+        width = start.shape[1]
+        preds = postprocess(examples, feats["example_index"], feats["offset_mapping"][:, :width], start, end, answerable)
+        texts, na_probs = predictions_for_eval(preds)
+        metrics = {f"squad/{k}": float(v) for k, v in evaluate(examples, texts, na_probs).items()}
+    return job.broadcast(metrics)
 
 
 def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
@@ -128,6 +151,9 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.training.checkpoint import save_final_model
     from tfqa.training.loop import TrainConfig, train
 
+    job = distributed.init()
+    # A batch that does not split over the processes is refused on every rank before anything is read.
+    micro_batch = distributed.check_batch_split(cfg.batch_size, cfg.grad_accum_steps, job.world_size)
     # The data first: a file with nothing to train on is refused before any model loads.
     examples = read_squad(cfg.squad_data)
     if cfg.squad_dev:
@@ -164,12 +190,21 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
         epochs=cfg.epochs,
         max_steps=cfg.max_steps or None,
         batch_size=cfg.batch_size,
+        grad_accum_steps=cfg.grad_accum_steps,
         seed=cfg.seed,
         precision=cfg.precision,
         checkpoint_every_steps=cfg.checkpoint_every,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        compile=cfg.compile,
     )
     backbone_name = cfg.backbone_name or Path(cfg.backbone).name
-    run.log_params({"squad": asdict(cfg), "train": asdict(tcfg)})
+    run.log_params(
+        {
+            "squad": asdict(cfg),
+            "train": asdict(tcfg),
+            "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
+        }
+    )
     run.set_tags(
         {
             BACKBONE_TAG: backbone_name,
@@ -195,7 +230,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
         logger=run,
         resume=None if cfg.resume == "none" else cfg.resume,
     )
-    metrics = squad_metrics(model, dev_ex, dev_feats, pad_id)
+    metrics = squad_metrics(model, dev_ex, dev_feats, pad_id, job)
     run.log_metrics(metrics, step=int(getattr(result, "step", 0) or 0))
     save_final_model(
         run,

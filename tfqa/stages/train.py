@@ -61,6 +61,10 @@ class TrainStageConfig:
     log_every: int = 10
     precision: Literal[PRECISIONS] = "auto"
     optimizer: Literal[OPTIMIZERS] = "adamw"
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory for big backbones, about a third more compute."""
+    compile: bool = False
+    """``torch.compile`` the model for training."""
     resume: str = "auto"
     """``auto`` (from the latest checkpoint of this run's output dir, if any), ``none`` or a checkpoint dir."""
     workers: int = 0
@@ -109,6 +113,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     """Train one variant inside an open tracking run; returns the final metrics."""
     import torch
 
+    from tfqa.core import distributed
     from tfqa.features.dataset import CandidateDataset, FeatureStore
     from tfqa.features.tokenization import load_tokenizer
     from tfqa.modeling.loading import StartingPoint
@@ -122,6 +127,9 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
             f"variant {v.key} starts from the SQuAD 2.0 fine-tuned model: "
             "pass init_model (a finetune_squad run id or models:/ URI)"
         )
+    job = distributed.init()
+    # Refused on every rank, before any data is built.
+    micro_batch = distributed.check_batch_split(v.batch_size, v.grad_accum_steps, job.world_size)
     start = StartingPoint.of(cfg.backbone, cfg.init_model)
 
     features_dir, upstream = resolve_train_features(cfg, str(start.dir), run)
@@ -146,9 +154,16 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         checkpoint_every_steps=cfg.checkpoint_every,
         log_every_steps=cfg.log_every,
         eval_every_steps=cfg.eval_every,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        compile=cfg.compile,
     )
     run.log_params(
-        {"variant": asdict(v), "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"}, "train": asdict(train_cfg)}
+        {
+            "variant": asdict(v),
+            "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
+            "train": asdict(train_cfg),
+            "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
+        }
     )
     run.set_tags(
         {
@@ -170,7 +185,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     )
     # What the features were built with decides (a prepared cache may differ from the variant row).
     top_level_only = bool(store.manifest.get("selection", {}).get("top_level_only", False))
-    evaluator = make_dev_eval(cfg, store, top_level_only) if cfg.dev_data else None
+    evaluator = make_dev_eval(cfg, store, top_level_only, job) if cfg.dev_data else None
 
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,19 +213,17 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
 
 
 def final_dev_evaluation(evaluator, model, step: int, run) -> dict[str, float]:
-    """The final model's dev metrics, logged at the last step (rank 0). The loop's own evaluation
-    already ran there when ``eval_every`` is set: it is not repeated, and its metrics are the
-    loop's last ones (the caller has them)."""
-    from tfqa.training.checkpoint import is_rank_zero
-
-    if evaluator is None or not is_rank_zero() or evaluator.last_step == step:
+    """The final model's dev metrics, logged at the last step; every rank scores its share (the
+    others' logger logs nothing). The loop's own evaluation already ran there when ``eval_every``
+    is set: it is not repeated, and its metrics are the loop's last ones (the caller has them)."""
+    if evaluator is None or evaluator.last_step == step:
         return {}
     metrics = evaluator(model, step)
     run.log_metrics(metrics, step)
     return metrics
 
 
-def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
+def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False, job=None):
     """The dev evaluation (``tfqa.evaluation.dev.dev_metrics``) on the first ``dev_examples`` dev
     examples, with inputs built as the training features were."""
     from tfqa.evaluation.dev import DevEvaluator
@@ -223,4 +236,5 @@ def make_dev_eval(cfg: TrainStageConfig, store, top_level_only: bool = False):
         features=FeatureConfig(**store.manifest["features"]),
         top_level_only=top_level_only,
         decode=DecodeConfig(decode=cfg.variant.decode),
+        **({"job": job} if job is not None else {}),
     )

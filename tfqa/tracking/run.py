@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tfqa.core.stopping import StopRequested
 from tfqa.tracking.delivery import (
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
@@ -45,7 +46,7 @@ from tfqa.tracking.delivery import (
     http_defaults,
     truncate,
 )
-from tfqa.tracking.names import CODE_VERSION_TAG, ERROR_TAG, PARAM_CONFLICT_TAG_PREFIX, PARENT_RUN_TAG
+from tfqa.tracking.names import CODE_VERSION_TAG, ERROR_TAG, PARAM_CONFLICT_TAG_PREFIX, PARENT_RUN_TAG, STOP_TAG
 from tfqa.tracking.queries import client as _client
 from tfqa.tracking.reuse import code_version
 from tfqa.tracking.system import SystemMetrics, next_system_metrics_step, system_metrics_wanted
@@ -403,7 +404,17 @@ def start_run(
     """
     given_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID") or ""
     if _rank() != 0:
-        yield NullRunLogger(given_id or _share_run_id(""))
+        run_id = given_id or _share_run_id("")
+        try:
+            yield NullRunLogger(run_id)
+        except (KeyboardInterrupt, StopRequested):
+            raise
+        except BaseException as e:
+            # Rank 0 may never learn why (torchrun stops it with SIGTERM): the failing rank says
+            # so on the run itself, and rank 0 keeps FAILED when it closes.
+            if not (isinstance(e, SystemExit) and e.code in (None, 0)):
+                _record_rank_failure(run_id, e)
+            raise
         return
 
     from mlflow.tracking.context.registry import resolve_tags
@@ -436,8 +447,10 @@ def start_run(
         status, timeout = "FINISHED", flush_timeout
         try:
             yield logger
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StopRequested) as e:
             status, timeout = "KILLED", min(flush_timeout, 10.0)
+            if isinstance(e, StopRequested):
+                logger.set_tags({STOP_TAG: str(e)})
             raise
         except SystemExit as e:
             if e.code not in (None, 0):
@@ -451,7 +464,29 @@ def start_run(
         finally:
             if sampler is not None:
                 sampler.stop()
+            if status != "FINISHED" and _failed_on_another_rank(client, run.info.run_id):
+                status = "FAILED"
             logger.close(status, timeout)
+
+
+def _record_rank_failure(run_id: str, exc: BaseException) -> None:
+    """A rank other than 0 failed: its error on the run (tag ``tfqa.error``) and the run FAILED."""
+    if not run_id:
+        return
+    with http_defaults():
+        try:
+            c = _client()
+            c.set_tag(run_id, ERROR_TAG, truncate(f"rank {_rank()}: {failure_tag(exc)}", MAX_TAG_VAL_LENGTH, "the error tag"))
+            c.set_terminated(run_id, "FAILED")
+        except Exception as e:  # the server may be what is failing: the rank's own traceback still goes out
+            _log.warning("could not record rank %d's failure on run %s: %s", _rank(), run_id, e)
+
+
+def _failed_on_another_rank(client, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.status == "FAILED"
+    except Exception:  # noqa: BLE001 - unreachable server: close as this rank saw it
+        return False
 
 
 def failure_tag(exc: BaseException) -> str:

@@ -265,6 +265,9 @@ def _derived_seed(*parts: int) -> int:
 
 
 def _seed_worker(worker_id: int) -> None:
+    from tfqa.core.stopping import default_stop_signals
+
+    default_stop_signals()  # the parent's stop flag means nothing in a worker; its parent ends it
     # DataLoader seeds torch in each worker (from its own generator); give numpy and random the same.
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
