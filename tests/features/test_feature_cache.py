@@ -66,7 +66,8 @@ def concat(info) -> pa.Table:
 
 
 def entries(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    # The cache folder's own bookkeeping (the remembered input digests) is hidden.
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.exists() else []
 
 
 # -- a build on the real file, read back ---------------------------------------------------------

@@ -106,6 +106,8 @@ def test_mlproject_passes_each_declared_parameter_as_its_option_with_the_same_de
     # And nothing else is passed but options of the script (with a value of their type).
     for flag, value in re.findall(r"(--[\w-]+) (\S+)", command):
         name = flag[2:].replace("-", "_")
+        if flag[2:] in LAUNCH_OPTIONS:
+            continue
         assert name in params, f"{entry_point}: {flag} is no option of {_script(command)}.py"
         if not value.startswith("{"):
             params[name].type.convert(value, params[name], None)

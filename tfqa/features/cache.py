@@ -87,41 +87,48 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def remembered_digest(path: str | os.PathLike, cache_root: Path) -> str:
-    """``file_digest(path)``, kept under ``cache_root/.digests`` by the file's real path, size and
-    mtime: every rank asking for the same input after the first reads it from there."""
+def _digest_memo(path: str | os.PathLike, cache_root: Path) -> Path:
     st = os.stat(path)
     key = hashlib.sha256(f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
-    memo = cache_root / ".digests" / key
+    return cache_root / ".digests" / key
+
+
+def remembered_digest(path: str | os.PathLike, cache_root: Path) -> str:
+    """``file_digest(path)``, or the one a finished build under ``cache_root`` remembered for this
+    file's real path, size and mtime (``remember_digest``): every rank asking for the same input
+    after the first reads it from there instead of reading 17 GB again."""
+    memo = _digest_memo(path, cache_root)
+    return memo.read_text().strip() if memo.exists() else file_digest(path)
+
+
+def remember_digest(path: str | os.PathLike, cache_root: Path, digest: str) -> None:
+    memo = _digest_memo(path, cache_root)
     if memo.exists():
-        return memo.read_text().strip()
-    digest = file_digest(path)
+        return
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f"{key}.tmp-{os.getpid()}")
+    tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
     tmp.write_text(digest)
     os.replace(tmp, memo)
-    return digest
 
 
 @contextlib.contextmanager
 def build_turn(cache_root: Path) -> Iterator[None]:
-    """Hold the cache folder's build lock (an ``flock``: released by the kernel when its holder
-    dies, so a killed build never blocks the next one)."""
+    """Hold the cache folder's build lock: an ``flock`` on the folder itself (no lock file to leave
+    behind; the kernel releases it when its holder dies, so a killed build never blocks the next)."""
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
-        fh = open(cache_root / ".build.lock", "a+")
+        fd = os.open(cache_root, os.O_RDONLY)
     except OSError as exc:
         raise UserError(f"cannot write the feature cache here: {exc.strerror or exc}", cache_root) from None
-    with fh:
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("%s: another process is building a feature cache here; waiting for it", cache_root)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest: str | None) -> str:
@@ -289,6 +296,7 @@ def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig,
     fp = fingerprint(input_digest, tok_fp, cfg, scores_digest)
     final = cache_root / fp
     if (final / MANIFEST).exists():
+        _remember(src, cfg, cache_root, input_digest, scores_digest)
         return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=True)
 
     tmp = cache_root / f"{fp}.tmp-{socket.gethostname()}-{os.getpid()}"
@@ -320,7 +328,15 @@ def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _remember(src, cfg, cache_root, input_digest, scores_digest)
     return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=False)
+
+
+def _remember(src: str, cfg: BuildConfig, cache_root: Path, input_digest: str, scores_digest: str | None) -> None:
+    # Only beside a finished cache: a refused build leaves the folder as it found it.
+    remember_digest(src, cache_root, input_digest)
+    if cfg.scores_path:
+        remember_digest(cfg.scores_path, cache_root, scores_digest)
 
 
 def remove_dead_builds(cache_root: Path) -> list[Path]:
