@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hang-at-step", type=int, default=None)
     parser.add_argument("--progress", default=None)
     parser.add_argument("--report", default=None, help="write {rank}.json / rank{rank}.safetensors here")
+    parser.add_argument("--resume", default="auto", help="auto, none or a checkpoint folder")
     args = parser.parse_args(argv)
+    # "{rank}" in --out gives each rank a folder of its own: node-local output folders.
+    args.out = args.out.replace("{rank}", os.environ.get("RANK", "0"))
 
     import torch
     from safetensors.torch import save_model
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         mega_batch_steps=2,
     )
     logger = RecordingLogger(Path(args.progress) if args.progress else None, args.hang_at_step)
-    result = train(model, FakeCandidates(args.rows, seed=3), cfg, out_dir=args.out, logger=logger, resume="auto")
+    result = train(model, FakeCandidates(args.rows, seed=3), cfg, out_dir=args.out, logger=logger, resume=args.resume)
     if args.report:
         rank = int(os.environ.get("RANK", "0"))
         report = Path(args.report)
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
                     "logged": len(logger.metrics),
                     "artifacts": len(logger.artifacts),
                     "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                    "resumed_from": str(result.resumed_from) if result.resumed_from else None,
                 }
             )
         )

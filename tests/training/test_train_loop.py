@@ -398,7 +398,7 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["step-000003", "step-000006"]
     state = read_trainer_state(tmp_path / "ckpt" / "step-000006")
-    assert state["world_size"] == 2 and state["step_rows"] == 4
+    assert state["world_size"] == 2 and state["step_rows"] == 8  # rows of one optimizer step
     ranks = torch.load(tmp_path / "ckpt" / "step-000006" / "rng.pt", weights_only=True)["ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
     ckpt = load_file(str(tmp_path / "ckpt" / "step-000006" / "model.safetensors"))

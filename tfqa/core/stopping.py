@@ -17,9 +17,14 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+REPEAT_WINDOW_S = 2.0
+"""Signals this soon after the first are the same stop, not a second one: a scheduler that
+signals a job's process group reaches each rank directly *and* through torchrun, which passes
+the stop on to its ranks."""
 
 
 class StopRequested(Exception):
@@ -40,6 +45,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum = 0
+        self.at = 0.0
 
     @property
     def requested(self) -> bool:
@@ -67,11 +73,13 @@ def graceful_stop() -> Iterator[StopFlag]:
         return
 
     def handle(signum, _frame):
-        if flag.signum:  # the second signal: stop now
+        now = time.monotonic()
+        if flag.signum and now - flag.at > REPEAT_WINDOW_S:  # a second signal: stop now
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        flag.signum = signum
+        if not flag.signum:
+            flag.signum, flag.at = signum, now
 
     handle.stop_flag = flag
     previous = {}

@@ -35,10 +35,17 @@ class LengthGroupedSampler(Sampler[list[int]]):
     start_batch=k)`` makes the next iteration start at this rank's ``k``-th batch of that epoch
     (resuming mid-epoch) without loading the skipped rows.
 
+    The plan is made of optimizer steps of ``step_rows`` rows (``batch_size`` per rank and
+    micro-batch x ``world_size`` x ``accum_steps``), and each step is cut into its micro-batches
+    for the ranks: micro-batch ``m`` of rank ``r`` is piece ``m * world_size + r``. So one process
+    with batch 32, 8 ranks with 4 each, and one process accumulating 4 micro-batches of 8 all train
+    step ``s`` on the same 32 rows.
+
     The last step of an epoch may be short. With several ranks its rows are padded by wrapping
     around to the start of the epoch's shuffle (at most ``world_size - 1`` rows, as
     ``DistributedSampler`` does) and split evenly, so every rank always runs the same number of
-    batches. ``drop_last`` drops that short step instead.
+    batches (possibly fewer micro-batches than ``accum_steps``). ``drop_last`` drops that short
+    step instead.
     """
 
     def __init__(
@@ -51,9 +58,12 @@ class LengthGroupedSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        accum_steps: int = 1,
     ):
-        if batch_size < 1 or mega_batch_steps < 1:
-            raise ValueError(f"batch_size ({batch_size}) and mega_batch_steps ({mega_batch_steps}) must be >= 1")
+        if batch_size < 1 or mega_batch_steps < 1 or accum_steps < 1:
+            raise ValueError(
+                f"batch_size ({batch_size}), mega_batch_steps ({mega_batch_steps}) and accum_steps ({accum_steps}) must be >= 1"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -63,6 +73,7 @@ class LengthGroupedSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.accum_steps = accum_steps
         self.epoch = 0
         self.start_batch = 0
         if drop_last and len(self.lengths) < self.step_rows:
@@ -70,14 +81,20 @@ class LengthGroupedSampler(Sampler[list[int]]):
 
     @property
     def step_rows(self) -> int:
-        """Rows of one step over all ranks."""
-        return self.batch_size * self.world_size
+        """Rows of one optimizer step over all ranks and micro-batches."""
+        return self.batch_size * self.world_size * self.accum_steps
+
+    def _micro_batches(self, rows: int) -> int:
+        """Micro-batches of a step of ``rows`` rows (``accum_steps`` for a full one)."""
+        return math.ceil(rows / (self.batch_size * self.world_size))
 
     @property
     def num_batches(self) -> int:
-        """Batches each rank runs in a full epoch."""
-        n = len(self.lengths)
-        return n // self.step_rows if self.drop_last else math.ceil(n / self.step_rows)
+        """Batches (micro-batches) each rank runs in a full epoch."""
+        full, rest = divmod(len(self.lengths), self.step_rows)
+        if rest and not self.drop_last:
+            return full * self.accum_steps + self._micro_batches(rest + (-rest) % self.world_size)
+        return full * self.accum_steps
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if not 0 <= start_batch <= self.num_batches:
@@ -109,10 +126,11 @@ class LengthGroupedSampler(Sampler[list[int]]):
     def batches(self, epoch: int, start_batch: int = 0) -> list[np.ndarray]:
         """This rank's batches of ``epoch`` from ``start_batch`` on."""
         out = []
-        for rows in self.steps(epoch)[start_batch:]:
-            per_rank = len(rows) // self.world_size
-            out.append(rows[self.rank * per_rank : (self.rank + 1) * per_rank])
-        return out
+        for rows in self.steps(epoch):
+            n_micro = self._micro_batches(len(rows))
+            pieces = np.array_split(rows, n_micro * self.world_size)
+            out.extend(pieces[m * self.world_size + self.rank] for m in range(n_micro))
+        return out[start_batch:]
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches(self.epoch, self.start_batch):

@@ -558,6 +558,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
         mega_batch_steps=cfg.mega_batch_steps,
         rank=job.rank,
         world_size=job.world_size,
+        accum_steps=cfg.grad_accum_steps,
     )
     batches_per_epoch = sampler.num_batches
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
