@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from tfqa.core.bounds import bounded, check_bounds
 from tfqa.core.errors import UserError
 from tfqa.evaluation import error_analysis
 from tfqa.evaluation.dev import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
@@ -52,15 +53,16 @@ class ValidateConfig:
     output_dir: str = "outputs"
     fit_weights: bool = False
     """Fit the ensemble weights on the dev set, cross-validated over its two halves."""
-    dev_examples: int = 0
+    dev_examples: int = bounded(0, min=0)
     """Only the first this many dev examples (0: all)."""
     decode: Literal["", "joint", "original"] = ""
     """``joint`` or ``original`` (empty: the manifest's)."""
-    max_answer_words: int = 0
+    max_answer_words: int = bounded(0, min=0)
     """Longest short answer of the joint decoding (0: the manifest's)."""
     cascade: Literal["", "none"] = ""
     """``none``: skip the manifest's pruning cascade (empty: run it)."""
-    batch_tokens: int = 16384
+    batch_tokens: int = bounded(16384, min=1)
+    """Most tokens in one inference batch."""
     promotions: str = ""
     """Run ids of the promotions this validation follows (recorded so reuse sees new versions)."""
     manifest_digest: str = ""
@@ -69,6 +71,7 @@ class ValidateConfig:
     whose content no longer has this digest is refused (empty: not checked)."""
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.cascade not in ("", "none"):
             raise ValueError(f"cascade must be empty (the manifest's) or 'none', got {self.cascade!r}")
 
