@@ -207,10 +207,10 @@ def write(path: Path, settings: Mapping[str, Any], header: str) -> None:
     """Write a settings file atomically, ``header`` (comment lines) first."""
     import yaml
 
+    from tfqa.core.destinations import write_text_whole
+
     body = yaml.safe_dump(dict(settings), default_flow_style=False, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header.rstrip("\n") + "\n" + body, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_whole(path, header.rstrip("\n") + "\n" + body)
 
 
 def use_tracking_defaults(settings: Settings) -> None:
