@@ -42,7 +42,7 @@ class Bounds:
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-def bounded(default: Any, *, min: float | None = None, max: float | None = None) -> Any:  # noqa: A002 (the names a reader expects)
+def bounded(default: Any, *, min: float | None = None, max: float | None = None) -> Any:
     """A dataclass field with ``default`` whose value must lie in ``[min, max]`` (either open)."""
     if min is None and max is None:
         raise TypeError("bounded() needs min or max")

@@ -119,7 +119,7 @@ def _check_architecture(model: torch.nn.Module, weights: Path) -> None:
         with safe_open(str(weights), framework="pt") as fh:
             saved = {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise _damaged(weights.parent, weights.name, f"not readable as safetensors ({one_line_reason(exc)})") from None
+        raise _damaged(weights.parent, weights.name, f"not readable as safetensors ({_short_reason(exc)})") from None
     state = model.state_dict()
     # save_model keeps one name of each group of tied tensors; any name of the group may be the one.
     groups = [sorted(g) for g in _find_shared_tensors(state)]
@@ -141,7 +141,7 @@ def _check_architecture(model: torch.nn.Module, weights: Path) -> None:
         )
 
 
-def one_line_reason(exc: BaseException) -> str:
+def _short_reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] or type(exc).__name__
 
@@ -319,14 +319,14 @@ def _torch_load(path: Path, map_location) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as exc:
-        raise _damaged(path.parent, path.name, f"not readable by torch.load ({one_line_reason(exc)})") from None
+        raise _damaged(path.parent, path.name, f"not readable by torch.load ({_short_reason(exc)})") from None
 
 
 def _load_state_dict(obj: Any, saved: Any, path: Path) -> None:
     try:
         obj.load_state_dict(saved)
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise _damaged(path.parent, path.name, f"does not fit this {type(obj).__name__} ({one_line_reason(exc)})") from None
+        raise _damaged(path.parent, path.name, f"does not fit this {type(obj).__name__} ({_short_reason(exc)})") from None
 
 
 def load_checkpoint(
