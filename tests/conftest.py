@@ -160,3 +160,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """``mount(kib)``: a real tmpfs of ``kib`` KiB (a device that fills up), unmounted afterwards.
+    Mounting needs root (CI and these machines run tests as root)."""
+    mounted: list[Path] = []
+
+    def mount(kib: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=False)

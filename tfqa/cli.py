@@ -21,7 +21,13 @@ def main() -> None:
 @main.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--max-bad-lines", default=0, show_default=True, help="Skip up to N malformed lines (each is printed).")
+@click.option(
+    "--max-bad-lines",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Skip up to N malformed lines (each is printed).",
+)
 @click.option("--force", is_flag=True, help="Replace DST if it exists (never SRC itself).")
 @click.option("--allow-empty", is_flag=True, help="Accept a SRC without a single line.")
 def convert(src: str, dst: str, max_bad_lines: int, force: bool, allow_empty: bool) -> None:

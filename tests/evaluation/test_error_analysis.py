@@ -6,6 +6,7 @@ the files it writes and the tables MLflow reads back; and ``tfqa.evaluation.dev.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -283,3 +284,55 @@ def test_dev_metrics_names_and_values():
     only_nulls = [EXAMPLES[0]]
     out = dev_metrics(score_answers(build_gold(only_nulls), official_predictions([pred("e1", 0, 0.1)])), build_gold(only_nulls))
     assert out["dev/n_null"] == 1 and out["dev/n_yes"] == 0 and "dev/acc_yes" not in out and "dev/acc_null" in out
+
+
+def _validation_files(out_dir):
+    from tfqa.stages.validate import write_validation
+
+    ensemble = answers("ensemble", E)
+    analysis = ea.analyse(EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], ensemble)
+    write_validation(
+        out_dir,
+        thresholds={"long": 0.5, "short": 0.5},
+        report={"names": ["A", "B"], "weights": [0.5, 0.5]},
+        predictions=dec.nq_predictions_json(E),
+        summary="summary\n",
+        scored=ensemble.scored,
+        analysis=analysis,
+    )
+
+
+def test_on_a_full_device_validation_leaves_nothing_a_later_step_takes_for_whole(small_tmpfs):
+    """A real tmpfs too small for the validation's files: one refusal naming the file that did not
+    fit, and no folder, no file and no temporary left; on a large enough one the folder is whole."""
+    from tfqa.core.destinations import folder_written_whole
+    from tfqa.core.errors import UserError, refusal_message
+
+    roomy = small_tmpfs(4096)
+    with folder_written_whole(roomy / "validation") as tmp:
+        _validation_files(Path(tmp))
+    written = sorted(p.relative_to(roomy).as_posix() for p in roomy.rglob("*") if p.is_file())
+    assert "validation/thresholds.json" in written and "validation/error_analysis/slices.png" in written
+    assert all(not Path(p).name.startswith(".") for p in written)
+    need = sum((roomy / p).stat().st_size for p in written)
+
+    full = small_tmpfs(max(8, need // 1024 // 2))  # room for about half of it
+    with pytest.raises(UserError) as info:
+        with folder_written_whole(full / "validation") as tmp:
+            _validation_files(Path(tmp))
+    line = refusal_message(info.value)
+    assert "\n" not in line and line.endswith(": not written: No space left on device (nothing was left in its place)")
+    assert str(full / "validation") in line
+    assert list(full.iterdir()) == []
+
+
+def test_on_a_full_device_each_error_analysis_file_is_whole_or_absent(small_tmpfs):
+    from tfqa.core.errors import UserError
+
+    a = ea.analyse(EXAMPLES, build_gold(EXAMPLES), [answers("A", A), answers("B", B)], answers("ensemble", E))
+    full = small_tmpfs(24)  # the tables fit, the slice figure does not
+    with pytest.raises(UserError, match=r"slices\.png: not written: No space left on device"):
+        ea.write(a, full)
+    names = sorted(p.name for p in full.iterdir())
+    assert names == sorted(f"{t}.{ext}" for t in ea.TABLES for ext in ("csv", "json"))
+    pd.read_csv(full / "slices.csv", keep_default_na=False, na_values=[""])  # each one whole

@@ -149,3 +149,25 @@ def test_backbone_pooler_and_encoder_weights_are_reused(tmp_path):
     mine = model.encoder.state_dict()
     for name, tensor in saved.items():
         assert torch.equal(mine[name], tensor), name
+
+
+def test_growing_the_embeddings_prints_no_library_note(tmp_path):
+    """transformers prints a multi-line note about its initialisation of new embedding rows at every
+    training start; tfqa keeps stderr to its own lines. A fresh process: the note is printed once
+    per process, so an earlier test in this one would hide it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    backbone = write_backbone(tmp_path / "backbone")
+    script = (
+        "from tfqa.modeling.model import CandidateQAModel\n"
+        f"m = CandidateQAModel.from_backbone({str(backbone)!r}, num_added_tokens=5)\n"
+        "print(m.vocab_size)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'tests'}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["105"]
+    assert "multivariate normal" not in proc.stderr and "[transformers]" not in proc.stderr, proc.stderr

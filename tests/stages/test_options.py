@@ -84,8 +84,9 @@ def test_mlproject_passes_each_declared_parameter_as_its_option_with_the_same_de
         assert name in params, f"{entry_point}: {name} is no option of {_script(command)}.py"
         option = params[name]
         assert f"--{name.replace('_', '-')} {{{name}}}" in command, f"{entry_point}: {name} is not passed as its option"
+        numeric = isinstance(option.type, (click.types.IntParamType, click.types.FloatParamType))  # ranges too
         if kind == "float":  # how MLflow declares any number
-            assert option.type in (click.INT, click.FLOAT), (entry_point, name, option.type)
+            assert numeric, (entry_point, name, option.type)
         else:
             assert kind == "string", (entry_point, name, kind)
             assert option.type in (click.STRING, click.BOOL) or isinstance(option.type, click.Choice), (entry_point, name)
@@ -99,7 +100,7 @@ def test_mlproject_passes_each_declared_parameter_as_its_option_with_the_same_de
             assert VARIANTS[str(default)].entry_point == entry_point
         elif option.type is click.BOOL:
             assert str(default) == str(option.default).lower(), (entry_point, name)
-        elif option.type in (click.INT, click.FLOAT):
+        elif numeric:
             assert float(default) == option.default, (entry_point, name)
         else:
             assert str(default) == option.default, (entry_point, name, default, option.default)

@@ -5,7 +5,9 @@ the file appears whole or not at all."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -47,8 +49,51 @@ def written_whole(dst: str | os.PathLike) -> Iterator[str]:
         raise UserError(f"cannot write into folder {folder}: {exc.strerror or exc}", dst) from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        _refuse_if_full(exc, dst)
         raise
     os.replace(tmp, dst)
+
+
+# A device (or quota) that fills up while a file is written: the error names the temporary file,
+# which is gone by then; the refusal names the file that was not written instead.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _refuse_if_full(exc: BaseException, dst: str | os.PathLike) -> None:
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        reason = exc.strerror or os.strerror(exc.errno)
+        raise UserError(f"not written: {reason} (nothing was left in its place)", dst) from None
+
+
+def write_text_whole(dst: str | os.PathLike, text: str) -> None:
+    """``Path(dst).write_text(text)`` (UTF-8), through ``written_whole``."""
+    with written_whole(dst) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+@contextlib.contextmanager
+def folder_written_whole(dst: str | os.PathLike) -> Iterator[str]:
+    """A temporary folder beside ``dst`` to fill; it takes the place of ``dst`` (an older ``dst`` is
+    removed) when the block succeeds and is removed when it fails: a later step that finds ``dst``
+    finds every file of it."""
+    dst = os.path.abspath(dst)
+    stem = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{uuid.uuid4().hex[:12]}")
+    tmp, old = f"{stem}.tmp", f"{stem}.old"
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        if os.path.lexists(dst):
+            os.rename(dst, old)
+        os.rename(tmp, dst)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, UserError) and exc.path and exc.path.startswith(tmp + os.sep):
+            # A refusal about a file inside: named where it would have been, not in the folder now gone.
+            raise UserError(exc.reason, dst + exc.path[len(tmp) :], exc.line, exc.field) from None
+        _refuse_if_full(exc, dst)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

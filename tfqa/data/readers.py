@@ -1,7 +1,10 @@
 """Streaming readers for Natural Questions: Kaggle's simplified jsonl and the original jsonl(.gz).
 
 Both formats yield the same ``Example`` record. Files are read line by line (plain or gzip, told
-apart by their magic bytes, not their name) so a 17 GB training file never sits in memory.
+apart by their magic bytes, not their name) so a 17 GB training file never sits in memory, and
+no line longer than ``tfqa.core.jsontext.max_line_bytes()`` is ever held whole (it is refused, or
+skipped under ``--max-bad-lines``, after reading at most that many bytes of it). A UTF-8 byte-order
+mark is accepted; JSON nested deeper than ``MAX_JSON_DEPTH`` is refused.
 Every problem is reported as ``BadInputError`` naming the file, the 1-based line and the field.
 """
 
@@ -17,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfqa.core import jsontext
 from tfqa.core.errors import UserError
 from tfqa.data.convert import clean_token
 from tfqa.data.records import Annotation, Candidate, Example, Span
@@ -85,17 +89,48 @@ def gzip_break_reason(exc: BaseException) -> str:
     return f"corrupt gzip data ({exc})"
 
 
-def iter_lines(path: str | os.PathLike, on_break: Callable[[BadInputError], None] | None = None) -> Iterator[tuple[int, bytes]]:
+_SKIP_CHUNK = 1 << 20
+
+
+def _too_long(path: str | os.PathLike, lineno: int, limit: int) -> BadInputError:
+    return BadInputError(
+        path,
+        lineno,
+        "<line>",
+        f"longer than {limit} bytes, the most a line may hold (no real NQ line comes near; "
+        f"set {jsontext.MAX_LINE_BYTES_ENV} to raise it)",
+    )
+
+
+def iter_lines(
+    path: str | os.PathLike,
+    on_break: Callable[[BadInputError], None] | None = None,
+    *,
+    max_line_bytes: int | None = None,
+) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw bytes) of every non-blank line.
 
     A gzip stream that breaks off raises ``BadInputError`` at the line after the last one read;
     with ``on_break`` that error goes to ``on_break`` instead (a ``--max-bad-lines`` budget, which
-    may raise it) and the lines before the break are all the file gives.
+    may raise it) and the lines before the break are all the file gives. A line longer than
+    ``max_line_bytes`` (default ``jsontext.max_line_bytes()``) is refused the same way, after at
+    most that many of its bytes were read; with ``on_break`` the rest of it is read past in small
+    pieces and the next line follows.
     """
+    limit = jsontext.max_line_bytes() if max_line_bytes is None else max_line_bytes
     lineno = 0
     with open_binary(path) as fh:
         try:
-            for lineno, raw in enumerate(fh, start=1):
+            while raw := fh.readline(limit + 1):
+                lineno += 1
+                if len(raw) > limit and not (raw.endswith(b"\n") and len(raw) == limit + 1):
+                    err = _too_long(path, lineno, limit)
+                    if on_break is None:
+                        raise err
+                    on_break(err)
+                    while (rest := fh.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                        pass
+                    continue
                 if raw.strip():
                     yield lineno, raw
         except GZIP_BREAKS as exc:
@@ -279,22 +314,17 @@ def parse_example(obj: Any, path: str, line: int) -> Example:
 
 
 def parse_line(raw: bytes, path: str, line: int) -> Example:
-    """Decode (strict UTF-8), parse JSON and build the example of one raw line."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(path, line, "<line>", f"not valid UTF-8 at byte {exc.start}") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(path, line, "<json>", json_error_reason(exc)) from None
-    return parse_example(obj, path, line)
+    """Decode (strict UTF-8, a byte-order mark dropped), parse JSON (nesting at most
+    ``MAX_JSON_DEPTH`` deep) and build the example of one raw line."""
+    return parse_example(load_line(raw, path, line), path, line)
 
 
-def json_error_reason(exc: json.JSONDecodeError, *, with_line: bool = False) -> str:
-    # Some of json's messages end in " at", ready for a position to follow.
-    where = f"line {exc.lineno} column {exc.colno}" if with_line else f"column {exc.colno}"
-    return f"invalid JSON: {exc.msg.removesuffix(' at')} at {where}"
+def load_line(raw: bytes, path: str, line: int) -> Any:
+    """The decoded JSON value of one raw JSONL line; every problem a ``BadInputError``."""
+    try:
+        return jsontext.loads(raw, one_line=True)
+    except jsontext.JsonTextError as exc:
+        raise BadInputError(path, line, exc.field, exc.reason) from None
 
 
 class BadLineBudget:
@@ -386,7 +416,7 @@ def _convert_lines(src, tmp: str, opener, budget: BadLineBudget, report: ReadRep
             try:
                 ex = parse_line(raw, str(src), lineno)  # validates, with file/line/field errors
                 ids.check(ex.example_id, str(src), lineno)
-                obj = json.loads(raw)
+                obj = load_line(raw, str(src), lineno)
                 if "document_tokens" not in obj:
                     raise BadInputError(str(src), lineno, "document_tokens", "missing: not an original-format line")
             except BadInputError as err:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfqa.core.destinations import write_text_whole, written_whole
 from tfqa.data.records import Example
 from tfqa.evaluation.nq_metric import AnswerStats, GoldTable, ScoredAnswers
 from tfqa.inference import decode as dec
@@ -313,13 +314,16 @@ def write(analysis: ErrorAnalysis, out_dir: str | Path) -> list[Path]:
         frame = getattr(analysis, name)
         if name == "agreement":
             frame = frame.reset_index()
-        frame.to_csv(out / f"{name}.csv", index=False)
-        # pandas' default keeps 10 decimals; 15 (its most) keeps a logged F1 as the metric has it.
-        frame.to_json(out / f"{name}.json", orient="split", index=False, double_precision=15)
+        with written_whole(out / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        with written_whole(out / f"{name}.json") as tmp:
+            # pandas' default keeps 10 decimals; 15 (its most) keeps a logged F1 as the metric has it.
+            frame.to_json(tmp, orient="split", index=False, double_precision=15)
         files += [out / f"{name}.csv", out / f"{name}.json"]
     files.append(slices_plot(analysis, out / "slices.png"))
     files.append(agreement_plot(analysis, out / "agreement.png"))
-    (out / "summary.json").write_text(
+    write_text_whole(
+        out / "summary.json",
         json.dumps(
             {
                 "best_member": analysis.best_member,
@@ -328,7 +332,7 @@ def write(analysis: ErrorAnalysis, out_dir: str | Path) -> list[Path]:
                 "broken": int((analysis.ensemble_changes["change"] == "broken").sum()),
             },
             indent=1,
-        )
+        ),
     )
     return [*files, out / "summary.json"]
 
@@ -373,8 +377,7 @@ def slices_plot(analysis: ErrorAnalysis, path: Path) -> Path:
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=len(models), fontsize=8)
     fig.suptitle(f"best member: {analysis.best_member}; n/a: the slice has no gold answer of that kind", fontsize=10, x=0.3)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return path
 
 
@@ -396,6 +399,16 @@ def agreement_plot(analysis: ErrorAnalysis, path: Path) -> Path:
     ax.set_title("same long answer picked (before thresholds)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return path
+
+
+def save_png(fig, path: Path, dpi: int) -> None:
+    """A matplotlib figure as a PNG that appears whole or not at all; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with written_whole(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)

@@ -22,13 +22,13 @@ null short spans are dropped. The official scorer ignores them everywhere, so sc
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from tfqa.core import jsontext
 from tfqa.core.errors import UserError
 from tfqa.data.records import SPAN_KEYS, AnswerPresence, Span
 
@@ -206,13 +206,15 @@ def predictions_from_json(root: Any) -> list[NQPrediction]:
 
 
 def read_predictions(path: str | os.PathLike) -> list[NQPrediction]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            root = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise NQRecordError(
-                "predictions", None, f"not valid JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno
-            ) from None
+    """The records of a prediction file (a UTF-8 byte-order mark accepted); bytes that are not
+    UTF-8, invalid JSON and nesting past ``MAX_JSON_DEPTH`` are refused naming the file and line."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        root = jsontext.loads(data)
+    except jsontext.JsonTextError as exc:
+        reason = exc.reason.replace("invalid JSON", "not valid JSON", 1)
+        raise NQRecordError("predictions", None, reason, path=path, line=exc.line) from None
     try:
         return predictions_from_json(root)
     except NQRecordError as err:

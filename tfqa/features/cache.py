@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from tfqa.core.bounds import bounded, check_bounds
 from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
 from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
@@ -68,15 +69,18 @@ class BuildConfig:
     selection: SelectionConfig = SelectionConfig()
     scores_path: str | None = None
     """Mining scores table (Parquet), needed by the ``hard`` strategy."""
-    max_bad_lines: int = 0
+    max_bad_lines: int = bounded(0, min=0)
     """Skip up to this many malformed lines (each is printed); one more is an error."""
-    max_lines: int = 0
+    max_lines: int = bounded(0, min=0)
     """Read only the first this many lines of the input (0: all): a quick run on part of the data."""
-    workers: int = 0
+    workers: int = bounded(0, min=0)
     """Worker processes; 0 = one per CPU core."""
-    chunk_lines: int = 64
+    chunk_lines: int = bounded(64, min=1)
     allow_empty: bool = False
     """Accept an input without a single line (0 rows); refused otherwise."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -3,6 +3,7 @@ with what weights, decoding and cascade (the Model Registry operations on it: ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +55,24 @@ class EnsembleManifest:
     decode: DecodeConfig = DecodeConfig()
     html_tokens: str = "tfqa"
     cascade: tuple[CascadeStage, ...] = ()
+    source: str = ""
+    """The file it was read from (named in refusals about it)."""
 
     @classmethod
     def load(cls, path: str | Path) -> EnsembleManifest:
+        """The manifest in ``path``, checked whole: what ``validate`` and ``promote`` both read, so
+        a manifest one of them accepts the other accepts too."""
+        from tfqa.core import jsontext, yamlfile
+
         path = Path(path)
         try:
-            text = path.read_text()
+            text = jsontext.decode_utf8(path.read_bytes())
         except OSError as exc:
             raise ManifestError(f"{path}: not a valid ensemble manifest: cannot read it ({exc.strerror or exc})") from None
+        except jsontext.JsonTextError as exc:
+            raise ManifestError(f"{path}:{exc.line}: not a valid ensemble manifest: {exc.reason}") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = yamlfile.loads(text)  # a key given twice is refused, naming both lines
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -94,7 +103,11 @@ class EnsembleManifest:
                 weight = float(m.get("weight", 1.0))
             except (TypeError, ValueError):
                 raise fail(f"models[{k}].weight", f"{m.get('weight')!r} is not a number") from None
+            if not math.isfinite(weight) or weight < 0:
+                raise fail(f"models[{k}].weight", f"must be a finite number >= 0, got {m.get('weight')!r}")
             models.append(ManifestEntry(str(m["name"]), str(m["variant"]), str(m["backbone"]), weight))
+        if not any(m.weight > 0 for m in models):
+            raise fail("models", "every weight is 0: at least one model must carry weight")
         names = [m.name for m in models]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
@@ -115,6 +128,19 @@ class EnsembleManifest:
             decode,
             html_tokens,
             _parse_cascade(raw.get("cascade"), set(names), fail),
+            source,
+        )
+
+    def check_registered(self, entry: ManifestEntry, tags: dict, what: str) -> None:
+        """Refuse a registered model (or version) whose variant/backbone tags say another model
+        than ``entry`` does, naming both; a tag it lacks is not checked."""
+        variant, backbone = tags.get("tfqa.variant"), tags.get("tfqa.backbone")
+        if (variant is None or variant == entry.variant) and (backbone is None or backbone == entry.backbone):
+            return
+        k = self.models.index(entry)
+        raise ManifestError(
+            f"{self.source or '<manifest>'}: field 'models[{k}]': {entry.name} is variant {entry.variant!r} on "
+            f"{entry.backbone!r} here, but {what} is variant {variant!r} on {backbone!r}"
         )
 
     def entry_for_variant(self, variant: str) -> ManifestEntry:

@@ -148,8 +148,25 @@ class CandidateQAModel(nn.Module):
     def resize_token_embeddings(self, vocab_size: int) -> None:
         """Grow (or shrink) the word embeddings, e.g. to ``len(tokenizer)`` after adding tokens;
         the encoder config's ``vocab_size`` follows, so ``save_pretrained`` round-trips."""
-        if vocab_size != self.vocab_size:
+        if vocab_size == self.vocab_size:
+            return
+        import logging
+
+        # transformers announces its mean-and-covariance initialisation of the new rows (what tfqa
+        # wants) with a multi-line note at every training start; one tfqa log line says it instead.
+        def not_the_note(record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("The new embeddings will be initialized from a multivariate normal")
+
+        library = logging.getLogger("transformers.modeling_utils")
+        library.addFilter(not_the_note)
+        try:
+            old = self.vocab_size
             self.encoder.resize_token_embeddings(vocab_size)
+        finally:
+            library.removeFilter(not_the_note)
+        logging.getLogger(__name__).info(
+            "token embeddings resized %d -> %d (new rows drawn around the old rows' mean and covariance)", old, vocab_size
+        )
 
     # ------------------------------------------------------------------------------ forward / loss
     def forward(

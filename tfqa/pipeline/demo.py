@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from tfqa.core.destinations import write_text_whole
 from tfqa.core.environment import scoped_env
 from tfqa.core.errors import RefusingCommand
 from tfqa.pipeline.profiles import BACKBONE_STAGES, PROFILES, REPO, Profile
@@ -153,7 +154,7 @@ def run_demo(profile_name: str, work_dir: str | None, experiment: str, manifest:
         summary = summarise(result.run_id("validate"))
         parent.log_metrics(summary)
         parent.set_tags({f"{STEP_TAG}.{s.name}": s.run_id for s in result.steps})
-        (work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_whole(work / "summary.json", json.dumps(summary, indent=1) + "\n")  # whole or not at all
         click.echo(format_summary(summary))
         settings_file = write_settings(profile, data, result, experiment, work)
         experiment_id = run_experiment_id(parent.run_id)

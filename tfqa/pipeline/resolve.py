@@ -161,6 +161,7 @@ class StageResolver:
             if key not in accepted:
                 raise UserError(f"{self.entry_point} takes no parameter {key!r}", self.settings.path, field=settings_key)
             if not self.has(key):
+                _check_option_value(key, value, self.settings, settings_key)
                 self._take(key, value, self.settings.source(settings_key))
 
     def fill_backbone(self, param: str, name: str) -> None:
@@ -249,6 +250,22 @@ class StageResolver:
             f" (this run is in experiment {self._experiment_name()!r}; {self.settings.path} names experiment "
             f"{wanted!r}: run with --experiment-name {wanted} or export MLFLOW_EXPERIMENT_NAME={wanted})"
         )
+
+
+def _check_option_value(name: str, value: str, settings: Settings, settings_key: str) -> None:
+    """Refuse a settings value the command's option ``name`` cannot take (not a number, out of its
+    range, not a choice), naming the settings file and key: the same conversion would otherwise
+    fail later as click's ``Invalid value for '--name'``, which names neither."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    param = next((p for p in ctx.command.params if p.name == name), None) if ctx is not None else None
+    if param is None or value in ("", None):
+        return
+    try:
+        param.type_cast_value(ctx, value)
+    except click.BadParameter as exc:
+        raise UserError(f"{exc.message} (the value of option {param.opts[0]})", settings.path, field=settings_key) from None
 
 
 def experiment_of(run_id: str | None) -> str | None:

@@ -16,7 +16,9 @@ empty: no settings file at all)::
 
 Relative paths are relative to the file. Every path must exist and every key must be known
 when the file is read; an error names the file, the key and the path (YAML errors: line and
-column). What a stage does with these values is ``tfqa.pipeline.resolve``'s business.
+column; a key given twice: both lines). A parameter value the stage's option cannot take (not a
+number, out of its range) is refused naming the file and the key when the stage starts.
+What a stage does with these values is ``tfqa.pipeline.resolve``'s business.
 """
 
 from __future__ import annotations
@@ -88,20 +90,9 @@ class Settings:
         path = Path(path) if path is not None else settings_path()
         if path is None:
             return cls()
-        import yaml
+        from tfqa.core.yamlfile import load_file
 
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot read the settings file ({exc.strerror or exc})", path) from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc)
-            if mark is None:
-                raise UserError(f"not valid YAML: {problem}", path) from None
-            raise UserError(f"not valid YAML: {problem} (column {mark.column + 1})", path, line=mark.line + 1) from None
+        raw = load_file(path, "settings file")  # UTF-8 (a BOM accepted), a key given twice refused
         return cls.from_dict(raw, path)
 
     @classmethod
@@ -216,10 +207,10 @@ def write(path: Path, settings: Mapping[str, Any], header: str) -> None:
     """Write a settings file atomically, ``header`` (comment lines) first."""
     import yaml
 
+    from tfqa.core.destinations import write_text_whole
+
     body = yaml.safe_dump(dict(settings), default_flow_style=False, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header.rstrip("\n") + "\n" + body, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_whole(path, header.rstrip("\n") + "\n" + body)
 
 
 def use_tracking_defaults(settings: Settings) -> None:

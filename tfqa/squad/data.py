@@ -25,7 +25,6 @@ score difference, see ``postprocess``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -35,8 +34,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tfqa.core import jsontext
 from tfqa.core.errors import UserError
-from tfqa.data.readers import GZIP_BREAKS, gzip_break_reason, json_error_reason, open_binary
+from tfqa.data.readers import GZIP_BREAKS, gzip_break_reason, open_binary
 
 SQUAD_FEATURE_COLUMNS = (
     "input_ids",
@@ -142,13 +142,13 @@ def iter_squad(path: str | os.PathLike) -> Iterator[SquadExample]:
     path = str(path)
     try:
         with open_binary(path) as fh:
-            doc = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise SquadFormatError(path, "<json>", json_error_reason(exc, with_line=True)) from None
-    except UnicodeDecodeError as exc:
-        raise SquadFormatError(path, "<json>", f"not valid UTF-8 at byte {exc.start}") from None
+            data = fh.read()
     except GZIP_BREAKS as exc:
         raise SquadFormatError(path, None, gzip_break_reason(exc)) from None
+    try:  # a byte-order mark is accepted; nesting past MAX_JSON_DEPTH is refused
+        doc = jsontext.loads(data)
+    except jsontext.JsonTextError as exc:
+        raise SquadFormatError(path, "<json>", exc.reason) from None
     chk = _Checker(path)
     seen: dict[str, str] = {}
     for a, article in enumerate(chk.get(doc, "data", "", list)):

@@ -6,7 +6,8 @@ choice), its default and its help (the field's docstring). A field holding anoth
 contributes that one's fields, with the defaults of the instance it defaults to (``prepare``
 takes ``FeatureConfig``'s ``max_seq_len`` through ``PrepareConfig.build.features``). A field
 without a default is an input the stage resolves when it is left empty (``tfqa.pipeline.resolve``):
-its option defaults to ``""``.
+its option defaults to ``""``. A field declared with a range (``tfqa.core.bounds.bounded``) gives
+its option that range, and a value outside it is refused naming the option.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from tfqa.core.bounds import Bounds, OutOfRange, bounds_of
+from tfqa.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Setting:
     help: str = ""
     optional: bool = False
     """Annotated ``X | None``: an empty value is None."""
+    bounds: Bounds | None = None
+    """The range the dataclass declares for the field (``tfqa.core.bounds``)."""
 
     @property
     def flag(self) -> str:
@@ -46,6 +52,9 @@ class Setting:
         import click
 
         kind = click.Choice(list(self.kind)) if isinstance(self.kind, tuple) else self.kind
+        if self.bounds is not None and self.kind in (int, float):
+            ranged = click.IntRange if self.kind is int else click.FloatRange
+            kind = ranged(self.bounds.min, self.bounds.max)
         shown = self.default not in ("", None)
         return click.option(
             self.flag,
@@ -94,7 +103,13 @@ class StageOptions:
             if s.name in values:
                 value = values[s.name]
                 nested.setdefault(s.path[:-1], {})[s.path[-1]] = None if s.optional and value == "" else value
-        return _build(self.cls, None, (), nested, fixed)
+        try:
+            return _build(self.cls, None, (), nested, fixed)
+        except OutOfRange as err:
+            setting = next((s for s in self.settings if s.path[-1] == err.field and s.bounds == err.bounds), None)
+            if setting is None:  # a field that is no option (fixed by the entry point)
+                raise
+            raise UserError(f"option {setting.flag}: {err.reason}") from None
 
 
 def _build(cls: type, default, path: tuple[str, ...], values: dict, fixed: Mapping[str, Any]):
@@ -145,6 +160,7 @@ def _settings(cls: type, instance, path: tuple[str, ...], skip: set[str], names:
             "" if default is dataclasses.MISSING else default,
             docs.get(f.name, ""),
             optional,
+            bounds_of(f),
         )
 
 

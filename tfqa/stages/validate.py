@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from tfqa.core.bounds import bounded, check_bounds
+from tfqa.core.destinations import folder_written_whole, write_text_whole
 from tfqa.core.errors import UserError
 from tfqa.evaluation import error_analysis
 from tfqa.evaluation.dev import DevSet, headline, mlflow_metric_name, official_predictions, score_outputs
@@ -52,15 +54,16 @@ class ValidateConfig:
     output_dir: str = "outputs"
     fit_weights: bool = False
     """Fit the ensemble weights on the dev set, cross-validated over its two halves."""
-    dev_examples: int = 0
+    dev_examples: int = bounded(0, min=0)
     """Only the first this many dev examples (0: all)."""
     decode: Literal["", "joint", "original"] = ""
     """``joint`` or ``original`` (empty: the manifest's)."""
-    max_answer_words: int = 0
+    max_answer_words: int = bounded(0, min=0)
     """Longest short answer of the joint decoding (0: the manifest's)."""
     cascade: Literal["", "none"] = ""
     """``none``: skip the manifest's pruning cascade (empty: run it)."""
-    batch_tokens: int = 16384
+    batch_tokens: int = bounded(16384, min=1)
+    """Most tokens in one inference batch."""
     promotions: str = ""
     """Run ids of the promotions this validation follows (recorded so reuse sees new versions)."""
     manifest_digest: str = ""
@@ -69,6 +72,7 @@ class ValidateConfig:
     whose content no longer has this digest is refused (empty: not checked)."""
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.cascade not in ("", "none"):
             raise ValueError(f"cascade must be empty (the manifest's) or 'none', got {self.cascade!r}")
 
@@ -226,20 +230,37 @@ def run_validate(cfg: ValidateConfig, run) -> dict:
     for name, preds in (("null", null_baseline(dev)), ("question_overlap", overlap_baseline(dev))):
         metrics.update(headline(score_answers(dev.gold, official_predictions(preds, dev.offsets)), f"baseline/{name}/"))
 
-    out_dir = Path(cfg.output_dir) / "runs" / run.run_id / VALIDATION_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # predict decodes with exactly these settings: the thresholds only hold under them.
-    (out_dir / "thresholds.json").write_text(json.dumps({**thresholds, "decode": dcfg.to_dict()}, indent=1))
-    (out_dir / "ensemble.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "predictions.json").write_text(json.dumps(dec.nq_predictions_json(decoded, dev.offsets)))
-    (out_dir / "predictions.txt").write_text(predictions_report(metrics, official, thresholds, report))
-    pr_plot(scored, out_dir / "precision_recall.png")
     analysis = error_analysis.analyse(dev.examples, dev.gold, answers, error_analysis.ModelAnswers("ensemble", scored, decoded))
-    error_analysis.write(analysis, out_dir / "error_analysis")
+    out_dir = Path(cfg.output_dir) / "runs" / run.run_id / VALIDATION_DIR
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The folder appears whole or not at all (a full disk leaves nothing a later step would take
+    # for a result), and each file in it too.
+    with folder_written_whole(out_dir) as tmp_dir:
+        write_validation(
+            Path(tmp_dir),
+            thresholds={**thresholds, "decode": dcfg.to_dict()},  # predict decodes with exactly these settings
+            report=report,
+            predictions=dec.nq_predictions_json(decoded, dev.offsets),
+            summary=predictions_report(metrics, official, thresholds, report),
+            scored=scored,
+            analysis=analysis,
+        )
     run.set_tags(error_analysis.table_tags(f"{VALIDATION_DIR}/error_analysis"))
     run.log_metrics(metrics, step=0)
     run.log_artifacts(str(out_dir), VALIDATION_DIR)
     return {**metrics, **{f"thresholds.{k}": v for k, v in thresholds.items()}}
+
+
+def write_validation(
+    out_dir: Path, *, thresholds: dict, report: dict, predictions: dict, summary: str, scored: ScoredAnswers, analysis
+) -> None:
+    """The files of a validation (what ``predict`` and a reader take from it), each written whole."""
+    write_text_whole(out_dir / "thresholds.json", json.dumps(thresholds, indent=1))
+    write_text_whole(out_dir / "ensemble.json", json.dumps(report, indent=1))
+    write_text_whole(out_dir / "predictions.json", json.dumps(predictions))
+    write_text_whole(out_dir / "predictions.txt", summary)
+    pr_plot(scored, out_dir / "precision_recall.png")
+    error_analysis.write(analysis, out_dir / "error_analysis")
 
 
 def cascade_metrics(casc, scores: dict, names: list[str], weights) -> dict[str, float]:
@@ -312,6 +333,5 @@ def pr_plot(scored: ScoredAnswers, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    error_analysis.save_png(fig, path, dpi=100)
     return path

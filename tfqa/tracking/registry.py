@@ -53,8 +53,12 @@ def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None,
     if str(model.status) != "READY":
         raise ValueError(f"run {run_id}'s model {model.model_id} is {model.status}, not READY: it was never fully uploaded")
     try:
-        client.get_registered_model(entry.name)
+        registered = client.get_registered_model(entry.name)
     except MlflowException:
+        registered = None
+    if registered is not None:  # registered before, maybe under another manifest
+        manifest.check_registered(entry, registered.tags or {}, f"registered model {entry.name!r}")
+    else:
         client.create_registered_model(entry.name, tags={BACKBONE_TAG: entry.backbone, VARIANT_TAG: entry.variant})
     mv = client.create_model_version(
         entry.name,
@@ -88,7 +92,8 @@ def record_models_used(run, versions: dict[str, object]) -> None:
 
 
 def resolve_aliases(manifest: EnsembleManifest, alias: str | None = None) -> dict[str, object]:
-    """name -> ModelVersion for every manifest entry; a clear error naming model and alias."""
+    """name -> ModelVersion for every manifest entry; a clear error naming model and alias, or
+    naming the manifest entry and the version when their variant or backbone disagree."""
     from mlflow.exceptions import MlflowException
 
     client = _client()
@@ -99,4 +104,6 @@ def resolve_aliases(manifest: EnsembleManifest, alias: str | None = None) -> dic
             out[m.name] = client.get_model_version_by_alias(m.name, alias)
         except MlflowException as exc:
             raise LookupError(f"registered model {m.name!r} has no version with alias {alias!r} ({exc.message})") from None
+        mv = out[m.name]
+        manifest.check_registered(m, mv.tags or {}, f"registered model {m.name!r} version {mv.version} (@{alias})")
     return out
