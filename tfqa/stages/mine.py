@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tfqa.core.bounds import bounded, check_bounds
 from tfqa.features.cache import BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
 from tfqa.features.selection import SelectionConfig
@@ -29,21 +30,24 @@ class MineConfig:
     output_dir: str = "outputs"
     top_level_only: bool = False
     """Score the top-level negatives only (``SelectionConfig.top_level_only``)."""
-    negatives_per_example: int = 2
+    negatives_per_example: int = bounded(2, min=1)
     """How many hard negatives per example the selection table keeps."""
-    n_shards: int = 0
+    n_shards: int = bounded(0, min=0)
     """Pieces the scoring is split into, shared by the ranks and kept across a crash (0: 16, or 4 per
     rank above 4 ranks, so no GPU idles; a resumed job keeps its count only with the same value)."""
-    max_seq_len: int = 0
+    max_seq_len: int = bounded(0, min=0)
     """0: what the scoring model was trained with (its candidates are then seen as in training)."""
-    max_question_len: int = 0
+    max_question_len: int = bounded(0, min=0)
     """0: what the scoring model was trained with."""
-    batch_tokens: int = 16384
-    workers: int = 0
+    batch_tokens: int = bounded(16384, min=1)
+    workers: int = bounded(0, min=0)
     """Feature-building processes (0: one per CPU core)."""
-    max_lines: int = 0
+    max_lines: int = bounded(0, min=0)
     """Mine only the first this many training examples (0: all); the hard-negative variants then
     train on the same ones (their own ``max_lines``)."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def long_scores(outputs: pd.DataFrame) -> np.ndarray:

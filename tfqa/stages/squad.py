@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from tfqa.core import distributed
+from tfqa.core.bounds import bounded, check_bounds
 from tfqa.core.distributed import Distributed
 from tfqa.core.errors import UserError
 from tfqa.data.records import AnswerClass
@@ -45,27 +46,27 @@ class SquadStageConfig:
     """SQuAD 2.0 dev JSON (default: settings data.squad_dev, else split ``squad_data``)."""
     dev_fraction: float = 0.25
     """The share of ``squad_data``'s articles split off as the dev set when there is no ``squad_dev``."""
-    max_questions: int = 0
+    max_questions: int = bounded(0, min=0)
     """Train on a seeded sample of this many questions (0: all)."""
-    max_dev_questions: int = 600
-    max_seq_len: int = 384
-    doc_stride: int = 128
-    max_question_len: int = 64
+    max_dev_questions: int = bounded(600, min=0)
+    max_seq_len: int = bounded(384, min=16)
+    doc_stride: int = bounded(128, min=1)
+    max_question_len: int = bounded(64, min=1)
     html_tokens: HtmlTokenMode = "tfqa"
     """The tag vocabulary the tokenizer carries on to the NQ variants trained from this model
     (SQuAD paragraphs hold no tags; see ``FeatureConfig.html_tokens``)."""
     lr: float = 3e-5
     epochs: float = 2.0
-    batch_size: int = 32
+    batch_size: int = bounded(32, min=1)
     """Windows per optimizer step over all processes and micro-batches (as ``TrainConfig.batch_size``)."""
-    grad_accum_steps: int = 1
+    grad_accum_steps: int = bounded(1, min=1)
     """Micro-batches per optimizer step: albert-xxlarge's batch of 32 at 384 subwords fits one GPU
     only in pieces."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, about a third more compute."""
     compile: bool = False
     """``torch.compile`` the model for training."""
-    max_steps: int = 0
+    max_steps: int = bounded(0, min=0)
     seed: int = 42
     backbone_name: str = ""
     """Name recorded as the backbone (default: the dir name)."""
@@ -73,10 +74,13 @@ class SquadStageConfig:
     """Start from this tfqa model (run id, runs:/ or models:/ URI) instead of the bare backbone;
     its tokenizer comes along. The backbone still names what the model is built on."""
     output_dir: str = "outputs"
-    checkpoint_every: int = 500
+    checkpoint_every: int = bounded(500, min=0)
     precision: Literal[PRECISIONS] = "auto"
     resume: str = "auto"
     """``auto`` (from the latest checkpoint of this run's output dir, if any), ``none`` or a checkpoint dir."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 class SquadWindows:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from tfqa.core.bounds import bounded, check_bounds
 from tfqa.features.cache import MANIFEST, BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
 from tfqa.features.selection import SelectionConfig
@@ -46,7 +47,7 @@ class TrainStageConfig:
     """NQ dev file: the run ends with an evaluation on its first ``dev_examples`` examples, and
     evaluates every ``eval_every`` steps as well when that is set (empty: no evaluation; default:
     settings data.dev)."""
-    dev_examples: int = 200
+    dev_examples: int = bounded(200, min=0)
     mining_run: str = ""
     """Run id of ``mine_hard_negatives``, needed when the variant samples hard negatives (default:
     the latest FINISHED one on this train file)."""
@@ -54,11 +55,11 @@ class TrainStageConfig:
     """Start from this tfqa/SQuAD model (run id, runs:/ or models:/) instead of the backbone
     (ALBERT variants; default: the latest FINISHED SQuAD run on this backbone)."""
     output_dir: str = "outputs"
-    max_steps: int = 0
+    max_steps: int = bounded(0, min=0)
     """Stop after this many optimizer steps (0: train ``variant.epochs``)."""
-    checkpoint_every: int = 500
-    eval_every: int = 0
-    log_every: int = 10
+    checkpoint_every: int = bounded(500, min=0)
+    eval_every: int = bounded(0, min=0)
+    log_every: int = bounded(10, min=1)
     precision: Literal[PRECISIONS] = "auto"
     optimizer: Literal[OPTIMIZERS] = "adamw"
     gradient_checkpointing: bool = False
@@ -67,11 +68,14 @@ class TrainStageConfig:
     """``torch.compile`` the model for training."""
     resume: str = "auto"
     """``auto`` (from the latest checkpoint of this run's output dir, if any), ``none`` or a checkpoint dir."""
-    workers: int = 0
+    workers: int = bounded(0, min=0)
     """Feature-building processes (0: one per CPU core)."""
-    max_lines: int = 0
+    max_lines: int = bounded(0, min=0)
     """Train on the first this many examples of a train file (0: all), e.g. the ones a mining run
     limited to them scored."""
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def selection_for(v: Variant) -> SelectionConfig:

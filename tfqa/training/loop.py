@@ -66,6 +66,7 @@ from tfqa.training.checkpoint import (
     read_trainer_state,
     restore_rng_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -352,6 +353,8 @@ def _resume_decision(resume, out_dir: Path, data_facts: dict) -> _Resume | None:
     ckpt = _resolve_resume(resume, out_dir)
     if ckpt is None:
         return None
+    if str(resume) != "auto":  # latest_checkpoint checked the one it picked
+        verify_checkpoint(ckpt)
     state = read_trainer_state(ckpt)
     changed = {k: (state.get(k), v) for k, v in data_facts.items() if state.get(k) != v}
     if changed:
@@ -374,7 +377,7 @@ def _start_position(
     model, optimizer, scaler = state_of["model"], state_of["optimizer"], state_of["scaler"]
     rng_states = None
     if job.is_main:
-        load_checkpoint(ckpt, **state_of, restore_rng=False, map_location=job.device)
+        load_checkpoint(ckpt, **state_of, restore_rng=False, map_location=job.device, verify=False)
         rng_states = read_rng_states(ckpt)
     if job.enabled:
         weights = job.broadcast_state(model.state_dict() if job.is_main else None)
