@@ -23,6 +23,13 @@ def _variant_of(run_id: str) -> str:
 )
 @click.option("--name", default="", help="Registered model name (default: the manifest's entry for the run's variant).")
 @click.option("--alias", default="", help="Alias to move (default: the manifest's).")
+@click.option(
+    "--model",
+    type=click.Choice(["final", "best"]),
+    default="final",
+    show_default=True,
+    help="The run's final model, or its best evaluated checkpoint by dev/long_f1.",
+)
 @click.pass_context
 def main(ctx, run_id, **_):
     # Imported here, after run_entry_point's handover to the prefork server (when there is one).
@@ -40,7 +47,7 @@ def main(ctx, run_id, **_):
         o = option_values(ctx, r.finish())
         r.record(run)
         m = EnsembleManifest.load(o["manifest"])
-        p = promote(run_id, m, name=o["name"] or None, alias=o["alias"] or None)
+        p = promote(run_id, m, name=o["name"] or None, alias=o["alias"] or None, model=o["model"])
         run.log_params({"run_id": run_id, "manifest": o["manifest"], "name": p.name, "alias": p.alias})
         run.set_tags({tracking.names.REGISTERED_MODEL_TAG: p.name, tracking.names.MODEL_VERSION_TAG: p.version})
         run.set_tags({f"{tracking.names.MODEL_ID_TAG}.{p.name}": p.model_id})

@@ -151,7 +151,7 @@ class RecordingLogger:
             while True:
                 time.sleep(1)
 
-    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None, **_) -> None:
         self.artifacts.append((local_dir, artifact_path))
 
     # Every call reaches this logger at once: nothing is ever left unsent.

@@ -132,6 +132,8 @@ def _train_params(job, out: str, **more) -> dict:
         batch_size=8,
         lr=3e-3,
         checkpoint_every=CHECKPOINT_EVERY,
+        keep_checkpoints=0,
+        keep_best_models=1,
         log_every=1,
         dev_data=job["dev"],
         dev_examples=10,
@@ -151,16 +153,10 @@ def _trained(job, name: str, **params) -> str:
     return job["runs"][name]
 
 
-def _checkpoint_weights(job, run_id: str, step: int) -> dict:
-    import mlflow
-
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id,
-        artifact_path=f"checkpoints/step-{step:06d}/model.safetensors",
-        dst_path=str(job["root"] / "downloads" / run_id),
-        tracking_uri=job["env"]["MLFLOW_TRACKING_URI"],
-    )
-    return load_file(path)
+def _checkpoint_weights(job, out: str, step: int) -> dict:
+    """The weights of the step-``step`` checkpoint the job with output folder ``out`` kept on disk."""
+    (path,) = (job["root"] / out / "runs").glob(f"*/checkpoints/step-{step:06d}/model.safetensors")
+    return load_file(str(path))
 
 
 def _backbone_weights(job) -> dict:
@@ -172,7 +168,7 @@ def test_two_ranks_and_grad_accumulation_train_as_one_process(job):
     two = _trained(job, "two", nproc_per_node=2)
     accum = _trained(job, "accum", nproc_per_node=1, grad_accum_steps=2)
     start = _backbone_weights(job)
-    w_one, w_two, w_accum = (_checkpoint_weights(job, r, COMPARE_STEP) for r in (one, two, accum))
+    w_one, w_two, w_accum = (_checkpoint_weights(job, f"out-{n}", COMPARE_STEP) for n in ("one", "two", "accum"))
     assert _largest_update_ratio(w_one, w_two, start) < TOL
     assert _largest_update_ratio(w_one, w_accum, start) < TOL
 
@@ -190,9 +186,27 @@ def test_two_ranks_and_grad_accumulation_train_as_one_process(job):
     assert by_id[one].data.params["hardware.world_size"] == "1"
     assert [m.step for m in client.get_metric_history(two, "dev/long_f1")] == [12, 24]
 
+    # The store: one resumable checkpoint (the last of 6 saves), and of the two evaluated
+    # checkpoints the better one as a LoggedModel (keep_best_models=1), beside the final model.
+    assert [a.path for a in client.list_artifacts(two, "checkpoints")] == ["checkpoints/latest"]
+    import mlflow
+
+    state = mlflow.artifacts.download_artifacts(
+        run_id=two, artifact_path="checkpoints/latest/trainer_state.json", tracking_uri=job["env"]["MLFLOW_TRACKING_URI"]
+    )
+    assert json.loads(Path(state).read_text())["step"] == STEPS
+    models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{two}'")
+    names = sorted(m.name for m in models)
+    assert names == ["checkpoint", "model"], names
+    (kept,) = [m for m in models if m.name == "checkpoint"]
+    f1 = {m.step: m.value for m in client.get_metric_history(two, "dev/long_f1")}
+    best_step = max(f1, key=lambda s: (f1[s], s))
+    assert kept.tags["tfqa.checkpoint_step"] == str(best_step)
+    assert {m.key: m.value for m in kept.metrics}["dev/long_f1"] == f1[best_step]
+
 
 def test_a_stop_signal_ends_both_ranks_after_the_same_step_and_the_run_resumes_bit_identically(job):
-    reference = _trained(job, "two", nproc_per_node=2)
+    _trained(job, "two", nproc_per_node=2)  # the uninterrupted reference
     out = job["root"] / "out-stopped"
     params = _train_params(job, "out-stopped", nproc_per_node=2)
     cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "train_bert_base", "--env-manager", "local"]
@@ -222,7 +236,9 @@ def test_a_stop_signal_ends_both_ranks_after_the_same_step_and_the_run_resumes_b
     ckpts = sorted((next((out / "runs").iterdir()) / "checkpoints").glob("step-*"))
     assert ckpts[-1].name == f"step-{step:06d}" and not [p for p in ckpts if p.suffix]
 
-    # The same run, resumed from its checkpoint, ends as the job never stopped.
+    # The same run, resumed from the tracking store alone (this machine's folder is gone), ends as
+    # the job never stopped.
+    shutil.rmtree(out)
     resume = [sys.executable, "entrypoints/train.py", "--entry-point", "train_bert_base", "--resume", "auto"]
     for key, value in params.items():
         resume += [f"--{key.replace('_', '-')}", str(value)]
@@ -231,8 +247,9 @@ def test_a_stop_signal_ends_both_ranks_after_the_same_step_and_the_run_resumes_b
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     assert client.get_run(run_id).info.status == "FINISHED"
-    got = _checkpoint_weights(job, run_id, STEPS)
-    want = _checkpoint_weights(job, reference, STEPS)
+    assert "resuming from the run's checkpoint in the tracking store" in done.stdout
+    got = _checkpoint_weights(job, "out-stopped", STEPS)
+    want = _checkpoint_weights(job, "out-two", STEPS)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 

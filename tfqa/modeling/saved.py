@@ -93,25 +93,38 @@ def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     return dst
 
 
-def log_tfqa_model(run, model_dir: Path, features: dict, *, params: dict | None = None, tags: dict | None = None) -> Path:
-    """Save the MLflow model beside ``model_dir`` and queue it as the run's LoggedModel.
+def log_tfqa_model(
+    run,
+    model_dir: Path,
+    features: dict,
+    *,
+    params: dict | None = None,
+    tags: dict | None = None,
+    name: str = MODEL_ARTIFACT,
+    step: int = 0,
+    metrics: dict | None = None,
+):
+    """Save the MLflow model beside ``model_dir`` and queue it as the run's LoggedModel ``name``
+    (``model``; a training run's evaluated checkpoints are ``checkpoint``s at their ``step``, with
+    their dev ``metrics``).
 
     Its params are the feature settings it was trained with plus ``params`` (the stage's key
     settings); ``tags`` go on the model. The folder stays on disk: a logger that lost its server
-    retries from it later. Returns the saved folder.
+    retries from it later. Returns the logger's handle (``run.delete_model`` takes it).
     """
     dst = Path(model_dir).parent / "mlflow_model"
     shutil.rmtree(dst, ignore_errors=True)
     save_tfqa_model(Path(model_dir), dst, features)
-    run.log_model(
+    return run.log_model(
         dst,
-        name=MODEL_ARTIFACT,
+        name=name,
         params={**features, **(params or {})},
         tags=tags,
         model_type=MODEL_TYPE,
-        metric_prefixes=MODEL_METRIC_PREFIXES,
+        step=step,
+        metric_prefixes=MODEL_METRIC_PREFIXES if name == MODEL_ARTIFACT else (),
+        metrics=metrics,
     )
-    return dst
 
 
 def variant_model_info(v) -> dict:

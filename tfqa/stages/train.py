@@ -58,6 +58,14 @@ class TrainStageConfig:
     max_steps: int = bounded(0, min=0)
     """Stop after this many optimizer steps (0: train ``variant.epochs``)."""
     checkpoint_every: int = bounded(500, min=0)
+    checkpoint_every_minutes: float = bounded(0.0, min=0)
+    """Also checkpoint when this many minutes passed since the last one (0: off)."""
+    keep_checkpoints: int = bounded(3, min=0)
+    """Resumable checkpoints kept on local disk, newest first (0: all). The tracking store keeps
+    one, replaced at each save (``checkpoints/latest``)."""
+    keep_best_models: int = bounded(2, min=0)
+    """At each evaluation the weights are logged as a LoggedModel ``checkpoint`` with their step and
+    dev metrics; the best this many by ``dev/long_f1`` stay (0: none are logged), beside the final ``model``."""
     eval_every: int = bounded(0, min=0)
     log_every: int = bounded(10, min=1)
     precision: Literal[PRECISIONS] = "auto"
@@ -156,6 +164,8 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
         precision=cfg.precision,
         optimizer=cfg.optimizer,
         checkpoint_every_steps=cfg.checkpoint_every,
+        checkpoint_every_minutes=cfg.checkpoint_every_minutes,
+        keep_checkpoints=cfg.keep_checkpoints or None,
         log_every_steps=cfg.log_every,
         eval_every_steps=cfg.eval_every,
         gradient_checkpointing=cfg.gradient_checkpointing,
@@ -194,26 +204,107 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     out_dir = Path(cfg.output_dir) / "runs" / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "run.json").write_text(json.dumps({"run_id": run.run_id, "variant": v.key}))
+    model_features = {
+        **store.manifest["features"],
+        "top_level_only": top_level_only,
+        "decode": DecodeConfig(decode=v.decode).to_dict(),
+    }
+    keeper = BestCheckpointModels(run, tok, out_dir, model_features, variant_model_info(v), cfg.keep_best_models)
+    if cfg.resume == "auto" and job.is_main:
+        fetch_resumable_checkpoint(run.run_id, out_dir / CHECKPOINTS_DIR)
     result = train(
         model,
         CandidateDataset(store),
         train_cfg,
         out_dir=out_dir / CHECKPOINTS_DIR,
         logger=run,
-        eval_fn=evaluator,
+        eval_fn=keeper.evaluating(evaluator) if evaluator is not None else None,
         resume=cfg.resume if cfg.resume != "none" else None,
         pad_id=tok.pad_token_id,
     )
     metrics = {**result.metrics, **final_dev_evaluation(evaluator, model, result.step, run)}
-    save_final_model(
-        run,
-        model,
-        tok,
-        out_dir,
-        {**store.manifest["features"], "top_level_only": top_level_only, "decode": DecodeConfig(decode=v.decode).to_dict()},
-        **variant_model_info(v),
-    )
+    save_final_model(run, model, tok, out_dir, model_features, **variant_model_info(v))
     return metrics
+
+
+class BestCheckpointModels:
+    """The weights at each evaluation as a LoggedModel ``checkpoint`` (its step, its dev metrics
+    on it), the best ``keep`` by ``dev/long_f1`` kept: a run's store holds those plus the final
+    ``model``, however long it trains (rank 0; ties go to the later step)."""
+
+    def __init__(self, run, tok, out_dir: Path, features: dict, info: dict, keep: int):
+        self.run, self.tok, self.root, self.features, self.info, self.keep = (
+            run,
+            tok,
+            out_dir / "checkpoint-models",
+            features,
+            info,
+            keep,
+        )
+        self.kept: list[tuple[float, int, object, Path]] = []
+
+    def evaluating(self, evaluator):
+        """``evaluator`` that also logs the model it evaluated (the loop calls it on every rank)."""
+        from tfqa.training.checkpoint import is_rank_zero
+
+        def evaluate(model, step: int) -> dict[str, float]:
+            metrics = evaluator(model, step)
+            if self.keep and is_rank_zero() and "dev/long_f1" in metrics:
+                self.add(model, step, metrics)
+            return metrics
+
+        return evaluate
+
+    def add(self, model, step: int, metrics: dict[str, float]) -> None:
+        from tfqa.modeling.saved import log_tfqa_model
+        from tfqa.tracking.names import CHECKPOINT_MODEL
+
+        folder = self.root / f"step-{step:06d}"
+        model.save_pretrained(folder / "weights")
+        self.tok.save_pretrained(str(folder / "weights"))
+        handle = log_tfqa_model(
+            self.run,
+            folder / "weights",
+            self.features,
+            params=self.info["params"],
+            tags={**self.info["tags"], "tfqa.checkpoint_step": str(step)},
+            name=CHECKPOINT_MODEL,
+            step=step,
+            metrics={k: v for k, v in metrics.items() if k.startswith("dev/")},
+        )
+        self.kept.append((float(metrics["dev/long_f1"]), step, handle, folder))
+        self.kept.sort(key=lambda k: (k[0], k[1]), reverse=True)
+        for _, _, dropped, local in self.kept[self.keep :]:
+            self.run.delete_model(dropped, local)
+        del self.kept[self.keep :]
+
+
+def fetch_resumable_checkpoint(run_id: str, ckpt_root: Path) -> Path | None:
+    """With no checkpoint on this machine, the run's one in the tracking store
+    (``checkpoints/latest``), downloaded into ``ckpt_root`` under its step's name: a run resumes
+    on another machine from the store alone. None when there is neither."""
+    import shutil
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tfqa.training.checkpoint import RESUMABLE_ARTIFACT, STATE_FILE, latest_checkpoint, read_trainer_state, step_dir_name
+
+    if latest_checkpoint(ckpt_root) is not None:
+        return None
+    tmp = ckpt_root / ".download"
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RESUMABLE_ARTIFACT, dst_path=str(tmp)))
+    except (MlflowException, OSError):
+        local = None  # the run stored none (yet)
+    if local is None or not (local / STATE_FILE).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    final = ckpt_root / step_dir_name(int(read_trainer_state(local)["step"]))
+    local.rename(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"resuming from the run's checkpoint in the tracking store: {final}", flush=True)
+    return final
 
 
 def final_dev_evaluation(evaluator, model, step: int, run) -> dict[str, float]:

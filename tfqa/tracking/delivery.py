@@ -117,6 +117,10 @@ class Upload:
     artifact_path: str | None
     contents: bool = False  # a directory whose *contents* go under artifact_path (log_artifacts)
     spooled: bool = False  # a file this logger wrote (log_dict / log_text): removed once uploaded
+    slot: str | None = None
+    """Uploads sharing a slot replace each other: a newer one queued drops an older one still
+    waiting (a resumable checkpoint: only the newest is worth its gigabytes)."""
+    snapshot: bool = False  # a folder made for this upload (hard links): removed once uploaded or dropped
 
 
 @dataclasses.dataclass
@@ -131,6 +135,8 @@ class ModelJob:
     model_type: str | None
     step: int
     metric_prefixes: tuple[str, ...]
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Logged on the model at ``step`` once it is READY (a checkpoint's dev metrics)."""
     token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     model_id: str | None = None
     artifact_location: str = ""
@@ -149,6 +155,15 @@ class ModelMetrics:
 
 
 @dataclasses.dataclass
+class DeleteModel:
+    """Delete the LoggedModel an earlier ``ModelJob`` created (a checkpoint that fell out of the best K)."""
+
+    model: ModelJob
+    local: Path | None = None
+    """The model's local folder, removed once the model is deleted (its upload came first)."""
+
+
+@dataclasses.dataclass
 class Inputs:
     datasets: list  # mlflow.entities.DatasetInput
     model_ids: list[str]
@@ -157,6 +172,11 @@ class Inputs:
 @dataclasses.dataclass
 class Terminate:
     status: str
+
+
+def _drop_snapshot(up: Upload) -> None:
+    if up.snapshot:
+        shutil.rmtree(up.local, ignore_errors=True)
 
 
 def describe(item: object) -> str:
@@ -244,10 +264,14 @@ class Delivery:
             self._tags.update(tags)
             self._cond.notify_all()
 
-    def add_job(self, job: Upload | Inputs | ModelJob) -> None:
+    def add_job(self, job: Upload | Inputs | ModelJob | DeleteModel) -> None:
         with self._cond:
             if isinstance(job, ModelJob):
                 self._models.append(job)
+            if isinstance(job, Upload) and job.slot is not None:
+                for old in [j for j in self._jobs if isinstance(j, Upload) and j.slot == job.slot]:
+                    self._jobs.remove(old)
+                    _drop_snapshot(old)
             self._jobs.append(job)
             self._cond.notify_all()
 
@@ -381,7 +405,7 @@ class Delivery:
                 **self._tags,
             }
             self._enforce_bound_locked()
-        elif isinstance(job, (Upload, ModelJob, ModelMetrics, Inputs)):
+        elif isinstance(job, (Upload, ModelJob, ModelMetrics, Inputs, DeleteModel)):
             self._jobs.appendleft(job)  # a model job keeps the steps it has done
 
     # --------------------------------------------------------------------------- the thread
@@ -444,6 +468,8 @@ class Delivery:
             self._deliver_model_metrics(job)
         elif isinstance(job, Inputs):
             self._deliver_inputs(job)
+        elif isinstance(job, DeleteModel):
+            self._delete_model(job)
         elif isinstance(job, Terminate):
             try:
                 self._client.set_terminated(self.run_id, status=job.status)
@@ -497,6 +523,16 @@ class Delivery:
             self._retry_unless_permanent(e, f"upload {up.local}")
         if up.spooled:
             shutil.rmtree(up.local.parent, ignore_errors=True)
+        _drop_snapshot(up)
+
+    def _delete_model(self, job: DeleteModel) -> None:
+        if job.model.model_id is not None:  # None: never created (dropped as undeliverable)
+            try:
+                self._client.delete_logged_model(job.model.model_id)
+            except Exception as e:
+                self._retry_unless_permanent(e, f"delete model {job.model.model_id}")
+        if job.local is not None:
+            shutil.rmtree(job.local, ignore_errors=True)
 
     def _run_experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -542,6 +578,11 @@ class Delivery:
                     pass
             return
         job.ready = True
+        for key, value in job.metrics.items():
+            try:
+                self._client.log_metric(self.run_id, key, float(value), step=job.step, model_id=job.model_id)
+            except Exception as e:  # the model is READY: a metric that does not go through is only logged
+                _log.warning("run %s: could not log %s on model %s: %s", self.run_id, key, job.model_id, e)
         self.add_tags({MODEL_ID_TAG: job.model_id})
 
     def _find_model(self, job: ModelJob):

@@ -52,6 +52,9 @@ LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 # ------------------------------------------------------------------------------------ artifacts
 MODEL_ARTIFACT = "model"
 """A stage's LoggedModel (and, for runs from before LoggedModels, its artifact folder)."""
+CHECKPOINT_MODEL = "checkpoint"
+"""A training run's weights at an evaluation, as a LoggedModel with its step and dev metrics (the
+best few by ``dev/long_f1`` are kept)."""
 FEATURES_MANIFEST_ARTIFACT = "features/manifest.json"
 SCORES_TABLES_DIR = "outputs"
 """Where validate and predict keep each model's candidate scores table."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tfqa.tracking.names import BACKBONE_TAG, MODEL_ARTIFACT, MODEL_ID_TAG, MODEL_VERSION_TAG, VARIANT_TAG
+from tfqa.tracking.names import BACKBONE_TAG, CHECKPOINT_MODEL, MODEL_ARTIFACT, MODEL_ID_TAG, MODEL_VERSION_TAG, VARIANT_TAG
 from tfqa.tracking.queries import client as _client
 from tfqa.tracking.upstream import require_stage, run_logged_model, version_model_id
 from tfqa.training.variants import TRAINING_STAGES
@@ -25,8 +25,32 @@ class Promotion:
     """The LoggedModel the version was created from (its source is ``models:/<model_id>``)."""
 
 
-def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None, alias: str | None = None) -> Promotion:
+def best_checkpoint_model(run_id: str):
+    """The run's READY ``checkpoint`` LoggedModel with the highest ``dev/long_f1`` (the later step
+    on a tie); refused when the run kept none."""
+    c = _client()
+    run = c.get_run(run_id)
+    found = c.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{CHECKPOINT_MODEL}'"
+    )
+
+    def score(m):
+        metrics = {x.key: x.value for x in (m.metrics or [])}
+        return metrics.get("dev/long_f1", float("-inf")), int(m.tags.get("tfqa.checkpoint_step", -1))
+
+    ready = [m for m in found if str(m.status) == "READY"]
+    if not ready:
+        raise ValueError(f"run {run_id} kept no evaluated checkpoint model (train with eval_every and keep_best_models)")
+    return max(ready, key=score)
+
+
+def promote(
+    run_id: str, manifest: EnsembleManifest, *, name: str | None = None, alias: str | None = None, model: str = "final"
+) -> Promotion:
     """Register a finished training run's model and move the alias to the new version.
+
+    ``model``: ``final`` (the run's ``model``) or ``best`` (its evaluated ``checkpoint`` with the
+    highest ``dev/long_f1``, of the ones the run kept).
 
     The version is created from the run's LoggedModel (source ``models:/<model_id>``). Refuses runs
     of other stages than training, runs that did not finish, whose model is missing or never
@@ -47,7 +71,9 @@ def promote(run_id: str, manifest: EnsembleManifest, *, name: str | None = None,
         raise ValueError(f"run {run_id} trained variant {variant!r}; {entry.name} takes variant {entry.variant!r}")
     if tags.get(BACKBONE_TAG) != entry.backbone:
         raise ValueError(f"run {run_id} has backbone {tags.get(BACKBONE_TAG)!r}; {entry.name} expects {entry.backbone!r}")
-    model = run_logged_model(run_id, MODEL_ARTIFACT)
+    if model not in ("final", "best"):
+        raise ValueError(f"model must be 'final' or 'best', got {model!r}")
+    model = run_logged_model(run_id, MODEL_ARTIFACT) if model == "final" else best_checkpoint_model(run_id)
     if model is None:
         raise ValueError(f"run {run_id} logged no model (no LoggedModel '{MODEL_ARTIFACT}' from this run)")
     if str(model.status) != "READY":

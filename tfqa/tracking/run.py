@@ -39,6 +39,7 @@ from tfqa.tracking.delivery import (
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
     TERMINAL_STATUSES,
+    DeleteModel,
     Delivery,
     Inputs,
     ModelJob,
@@ -155,12 +156,17 @@ class RunLogger:
         """Queue a file (or a directory, uploaded under its own name) for upload; keep it until flushed."""
         self._delivery.add_job(Upload(_existing(local_path), artifact_path))
 
-    def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Queue a directory's contents for upload under ``artifact_path``; keep them until flushed."""
+    def log_artifacts(
+        self, local_dir: str | os.PathLike, artifact_path: str | None = None, *, slot: str | None = None, snapshot: bool = False
+    ) -> None:
+        """Queue a directory's contents for upload under ``artifact_path``; keep them until flushed.
+
+        ``slot``: a newer upload in the same slot replaces this one while it still waits.
+        ``snapshot``: the folder was made for this upload; it is removed once uploaded (or replaced)."""
         path = _existing(local_dir)
         if not path.is_dir():
             raise NotADirectoryError(f"log_artifacts needs a directory: {path}")
-        self._delivery.add_job(Upload(path, artifact_path, contents=True))
+        self._delivery.add_job(Upload(path, artifact_path, contents=True, slot=slot, snapshot=snapshot))
 
     def log_dict(self, dictionary: Any, artifact_file: str) -> None:
         """JSON (or YAML for .yaml/.yml) under ``artifact_file``, written to a spool file now."""
@@ -193,12 +199,14 @@ class RunLogger:
         model_type: str | None = None,
         step: int = 0,
         metric_prefixes: Iterable[str] = (),
-    ) -> None:
+        metrics: Mapping[str, float] | None = None,
+    ) -> ModelJob:
         """Queue a saved MLflow model folder as a LoggedModel ``name`` of this run, with its own
         ``params`` (flattened like ``log_params``) and ``tags``; keep the folder until flushed.
 
         At run end the run's latest value of every metric whose name starts with one of
-        ``metric_prefixes`` is logged on the model as well, whenever it was logged."""
+        ``metric_prefixes`` is logged on the model as well, whenever it was logged; ``metrics`` are
+        logged on it at ``step`` as soon as it is READY. Returns a handle for ``delete_model``."""
         path = _existing(local_dir)
         if not (path / "MLmodel").is_file():
             raise FileNotFoundError(f"not an MLflow model folder (no MLmodel file): {path}")
@@ -210,8 +218,15 @@ class RunLogger:
             model_type,
             int(step),
             tuple(metric_prefixes),
+            dict(metrics or {}),
         )
         self._delivery.add_job(job)
+        return job
+
+    def delete_model(self, handle: ModelJob, local: str | os.PathLike | None = None) -> None:
+        """Delete (after its upload, in queue order) the LoggedModel ``log_model`` returned
+        ``handle`` for, and then its local folder ``local``."""
+        self._delivery.add_job(DeleteModel(handle, Path(local) if local is not None else None))
 
     def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None:
         """Record what the run read: ``mlflow.entities.DatasetInput``s (what ``mlflow.log_input``
@@ -293,10 +308,11 @@ class NullRunLogger:
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def set_tag(self, key: str, value: Any) -> None: ...
     def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None: ...
-    def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None, **kwargs: Any) -> None: ...
     def log_dict(self, dictionary: Any, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_model(self, local_dir: str | os.PathLike, **kwargs: Any) -> None: ...
+    def delete_model(self, handle: Any, local: Any = None) -> None: ...
     def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None: ...
 
     def logged_model_ids(self) -> list[str]:

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 """Where a stage keeps its checkpoints: the folder in its output dir and among the run's artifacts."""
+RESUMABLE_ARTIFACT = f"{CHECKPOINTS_DIR}/latest"
+"""Where a run keeps its one resumable checkpoint among its artifacts, replaced as training goes."""
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "rng.pt"
 MANIFEST_FILE = "checkpoint_manifest.json"
@@ -308,6 +310,19 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
             log.warning("resuming from %s, the newest intact checkpoint (%d newer one(s) damaged)", path, newer)
         return path
     return None
+
+
+def snapshot(ckpt_dir: Path, into: Path) -> Path:
+    """Hard links of ``ckpt_dir``'s files in ``into``: what an upload reads while pruning deletes
+    the checkpoint itself (no bytes copied; the files live until both names are gone)."""
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    for f in ckpt_dir.iterdir():
+        try:
+            os.link(f, into / f.name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(f, into / f.name)
+    return into
 
 
 def read_rng_states(ckpt_dir: str | os.PathLike) -> list[dict] | None:

@@ -58,7 +58,7 @@ from tfqa.core.stopping import StopFlag, StopRequested, graceful_stop
 from tfqa.features.batching import LengthGroupedSampler, collate
 from tfqa.modeling.model import SHORT
 from tfqa.training.checkpoint import (
-    CHECKPOINTS_DIR,
+    RESUMABLE_ARTIFACT,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -66,6 +66,7 @@ from tfqa.training.checkpoint import (
     read_trainer_state,
     restore_rng_state,
     save_checkpoint,
+    snapshot,
     verify_checkpoint,
 )
 
@@ -112,6 +113,9 @@ class TrainConfig:
     package of that name, and is only used when asked for."""
     checkpoint_every_steps: int = 500
     """Save every N optimizer steps (0: only at epoch ends and at the end)."""
+    checkpoint_every_minutes: float = 0.0
+    """Also save when this many minutes passed since the last save (0: off): a bound on the work a
+    crash can lose, whatever a step costs."""
     keep_checkpoints: int | None = 3
     """Keep the newest K checkpoints (``None`` or 0: all)."""
     checkpoint_metrics_wait_s: float = 10.0
@@ -201,7 +205,9 @@ class MetricsLogger(Protocol):
 
     def log_metric_points(self, points: Iterable[Mapping[str, Any]]) -> None: ...
 
-    def log_artifacts(self, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(
+        self, local_dir: str | os.PathLike, artifact_path: str | None = None, *, slot: str | None = None, snapshot: bool = False
+    ) -> None: ...
 
 
 # ------------------------------------------------------------------------------------ schedule
@@ -422,6 +428,12 @@ class _Checkpointer:
     data_facts: dict
     config: dict
     last_step: int | None = None
+    last_time: float = field(default_factory=time.monotonic)
+
+    def due_by_time(self) -> bool:
+        """Rank 0's clock says a timed checkpoint is due (the loop sends its answer to every rank)."""
+        minutes = self.cfg.checkpoint_every_minutes
+        return bool(minutes) and self.job.is_main and time.monotonic() - self.last_time >= 60 * minutes
 
     def save(self, step: int, position: dict[str, int], metrics: dict) -> Path | None:
         rng_states = self.job.gather(capture_rng_state())
@@ -445,8 +457,13 @@ class _Checkpointer:
                 unsent_metrics=unsent,
             )
             if self.logger is not None:
-                self.logger.log_artifacts(str(path), f"{CHECKPOINTS_DIR}/{path.name}")
+                # The store keeps one resumable checkpoint per run, replaced as training goes; it is
+                # uploaded from hard links, so pruning the local folder cannot pull it from under
+                # the upload, and a newer checkpoint replaces one still waiting to go.
+                snap = snapshot(path, self.out_dir / ".upload" / path.name)
+                self.logger.log_artifacts(str(snap), RESUMABLE_ARTIFACT, slot=RESUMABLE_ARTIFACT, snapshot=True)
         self.last_step = step
+        self.last_time = time.monotonic()
         self.job.barrier()
         return path
 
@@ -523,17 +540,25 @@ def _evaluate(eval_fn, raw_model, step: int, job: Distributed, logger) -> dict[s
     return metrics
 
 
-def _step_counts(micro_batches: list[dict], stop: StopFlag, job: Distributed) -> tuple[float, float, bool]:
-    """Rows and short-span rows of this optimizer step over every micro-batch of every rank, and
-    whether any rank was asked to stop: one all-reduce of three numbers per step."""
+def _step_counts(
+    micro_batches: list[dict], stop: StopFlag, timed_checkpoint: bool, job: Distributed
+) -> tuple[float, float, bool, bool]:
+    """Rows and short-span rows of this optimizer step over every micro-batch of every rank,
+    whether any rank was asked to stop, and whether rank 0's clock wants a checkpoint: one
+    all-reduce of four numbers per step."""
     labels = [b["label"] for b in micro_batches]
     local = torch.tensor(
-        [float(sum(len(x) for x in labels)), float(sum(int((x == SHORT).sum()) for x in labels)), float(stop.requested)],
+        [
+            float(sum(len(x) for x in labels)),
+            float(sum(int((x == SHORT).sum()) for x in labels)),
+            float(stop.requested),
+            float(timed_checkpoint),
+        ],
         dtype=torch.float64,
         device=job.device,
     )
-    rows, span_rows, stops = job.all_reduce_sum(local).tolist()
-    return rows, span_rows, stops > 0
+    rows, span_rows, stops, timed = job.all_reduce_sum(local).tolist()
+    return rows, span_rows, stops > 0, timed > 0
 
 
 def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: Distributed, stop: StopFlag) -> TrainResult:
@@ -610,7 +635,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
         while not epoch_end and step < total_steps:
             n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
             micro_batches = [next(loader_batches) for _ in range(n_micro)]
-            rows, span_rows, stopping = _step_counts(micro_batches, stop, job)
+            rows, span_rows, stopping, timed_checkpoint = _step_counts(micro_batches, stop, checkpointer.due_by_time(), job)
             if stopping:  # every rank sees the same answer here, so every rank stops after the same step
                 position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
                 with window.paused():
@@ -661,7 +686,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
             with window.paused():
                 if eval_fn is not None and cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or done):
                     metrics.update(_evaluate(eval_fn, raw_model, step, job, logger))
-                if (cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0) or epoch_end or done:
+                every = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
+                if every or timed_checkpoint or epoch_end or done:
                     position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
                     last_ckpt = checkpointer.save(step, position, metrics) or last_ckpt
 
