@@ -123,6 +123,16 @@ class LengthGroupedSampler(Sampler[list[int]]):
         step_order = rng.permutation(len(steps))
         return [steps[i] for i in step_order]
 
+    def micro_batches_per_step(self, epoch: int) -> dict[int, int]:
+        """For each step of ``epoch``: the index of its first micro-batch -> how many it has
+        (``accum_steps``, fewer for the short step, which may fall anywhere in the shuffle)."""
+        out, start = {}, 0
+        for rows in self.steps(epoch):
+            n = self._micro_batches(len(rows))
+            out[start] = n
+            start += n
+        return out
+
     def batches(self, epoch: int, start_batch: int = 0) -> list[np.ndarray]:
         """This rank's batches of ``epoch`` from ``start_batch`` on."""
         out = []

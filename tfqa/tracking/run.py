@@ -475,7 +475,10 @@ def start_run(
             raise
         except BaseException as e:
             status = "FAILED"
-            logger.set_tags({ERROR_TAG: failure_tag(e)})
+            # A rank that failed first said why; what rank 0 sees then is only its echo
+            # ("Connection closed by peer").
+            if not _failed_on_another_rank(client, run.info.run_id):
+                logger.set_tags({ERROR_TAG: failure_tag(e)})
             raise
         finally:
             if sampler is not None:

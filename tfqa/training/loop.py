@@ -631,9 +631,10 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
             generator=torch.Generator().manual_seed(_derived_seed(cfg.seed, epoch, job.rank)),
         )
         loader_batches = iter(loader)
+        step_sizes = sampler.micro_batches_per_step(epoch)  # the short step has fewer micro-batches
         epoch_end = False
         while not epoch_end and step < total_steps:
-            n_micro = min(cfg.grad_accum_steps, batches_per_epoch - batch_in_epoch)  # an epoch's last step may be short
+            n_micro = step_sizes[batch_in_epoch]
             micro_batches = [next(loader_batches) for _ in range(n_micro)]
             rows, span_rows, stopping, timed_checkpoint = _step_counts(micro_batches, stop, checkpointer.due_by_time(), job)
             if stopping:  # every rank sees the same answer here, so every rank stops after the same step
