@@ -1,0 +1,148 @@
+"""Every tokenizer family reads a document word as it reads it in running text.
+
+The featurizer encodes each word on its own (so candidates are slices of one page's pieces); the
+reference here encodes the whole page at once, ``". " + " ".join(words)``, and gives each word the
+pieces whose character offsets fall in it (or in the space before it). On the real NQ lines, for
+WordPiece, SentencePiece unigram (ALBERT and DeBERTa-v3 style) and byte-level BPE (RoBERTa and
+ModernBERT style) tokenizers trained on those lines, every kept word of every candidate must be
+exactly its running-text pieces, tag words their tag token, the question its running-text pieces.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections import Counter
+
+import pytest
+from transformers import AutoTokenizer
+
+from tfqa.data.records import Example
+from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
+from tfqa.features.tokenization import load_tokenizer, tokenizer_kind, word_prefix
+
+import backbone_assets as ba
+
+# Written from the tfqa.features.tokenization docstring, not imported: the reference must not share the code.
+NINE_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
+ORIGINAL_TAG = re.compile(r"<.+>")
+REAL_CANDIDATES = 1361  # every long-answer candidate of the 10 Kaggle lines and the FARM line
+KIND = {
+    "bert": "wordpiece",
+    "albert": "sentencepiece",
+    "deberta-v3": "sentencepiece",
+    "roberta": "byte-level BPE",
+    "modernbert": "byte-level BPE",
+}
+SENTINEL = "."
+"""Stands for the text before a word: in running text every word follows a space."""
+
+
+def tag_token(word: str, is_html: bool, mode: str, wordpiece: bool) -> str | None:
+    if mode == "original":
+        if not ORIGINAL_TAG.match(word):
+            return None
+        opening = {f"<{t}>": f"qw{k}" for k, t in enumerate(NINE_TAGS, 1)}
+        return opening.get(word, "<" if wordpiece else "qw99")
+    if not is_html:
+        return None
+    name = word.strip("<>/").split("_", 1)[0].lower()
+    return next((f"<{t}>" for t in NINE_TAGS if t.lower() == name), "<Tag>")
+
+
+def running_text_pieces(tok, words: list[str]) -> list[list[int]]:
+    """Each word's ids in ``". w0 w1 ..."`` encoded in one go: a piece belongs to the word whose
+    characters (or the space before them) hold its first character."""
+    text = SENTINEL + "".join(" " + w for w in words)
+    bounds, at = [], len(SENTINEL)
+    for w in words:
+        bounds.append(at)  # the space before the word
+        at += 1 + len(w)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    out: list[list[int]] = [[] for _ in words]
+    for piece, (start, _) in zip(enc["input_ids"], enc["offset_mapping"]):
+        k = bisect_right(bounds, start) - 1
+        if k >= 0:
+            out[k].append(piece)
+    return out
+
+
+class PageReference:
+    """Expected ids of each word of one page: its tag token, else its running-text pieces (one
+    ``[UNK]`` for a word the tokenizer reduces to nothing, as the featurizer documents)."""
+
+    def __init__(self, raw_tok, tok, mode: str, ex: Example):
+        wordpiece = tokenizer_kind(tok) == "wordpiece"
+        self.pieces = running_text_pieces(raw_tok, ex.words)
+        self.kinds = []
+        for i, (word, html) in enumerate(zip(ex.words, ex.is_html)):
+            tag = tag_token(word, html, mode, wordpiece)
+            if tag is not None:
+                tag_id = tok.convert_tokens_to_ids(tag)
+                # An added token, but for WordPiece's ``<``, a piece of the vocabulary.
+                assert tag_id != tok.unk_token_id and (tag == "<" or tag_id >= len(raw_tok)), tag
+                self.pieces[i], kind = [tag_id], tag
+            elif not self.pieces[i]:
+                self.pieces[i], kind = [tok.unk_token_id], "empty"
+            else:
+                kind = "text"
+            self.kinds.append(kind)
+
+
+@pytest.fixture(scope="module")
+def backbones(family_backbones):
+    return family_backbones
+
+
+@pytest.mark.parametrize("mode", ["tfqa", "original"])
+@pytest.mark.parametrize("family", ba.FAMILIES)
+def test_each_words_pieces_are_its_running_text_pieces_on_real_lines(backbones, family, mode):
+    raw = AutoTokenizer.from_pretrained(str(backbones.dirs[family]))
+    tok = load_tokenizer(backbones.dirs[family], mode)
+    assert tokenizer_kind(tok) == KIND[family]
+    cfg = FeatureConfig(html_tokens=mode)
+    featurizer = CandidateFeaturizer(tok, cfg)
+    counts: Counter = Counter()
+    for ex in backbones.examples:
+        ref = PageReference(raw, tok, mode, ex)
+        question = running_text_pieces(raw, ex.question.split())
+        prefix = [tok.cls_token_id, *[p for w in question for p in w][: cfg.max_question_len], tok.sep_token_id]
+        cols, _ = featurizer.featurize(ex, list(range(len(ex.candidates))))
+        for r, ci in enumerate(cols["candidate_index"]):
+            ids, pos = cols["input_ids"][r].tolist(), cols["word_positions"][r].tolist()
+            first, n_kept = ex.candidates[ci].start_token, cols["n_kept"][r]
+            where = (family, mode, ex.example_id, ci)
+            assert ids[: len(prefix)] == prefix and ids[-1] == tok.sep_token_id, where
+            want = ref.pieces[first : first + n_kept]
+            assert len(pos) == n_kept and pos[:1] == [len(prefix)][:n_kept], where
+            for k, p in enumerate(pos):
+                assert ids[p : p + len(want[k])] == want[k], (*where, ex.words[first + k])
+            assert len(prefix) + sum(map(len, want)) == len(ids) - 1, where  # nothing else in the input
+            counts["rows"] += 1
+            # A candidate opens with its tag: its first text word is the one after.
+            counts["first_text_words"] += n_kept > 1 and ref.kinds[first + 1] == "text"
+            counts.update(ref.kinds[first : first + n_kept])
+    assert counts["rows"] == REAL_CANDIDATES
+    assert counts["text"] > 40_000 and counts["first_text_words"] > 400
+    other = "<Tag>" if mode == "tfqa" else ("<" if family == "bert" else "qw99")
+    assert counts[other] > 1000 and counts["<P>" if mode == "tfqa" else "qw1"] > 100
+
+
+@pytest.mark.parametrize("family", ba.FAMILIES)
+def test_a_word_alone_reads_as_in_running_text_only_with_the_familys_prefix(backbones, family):
+    """Why the rule exists: byte-level BPE words tokenised bare lose their word-start marker on
+    most words; with the prefix (and for the other families without one) none does."""
+    raw = AutoTokenizer.from_pretrained(str(backbones.dirs[family]))
+    ex = backbones.examples[0]
+    words = [w for w, h in zip(ex.words, ex.is_html) if not h]
+    in_text = running_text_pieces(raw, words)
+    bare = raw(words, add_special_tokens=False)["input_ids"]
+    prefixed = raw([word_prefix(raw) + w for w in words], add_special_tokens=False)["input_ids"]
+    assert word_prefix(raw) == (" " if KIND[family] == "byte-level BPE" else "")
+    assert sum(a != b for a, b in zip(prefixed, in_text)) == 0
+    differ = sum(a != b for a, b in zip(bare, in_text))
+    if KIND[family] == "byte-level BPE":
+        assert differ > 0.9 * len(words), differ
+        assert raw.convert_ids_to_tokens(in_text[1])[0].startswith("Ġ")
+    else:
+        assert differ == 0
