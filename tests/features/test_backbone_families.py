@@ -10,18 +10,27 @@ exactly its running-text pieces, tag words their tag token, the question its run
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from bisect import bisect_right
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
+from tfqa.core.errors import refusal_message
 from tfqa.data.records import Example
+from tfqa.features.cache import BuildConfig, build_features
 from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.tokenization import load_tokenizer, tokenizer_kind, word_prefix
 
 import backbone_assets as ba
+import nq_builders as nb
 
 # Written from the tfqa.features.tokenization docstring, not imported: the reference must not share the code.
 NINE_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
@@ -146,3 +155,82 @@ def test_a_word_alone_reads_as_in_running_text_only_with_the_familys_prefix(back
         assert raw.convert_ids_to_tokens(in_text[1])[0].startswith("Ġ")
     else:
         assert differ == 0
+
+
+# ------------------------------------------------------------------------------------ refusals
+def _gpt2_like(dst, src, *, with_config: bool):
+    """A byte-level BPE tokenizer without [CLS]/[SEP] (GPT-2's special tokens), and optionally a
+    decoder-only GPT-2 config beside it."""
+    from transformers import GPT2Config
+
+    dst.mkdir()
+    shutil.copy(src / "tokenizer.json", dst / "tokenizer.json")
+    names = {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (dst / "tokenizer_config.json").write_text(json.dumps(names))
+    if with_config:
+        config = GPT2Config(vocab_size=ba.VOCAB_SIZE, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=2)
+        config.save_pretrained(str(dst))
+    return dst
+
+
+def _python_tokenizer(dst, src):
+    dst.mkdir()
+    (dst / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer"}))  # no Rust version exists
+    return dst
+
+
+def _encoder_decoder(dst, src):
+    from transformers import BartConfig
+
+    shutil.copytree(src, dst)
+    (dst / "model.safetensors").unlink()
+    BartConfig(vocab_size=ba.VOCAB_SIZE, d_model=32, encoder_layers=1, decoder_layers=1).save_pretrained(str(dst))
+    return dst
+
+
+BAD_BACKBONES = {
+    "decoder-only": (
+        lambda d, src: _gpt2_like(d, src, with_config=True),
+        "config.json: model_type 'gpt2' is not an encoder (no masked-LM model of this type in transformers, "
+        "e.g. a decoder-only model); tfqa needs an encoder such as BERT, RoBERTa, DeBERTa or ModernBERT",
+    ),
+    "no [CLS]/[SEP]": (
+        lambda d, src: _gpt2_like(d, src, with_config=False),
+        "the tokenizer has no cls_token and no sep_token (tokenizer_config.json), which every tfqa input needs",
+    ),
+    "python tokenizer": (
+        _python_tokenizer,
+        "no fast tokenizer: ByT5Tokenizer is a Python tokenizer; tfqa needs one transformers loads as a fast "
+        "(Rust) tokenizer, e.g. from a tokenizer.json in this folder",
+    ),
+    "encoder-decoder": (_encoder_decoder, "config.json: model_type 'bart' is an encoder-decoder model; tfqa needs an encoder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BACKBONES)
+def test_a_backbone_tfqa_cannot_read_is_one_line_naming_it_before_any_data_is_built(backbones, tmp_path, case):
+    make, reason = BAD_BACKBONES[case]
+    bad = make(tmp_path / "backbone", backbones.dirs["roberta"])
+    with pytest.raises(ValueError) as err:
+        build_features(nb.HEAD10, bad, tmp_path / "features", BuildConfig(workers=1), progress=False)
+    assert refusal_message(err.value) == f"{bad}: {reason}"
+    assert not (tmp_path / "features").exists()
+
+
+def test_prepare_refuses_a_decoder_only_backbone_in_one_line(backbones, tmp_path):
+    """Through the real entry point: one ``tfqa:`` line on stderr, no feature cache."""
+    bad = _gpt2_like(tmp_path / "gpt2", backbones.dirs["roberta"], with_config=True)
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "entrypoints" / "prepare.py"), "--input", str(nb.HEAD10), "--tokenizer", str(bad)]
+        + ["--cache-dir", str(tmp_path / "features"), "--workers", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        timeout=300,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tfqa: ")]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines == [f"tfqa: {bad}: {BAD_BACKBONES['decoder-only'][1]}"], proc.stderr[-3000:]
+    assert not (tmp_path / "features").exists()

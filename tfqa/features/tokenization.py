@@ -195,12 +195,14 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
     tok = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tok, "is_fast", False):
         raise ValueError(
-            f"{path}: no fast tokenizer: {type(tok).__name__} is a Python one; tfqa needs a tokenizer.json "
-            "(a Hugging Face fast tokenizer: load it once with AutoTokenizer and save_pretrained it there)"
+            f"{path}: no fast tokenizer: {type(tok).__name__} is a Python tokenizer; tfqa needs one transformers "
+            "loads as a fast (Rust) tokenizer, e.g. from a tokenizer.json in this folder"
         )
     missing = missing_input_tokens(tok)
     if missing:
-        raise ValueError(f"{path}: the tokenizer has no {', '.join(missing)}, which every tfqa input needs")
+        raise ValueError(
+            f"{path}: the tokenizer has no {' and no '.join(missing)} (tokenizer_config.json), which every tfqa input needs"
+        )
     mode = html_tokens or detect_html_tokens(tok) or "tfqa"
     vocab = tok.get_vocab()
     missing = [t for t in added_html_tokens(tok, mode) if t not in vocab]
