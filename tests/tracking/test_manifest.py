@@ -122,6 +122,17 @@ def test_a_sixth_model_of_a_variant_is_found_by_its_backbone_or_registered_name(
         m.entry_for_run("7", "deberta-v3-large")
 
 
+def test_the_six_model_example_manifest_keeps_the_five_and_adds_deberta():
+    five = EnsembleManifest.load(REPO / "registry" / "ensemble.yaml")
+    six = EnsembleManifest.load(REPO / "registry" / "with-deberta-v3.yaml")
+    assert [(e.name, e.variant, e.backbone) for e in six.models[:5]] == [(e.name, e.variant, e.backbone) for e in five.models]
+    assert (six.decode, six.html_tokens, six.cascade) == (five.decode, five.html_tokens, five.cascade)
+    assert sum(e.weight for e in six.models) == pytest.approx(1.0)
+    bert_large = five.entry("tfqa-v4-bert-large").backbone
+    assert six.entry_for_run("4", "deberta-v3-large", "tfqa-v6-deberta-v3-large").name == "tfqa-v6-deberta-v3-large"
+    assert six.entry_for_run("4", bert_large, "tfqa-v4-bert-large").name == "tfqa-v4-bert-large"
+
+
 # ------------------------------------------------------------------------- runs on the server
 def _run(
     client: MlflowClient,
