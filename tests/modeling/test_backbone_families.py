@@ -12,6 +12,7 @@ line up row for row and average per document word.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,48 @@ def test_the_model_folder_keeps_how_the_encoder_was_read(families, family_backbo
     model = CandidateQAModel.from_backbone(family_backbones.dirs["deberta-v3"], vocab_size=len(tok))
     head = json.loads((model.save_pretrained(tmp_path / "m") / "tfqa_head.json").read_text())
     assert (head["own_pooler"], head["uses_token_types"], head["attention"]) == (True, False, "eager")
+
+
+@pytest.mark.slow
+def test_a_sixth_model_is_trained_and_promoted_by_configuration_alone(family_backbones, tmp_path):
+    """docs/backbones.md's route through the real entry points: a backbone name in the settings
+    file, variant 4's row with ``-P``-style overrides, and registry/with-deberta-v3.yaml as it is
+    in the repository; the run is registered under the sixth entry, not variant 4's bert-large."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    repo = Path(__file__).resolve().parents[2]
+    train_src = tmp_path / "train.jsonl"
+    write_original(train_src, SynthConfig(n_examples=16, seed=3, **SYNTH))
+    settings = tmp_path / "tfqa.yaml"
+    settings.write_text(f"backbones:\n  deberta-v3-large: {family_backbones.dirs['deberta-v3']}\ndata:\n  train: {train_src}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "six", "TFQA_CONFIG": str(settings)}
+
+    def entry_point(name: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(repo / "entrypoints" / f"{name}.py"), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc
+
+    trained = entry_point(
+        "train",
+        *("--entry-point", "train_bert_large", "--variant", "4", "--max-steps", "4", "--workers", "1"),
+        *("--checkpoint-every", "0", "--output-dir", str(tmp_path / "outputs")),
+        # Undeclared -P values reach the script as --key value (MLflow's way): overrides of the row.
+        *("--backbone_name", "deberta-v3-large", "--registered_model", "tfqa-v6-deberta-v3-large", "--seed", "6"),
+        *("--negatives", "random", "--batch_size", "8", "--max_seq_len", "64", "--max_question_len", "10"),
+    )
+    assert f"encoder {family_backbones.dirs['deberta-v3']}: model_type deberta-v2, token_types no," in trained.stderr
+    assert "attention eager" in trained.stderr
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("six").experiment_id], "tags.`tfqa.stage` = 'train_bert_large'")
+    assert (run.data.tags["tfqa.variant"], run.data.tags["tfqa.backbone"]) == ("4", "deberta-v3-large")
+
+    promoted = entry_point("promote", "--run-id", run.info.run_id, "--manifest", str(repo / "registry" / "with-deberta-v3.yaml"))
+    assert f"tfqa-v6-deberta-v3-large version 1 is now @champion (run {run.info.run_id})" in promoted.stdout
+    assert client.get_model_version_by_alias("tfqa-v6-deberta-v3-large", "champion").run_id == run.info.run_id
+    assert not client.search_registered_models("name = 'tfqa-v4-bert-large'")
