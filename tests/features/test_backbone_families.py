@@ -234,3 +234,18 @@ def test_prepare_refuses_a_decoder_only_backbone_in_one_line(backbones, tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert lines == [f"tfqa: {bad}: {BAD_BACKBONES['decoder-only'][1]}"], proc.stderr[-3000:]
     assert not (tmp_path / "features").exists()
+
+
+def test_the_feature_fingerprint_changes_with_the_word_rule(backbones, tmp_path):
+    """Byte-level BPE caches built before words got their space must not be reused; WordPiece and
+    SentencePiece caches, which the rule leaves as they were, keep their fingerprints."""
+    from tfqa.features.cache import file_digest, fingerprint
+    from tfqa.features.tokenization import tokenizer_fingerprint
+
+    cfg = BuildConfig(workers=1, max_lines=1)
+    for family, prefix in (("bert", ""), ("roberta", " ")):
+        tok = load_tokenizer(backbones.dirs[family])
+        old = fingerprint(file_digest(nb.HEAD10), tokenizer_fingerprint(tok), cfg, None)
+        info = build_features(nb.HEAD10, backbones.dirs[family], tmp_path / "features", cfg, progress=False)
+        assert info.manifest["tokenizer"]["word_prefix"] == prefix
+        assert (info.fingerprint == old) == (prefix == ""), family
