@@ -249,3 +249,36 @@ def test_the_feature_fingerprint_changes_with_the_word_rule(backbones, tmp_path)
         info = build_features(nb.HEAD10, backbones.dirs[family], tmp_path / "features", cfg, progress=False)
         assert info.manifest["tokenizer"]["word_prefix"] == prefix
         assert (info.fingerprint == old) == (prefix == ""), family
+
+
+def test_a_deberta_v3_folder_with_only_spm_model_loads_as_its_checkpoint_ships(backbones, tmp_path):
+    """deberta-v3-large ships ``spm.model`` and no tokenizer.json: transformers converts it to a
+    fast tokenizer, whose words read as in running text with no prefix, as the trained one's."""
+    import sentencepiece as spm
+    from transformers import DebertaV2Config
+
+    ex = backbones.examples[0]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(ba.text_lines(backbones.examples[:3])),
+        model_prefix=str(tmp_path / "spm"),
+        vocab_size=2000,
+        model_type="unigram",
+        **dict(pad_id=0, bos_id=1, eos_id=2, unk_id=3),  # deberta-v3's ids
+        **dict(pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]"),
+        user_defined_symbols=["[MASK]"],
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (tmp_path / "spm.vocab").unlink()
+    names = dict(bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]")
+    tcfg = {"tokenizer_class": "DebertaV2Tokenizer", "do_lower_case": False, "mask_token": "[MASK]", **names}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tcfg))
+    config = DebertaV2Config(vocab_size=2000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, type_vocab_size=0)
+    config.save_pretrained(str(tmp_path))
+    tok = load_tokenizer(tmp_path)
+    assert type(tok).__name__ == "DebertaV2Tokenizer" and tok.is_fast and not (tmp_path / "tokenizer.json").exists()
+    assert (tokenizer_kind(tok), word_prefix(tok), tok.cls_token_id, tok.sep_token_id) == ("sentencepiece", "", 1, 2)
+    words = [w for w, h in zip(ex.words, ex.is_html) if not h]
+    featurizer = CandidateFeaturizer(tok, FeatureConfig())
+    assert featurizer._word_ids(words) == [tuple(p) for p in running_text_pieces(tok, words)]

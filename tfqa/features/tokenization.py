@@ -183,12 +183,15 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if (path / "spiece.model").exists() and not (path / "tokenizer.json").exists():
-        try:  # transformers' own error here would blame a missing `tiktoken`
+    # ALBERT ships spiece.model, DeBERTa-v3 spm.model: without a tokenizer.json, transformers
+    # converts them, which needs sentencepiece (its own error would blame a missing `tiktoken`).
+    spm_file = next((n for n in ("spiece.model", "spm.model") if (path / n).exists()), None)
+    if spm_file and not (path / "tokenizer.json").exists():
+        try:
             import sentencepiece  # noqa: F401
         except ImportError:
             raise ValueError(
-                f"{path}: holds only spiece.model (no tokenizer.json); converting it needs the "
+                f"{path}: holds only {spm_file} (no tokenizer.json); converting it needs the "
                 "sentencepiece package (pip install sentencepiece)"
             ) from None
     check_encoder_config(path)
