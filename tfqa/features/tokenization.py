@@ -7,8 +7,9 @@ builds inputs as the model was trained:
   <Ol> <Fl> <Li> <Dd> <Dt>``, written exactly so, become nine added tokens ``qw1``..``qw9``;
   every other tag word (closing tags such as ``</P>`` included; a tag word is any word matching
   the original's ``<.+>``) becomes the existing token ``<`` on WordPiece (BERT-family) tokenizers
-  and one more added token, ``qw99``, on SentencePiece and BPE ones (ALBERT, DeBERTa-v3, RoBERTa,
-  ModernBERT), whose vocabularies have no single-piece ``<`` a word could be read as.
+  and one more added token, ``qw99``, on every other kind (SentencePiece: ALBERT, DeBERTa-v3;
+  byte-level BPE: RoBERTa, ModernBERT): the original's rule for its ALBERT, whose SentencePiece
+  vocabulary has no single-piece ``<``.
 * ``tfqa``: the same nine tags get tokens ``<P>``..``<Dt>``, a closing tag shares its opening
   tag's token (the tag's identity carries the structure; a closing tag only ever ends a
   candidate, where its position already says "closing"), and every other tag one added ``<Tag>``.
@@ -201,10 +202,10 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
             f"{path}: no fast tokenizer: {type(tok).__name__} is a Python tokenizer; tfqa needs one transformers "
             "loads as a fast (Rust) tokenizer, e.g. from a tokenizer.json in this folder"
         )
-    missing = missing_input_tokens(tok)
-    if missing:
+    lacking = missing_input_tokens(tok)
+    if lacking:
         raise ValueError(
-            f"{path}: the tokenizer has no {' and no '.join(missing)} (tokenizer_config.json), which every tfqa input needs"
+            f"{path}: the tokenizer has no {' and no '.join(lacking)} (tokenizer_config.json), which every tfqa input needs"
         )
     mode = html_tokens or detect_html_tokens(tok) or "tfqa"
     vocab = tok.get_vocab()

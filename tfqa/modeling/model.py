@@ -141,8 +141,7 @@ class CandidateQAModel(nn.Module):
             "uses_token_types": self.uses_token_types,
             "model_type": self.encoder.config.model_type,
             "vocab_size": self.vocab_size,
-            "pooling": self.describe()["pooling"],
-            "attention": self.describe()["attention"],
+            **{k: v for k, v in self.describe().items() if k in ("pooling", "attention")},
         }
         (model_dir / HEAD_FILE).write_text(json.dumps(head, indent=2) + "\n")
         return model_dir
