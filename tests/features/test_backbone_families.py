@@ -217,6 +217,7 @@ def test_a_backbone_tfqa_cannot_read_is_one_line_naming_it_before_any_data_is_bu
     assert not (tmp_path / "features").exists()
 
 
+@pytest.mark.slow  # ~30 s: a subprocess importing MLflow and transformers
 def test_prepare_refuses_a_decoder_only_backbone_in_one_line(backbones, tmp_path):
     """Through the real entry point: one ``tfqa:`` line on stderr, no feature cache."""
     bad = _gpt2_like(tmp_path / "gpt2", backbones.dirs["roberta"], with_config=True)
