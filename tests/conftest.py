@@ -180,3 +180,24 @@ def small_tmpfs(tmp_path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", str(where)], check=False)
+
+
+@dataclass
+class FamilyBackbones:
+    """One tiny backbone folder per tokenizer family (``backbone_assets``), tokenizers trained on
+    the real lines ``examples``."""
+
+    dirs: dict[str, Path]
+    examples: list
+
+
+@pytest.fixture(scope="session")
+def family_backbones(tmp_path_factory: pytest.TempPathFactory) -> FamilyBackbones:
+    from tfqa.data.readers import read_examples
+
+    import backbone_assets as ba
+    import nq_builders as nb
+
+    examples = list(read_examples(nb.HEAD10)) + list(read_examples(nb.FARM))
+    root = tmp_path_factory.mktemp("families")
+    return FamilyBackbones({f: ba.write_family(f, root / f, examples) for f in ba.FAMILIES}, examples)

@@ -521,3 +521,29 @@ def test_missing_predictions_are_errors():
         evaluate(FOUR, FOUR_PREDS, {k: v for k, v in FOUR_NA.items() if k != "q2"})
     # Extra predictions are ignored, as in the official script.
     assert evaluate(FOUR[:1], {"q1": "France", "zz": "x"})["exact"] == 100.0
+
+
+@pytest.mark.parametrize("family", ["roberta", "modernbert"])
+def test_features_with_byte_level_bpe_tokenizers(dev, family_backbones, family):
+    """The question's and the context's first words carry their leading space (``Ġ``) as every
+    other word does, and the offsets still point into the context as given: every gold span is
+    found, and one-hot logits decode back to the gold text."""
+    from tfqa.features.tokenization import load_tokenizer
+
+    tok = load_tokenizer(family_backbones.dirs[family])
+    subset = dev[:600]
+    f = build_squad_features(subset, tok, SquadFeatureConfig(max_seq_len=192, doc_stride=48))
+    assert np.all(f["input_ids"][:, 0] == tok.cls_token_id)
+    assert len(check_labels(f, subset)) <= 3
+    first_window = np.flatnonzero(np.diff(f["example_index"], prepend=-1))
+    for w in first_window:
+        ex = subset[f["example_index"][w]]
+        pieces = tok.convert_ids_to_tokens(f["input_ids"][w].tolist())
+        ctx = np.flatnonzero(f["offset_mapping"][w, :, 0] >= 0)
+        assert pieces[1].startswith("Ġ") and pieces[ctx[0]].startswith("Ġ"), (ex.qid, pieces[:3], pieces[ctx[0]])
+        assert f["offset_mapping"][w, ctx[0], 0] == 0  # the context's first character, not the space put before it
+    start, end = one_hot_logits(f)
+    preds = postprocess(subset, f["example_index"], f["offset_mapping"], start, end, max_answer_len=192)
+    answered = [ex for ex in subset if ex.answers]
+    same = sum(normalize_answer(preds[ex.qid].text) == normalize_answer(ex.answers[0].text) for ex in answered)
+    assert same >= len(answered) - 3

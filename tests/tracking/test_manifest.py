@@ -103,6 +103,36 @@ def test_entry_lookups_explain_what_is_missing():
     assert m.entry_for_variant(3).name == "tfqa-t-v3"  # an int variant is looked up as a string
 
 
+def _six(prefix: str) -> EnsembleManifest:
+    """The five, plus a sixth model: variant 4's row trained again on another backbone."""
+    five = _manifest(prefix)
+    return EnsembleManifest(five.alias, (*five.models, ManifestEntry(f"{prefix}-v6-deberta", "4", "deberta-v3-large", 0.2)))
+
+
+def test_a_sixth_model_of_a_variant_is_found_by_its_backbone_or_registered_name():
+    m = _six("tfqa-t")
+    assert m.entry_for_run("4", "tiny").name == "tfqa-t-v4"
+    assert m.entry_for_run("4", "deberta-v3-large").name == "tfqa-t-v6-deberta"
+    # The run's registered model name (-P registered_model=) decides where it names an entry of its variant.
+    assert m.entry_for_run("4", "tiny", "tfqa-t-v6-deberta").name == "tfqa-t-v6-deberta"
+    assert m.entry_for_run("4", "tiny", "tfqa-t-v2").name == "tfqa-t-v4"  # another variant's entry is not taken
+    # No entry of that backbone: the variant's first, whose backbone check then refuses the run.
+    assert m.entry_for_run("4", "electra-large").name == "tfqa-t-v4"
+    with pytest.raises(LookupError, match=r"no model for variant '7'"):
+        m.entry_for_run("7", "deberta-v3-large")
+
+
+def test_the_six_model_example_manifest_keeps_the_five_and_adds_deberta():
+    five = EnsembleManifest.load(REPO / "registry" / "ensemble.yaml")
+    six = EnsembleManifest.load(REPO / "registry" / "with-deberta-v3.yaml")
+    assert [(e.name, e.variant, e.backbone) for e in six.models[:5]] == [(e.name, e.variant, e.backbone) for e in five.models]
+    assert (six.decode, six.html_tokens, six.cascade) == (five.decode, five.html_tokens, five.cascade)
+    assert sum(e.weight for e in six.models) == pytest.approx(1.0)
+    bert_large = five.entry("tfqa-v4-bert-large").backbone
+    assert six.entry_for_run("4", "deberta-v3-large", "tfqa-v6-deberta-v3-large").name == "tfqa-v6-deberta-v3-large"
+    assert six.entry_for_run("4", bert_large, "tfqa-v4-bert-large").name == "tfqa-v4-bert-large"
+
+
 # ------------------------------------------------------------------------- runs on the server
 def _run(
     client: MlflowClient,
@@ -172,6 +202,18 @@ def test_promote_registers_and_moves_the_alias(client, prefix):
     assert (p3.version, p3.alias) == ("3", "challenger")
     assert client.get_model_version_by_alias(p1.name, "challenger").run_id == first
     assert client.get_model_version_by_alias(p1.name, "champion").version == "2"  # untouched
+
+
+def test_promote_puts_a_sixth_model_under_its_own_entry(client, prefix):
+    m = _six(prefix)
+    p6 = promote(_run(client, variant="4", backbone="deberta-v3-large"), m)
+    p4 = promote(_run(client, variant="4", backbone="tiny"), m)
+    assert (p6.name, p4.name) == (f"{prefix}-v6-deberta", f"{prefix}-v4")
+    assert client.get_registered_model(p6.name).tags == {"tfqa.backbone": "deberta-v3-large", "tfqa.variant": "4"}
+    for k in "1235":
+        promote(_run(client, variant=k), m)
+    versions = resolve_aliases(m)  # what validate pulls: six models, each its own run
+    assert list(versions) == [e.name for e in m.models] and versions[p6.name].run_id == p6.run_id != versions[p4.name].run_id
 
 
 def test_promote_refuses_unfinished_runs(client, prefix):

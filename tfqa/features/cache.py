@@ -36,7 +36,7 @@ from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
 from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
 from tfqa.features.selection import SelectionConfig, load_score_table, select_candidates
-from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
+from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint, word_prefix
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,15 @@ def build_turn(cache_root: Path) -> Iterator[None]:
         os.close(fd)  # closing the last descriptor releases the lock
 
 
-def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest: str | None) -> str:
+def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest: str | None, word_prefix: str = "") -> str:
     key = {
         "version": FEATURE_FORMAT_VERSION,
         "input": input_digest,
         "tokenizer": tok_fp,
+        # How a word is encoded on its own (tfqa.features.tokenization.word_prefix): byte-level BPE
+        # caches built before words got their leading space must not be reused. Only when set, so
+        # WordPiece and SentencePiece caches, which the rule does not change, keep their fingerprints.
+        **({"word_prefix": word_prefix} if word_prefix else {}),
         "features": asdict(cfg.features),
         "selection": asdict(cfg.selection),
         "scores": scores_digest,
@@ -297,7 +301,8 @@ def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig,
     input_digest = remembered_digest(src, cache_root)
     scores_digest = remembered_digest(cfg.scores_path, cache_root) if cfg.scores_path else None
     tok_fp = tokenizer_fingerprint(tok)  # hashes the whole tokenizer spec: ~0.15 s, so once
-    fp = fingerprint(input_digest, tok_fp, cfg, scores_digest)
+    prefix = word_prefix(tok)
+    fp = fingerprint(input_digest, tok_fp, cfg, scores_digest, prefix)
     final = cache_root / fp
     if (final / MANIFEST).exists():
         _remember(src, cfg, cache_root, input_digest, scores_digest)
@@ -317,7 +322,7 @@ def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig,
             fingerprint=fp,
             format_version=FEATURE_FORMAT_VERSION,
             input={"path": os.path.abspath(src), "blake2b": input_digest, "bytes": os.path.getsize(src)},
-            tokenizer={"source": os.path.abspath(tokenizer_dir), "fingerprint": tok_fp},
+            tokenizer={"source": os.path.abspath(tokenizer_dir), "fingerprint": tok_fp, "word_prefix": prefix},
             features=asdict(cfg.features),
             selection=asdict(cfg.selection),
             scores={"path": cfg.scores_path, "blake2b": scores_digest} if cfg.scores_path else None,

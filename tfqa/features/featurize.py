@@ -2,10 +2,11 @@
 
 ``[CLS] question [SEP] candidate [SEP]``, the question cut to ``max_question_len`` subwords and the
 candidate's tail words dropped so the whole fits in ``max_seq_len``. Each word is tokenised on
-its own (exactly what a per-word ``tokenizer.tokenize`` loop gives), so a candidate's subwords are a
-contiguous slice of the document's concatenated word pieces: nested candidates share the work, and
-every kept word records the position of its first subword. Start/end predictions are read at those
-positions, which is what lets models with different tokenizers be averaged per word.
+its own, as it reads in running text (``word_prefix``: a byte-level BPE word with its leading
+space, see ``tfqa.features.tokenization``), so a candidate's subwords are a contiguous slice of
+the document's concatenated word pieces: nested candidates share the work, and every kept word
+records the position of its first subword. Start/end predictions are read at those positions,
+which is what lets models with different tokenizers be averaged per word.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from tfqa.data.records import AnswerClass, Example
 from tfqa.features.labels import candidate_labels
-from tfqa.features.tokenization import HtmlTokenMode, HtmlTokens, check_html_tokens
+from tfqa.features.tokenization import HtmlTokenMode, HtmlTokens, check_html_tokens, word_prefix
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class CandidateFeaturizer:
         self._tag_cache: dict[str, tuple[int]] = {}
         self._cache_size = word_cache_size
         self._encoder = _word_encoder(tokenizer)
+        self.word_prefix = word_prefix(tokenizer)
+        """Put before each word and the question when encoding them (the cache is keyed by the bare word)."""
 
     # -- tokenisation ---------------------------------------------------------------------------
     def _word_ids(self, words: list[str]) -> list[tuple[int, ...]]:
@@ -131,8 +134,10 @@ class CandidateFeaturizer:
         return list(map(cache.__getitem__, words))
 
     def _encode(self, words: list[str]) -> list[list[int]]:
-        """``tok(words, add_special_tokens=False)["input_ids"]``, through the Rust tokenizer alone
-        where that is what the call runs (see ``_word_encoder``)."""
+        """``tok([prefix + w for w in words], add_special_tokens=False)["input_ids"]``, through the
+        Rust tokenizer alone where that is what the call runs (see ``_word_encoder``)."""
+        if self.word_prefix:
+            words = [self.word_prefix + w for w in words]
         if self._encoder is None:
             return self.tok(words, add_special_tokens=False)["input_ids"]
         # As transformers sets it on every call (tokenizers keep it as their split_special_tokens).
@@ -156,7 +161,7 @@ class CandidateFeaturizer:
         return pieces
 
     def question_ids(self, question: str) -> list[int]:
-        ids = self.tok(question, add_special_tokens=False)["input_ids"]
+        ids = self.tok(self.word_prefix + question, add_special_tokens=False)["input_ids"]
         return ids[: self.cfg.max_question_len]
 
     # -- features -------------------------------------------------------------------------------

@@ -7,13 +7,22 @@ builds inputs as the model was trained:
   <Ol> <Fl> <Li> <Dd> <Dt>``, written exactly so, become nine added tokens ``qw1``..``qw9``;
   every other tag word (closing tags such as ``</P>`` included; a tag word is any word matching
   the original's ``<.+>``) becomes the existing token ``<`` on WordPiece (BERT-family) tokenizers
-  and one more added token, ``qw99``, on SentencePiece/BPE ones (ALBERT), whose vocabularies have
-  no single-piece ``<``.
+  and one more added token, ``qw99``, on every other kind (SentencePiece: ALBERT, DeBERTa-v3;
+  byte-level BPE: RoBERTa, ModernBERT): the original's rule for its ALBERT, whose SentencePiece
+  vocabulary has no single-piece ``<``.
 * ``tfqa``: the same nine tags get tokens ``<P>``..``<Dt>``, a closing tag shares its opening
   tag's token (the tag's identity carries the structure; a closing tag only ever ends a
   candidate, where its position already says "closing"), and every other tag one added ``<Tag>``.
 
 The nine (ten) added tokens are added in the same order in both, so they get the same ids.
+
+Words are tokenised one at a time (``tfqa.features.featurize``), which is only right if a word
+alone gets the pieces it gets in running text. WordPiece and SentencePiece mark a word's start
+themselves (``##`` continuations, ``▁`` prepended to every word), so a word is encoded as it is.
+Byte-level BPE (RoBERTa, GPT-2-style vocabularies, ModernBERT) carries a word's start in the
+leading space of its first piece (``Ġ``): each word is encoded with that space in front
+(``word_prefix``), as ``is_split_into_words=True`` with ``add_prefix_space=True`` does, the first
+word of a candidate and the question included.
 """
 
 from __future__ import annotations
@@ -55,6 +64,55 @@ def html_token_for(word: str) -> str:
 
 def is_wordpiece(tok) -> bool:
     return type(tok.backend_tokenizer.model).__name__ == "WordPiece"
+
+
+def _pre_tokenizers(tok) -> list[dict]:
+    """The pre-tokenizer steps of ``tok``, a ``Sequence`` flattened (from its JSON form: the
+    Python objects do not expose their settings uniformly)."""
+    pre = tok.backend_tokenizer.pre_tokenizer
+    todo, steps = [json.loads(pre.__getstate__())] if pre is not None else [], []
+    while todo:
+        step = todo.pop(0)
+        if step.get("type") == "Sequence":
+            todo[:0] = step.get("pretokenizers", [])
+        else:
+            steps.append(step)
+    return steps
+
+
+def word_prefix(tok) -> str:
+    """What goes in front of a word encoded on its own so that it gets the pieces it gets inside a
+    sentence: a space for byte-level BPE (and a SentencePiece pre-tokenizer that never prepends
+    ``▁``), whose word-initial pieces carry the space; nothing for the others. A pre-tokenizer that
+    adds the space itself (``add_prefix_space=True``) needs none."""
+    for step in _pre_tokenizers(tok):
+        if step.get("type") == "ByteLevel" and not step.get("add_prefix_space", False):
+            return " "
+        if step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") == "never":
+            return " "
+    return ""
+
+
+def tokenizer_kind(tok) -> str:
+    """``wordpiece``, ``sentencepiece`` (unigram or a BPE over ``▁`` words), ``byte-level BPE``,
+    or the model's own name for anything else: what the backbones table in docs/backbones.md lists."""
+    model = type(tok.backend_tokenizer.model).__name__
+    steps = {step.get("type") for step in _pre_tokenizers(tok)}
+    if model == "WordPiece":
+        return "wordpiece"
+    if model == "Unigram" or "Metaspace" in steps:
+        return "sentencepiece"
+    if model == "BPE" and "ByteLevel" in steps:
+        return "byte-level BPE"
+    return model.lower()
+
+
+def missing_input_tokens(tok) -> list[str]:
+    """The special tokens an input needs that ``tok`` lacks: ``[CLS]`` and ``[SEP]`` (by whatever
+    name, e.g. RoBERTa's ``<s>`` ``</s>``) frame every input; ``[UNK]`` stands in for a word the
+    tokenizer reduces to nothing, which cannot happen once a byte-level word has its space."""
+    needed = ["cls_token", "sep_token"] + (["unk_token"] if word_prefix(tok) == "" else [])
+    return [name for name in needed if getattr(tok, f"{name}_id", None) is None]
 
 
 def added_html_tokens(tok, mode: str) -> tuple[str, ...]:
@@ -126,23 +184,61 @@ def load_tokenizer(path: str | os.PathLike, html_tokens: str | None = None):
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if (path / "spiece.model").exists() and not (path / "tokenizer.json").exists():
-        try:  # transformers' own error here would blame a missing `tiktoken`
+    # ALBERT ships spiece.model, DeBERTa-v3 spm.model: without a tokenizer.json, transformers
+    # converts them, which needs sentencepiece (its own error would blame a missing `tiktoken`).
+    spm_file = next((n for n in ("spiece.model", "spm.model") if (path / n).exists()), None)
+    if spm_file and not (path / "tokenizer.json").exists():
+        try:
             import sentencepiece  # noqa: F401
         except ImportError:
             raise ValueError(
-                f"{path}: holds only spiece.model (no tokenizer.json); converting it needs the "
+                f"{path}: holds only {spm_file} (no tokenizer.json); converting it needs the "
                 "sentencepiece package (pip install sentencepiece)"
             ) from None
+    check_encoder_config(path)
     tok = AutoTokenizer.from_pretrained(str(path))
     if not getattr(tok, "is_fast", False):
-        raise ValueError(f"{path}: a fast (Rust) tokenizer is required, got {type(tok).__name__}")
+        raise ValueError(
+            f"{path}: no fast tokenizer: {type(tok).__name__} is a Python tokenizer; tfqa needs one transformers "
+            "loads as a fast (Rust) tokenizer, e.g. from a tokenizer.json in this folder"
+        )
+    lacking = missing_input_tokens(tok)
+    if lacking:
+        raise ValueError(
+            f"{path}: the tokenizer has no {' and no '.join(lacking)} (tokenizer_config.json), which every tfqa input needs"
+        )
     mode = html_tokens or detect_html_tokens(tok) or "tfqa"
     vocab = tok.get_vocab()
     missing = [t for t in added_html_tokens(tok, mode) if t not in vocab]
     if missing:
         tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     return tok
+
+
+def check_encoder_config(path: Path) -> None:
+    """Refuse, in one line naming ``path``, a model whose config tfqa's reader cannot take: a
+    decoder-only or encoder-decoder model. A folder without ``config.json`` (a tokenizer alone)
+    passes: what it is a tokenizer of is checked where a model is built."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if not (path / "config.json").is_file():
+        return
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: config.json is not a model config transformers can read ({first})") from None
+    kind = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{path}: config.json: model_type {kind!r} is an encoder-decoder model; tfqa needs an encoder")
+    if kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"{path}: config.json: model_type {kind!r} is not an encoder (no masked-LM model of this type in "
+            "transformers, e.g. a decoder-only model); tfqa needs an encoder such as BERT, RoBERTa, DeBERTa or ModernBERT"
+        )
+    if getattr(config, "is_decoder", False):
+        raise ValueError(f"{path}: config.json sets is_decoder: true (causal attention); tfqa needs a bidirectional encoder")
 
 
 def pad_id_of(tok) -> int:

@@ -149,6 +149,16 @@ class EnsembleManifest:
                 return m
         raise LookupError(f"the manifest has no model for variant {variant!r}")
 
+    def entry_for_run(self, variant: str, backbone: str | None = None, registered_model: str | None = None) -> ManifestEntry:
+        """The entry a training run is promoted under when no name is given: the one named by the
+        run's registered model (``-P registered_model=``), else the one of its variant and
+        backbone, else the first of its variant (whose backbone check then names the mismatch).
+        So a sixth model, a variant row trained again on another backbone (``-P backbone_name=``),
+        finds its own entry beside the original one of that variant."""
+        named = [m for m in self.models if m.name == registered_model and m.variant == str(variant)]
+        same = [m for m in self.models if m.variant == str(variant) and m.backbone == backbone]
+        return (named or same or [self.entry_for_variant(variant)])[0]
+
     def entry(self, name: str) -> ManifestEntry:
         for m in self.models:
             if m.name == name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,5 +63,10 @@ class StartingPoint:
         from tfqa.modeling.saved import HEAD_FILE
 
         if self.source is not None and (self.dir / HEAD_FILE).exists():
-            return CandidateQAModel.from_pretrained(self.dir, vocab_size=vocab_size)
-        return CandidateQAModel.from_backbone(self.dir, vocab_size=vocab_size)
+            model = CandidateQAModel.from_pretrained(self.dir, vocab_size=vocab_size)
+        else:
+            model = CandidateQAModel.from_backbone(self.dir, vocab_size=vocab_size)
+        # One line in the stage's log: which of its family's quirks this encoder has (token types,
+        # pooling) and the attention implementation transformers chose for it.
+        print(f"encoder {self.dir}: " + ", ".join(f"{k} {v}" for k, v in model.describe().items()), file=sys.stderr, flush=True)
+        return model

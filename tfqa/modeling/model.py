@@ -6,8 +6,13 @@ One input is ``[CLS] question [SEP] candidate [SEP]``. The model answers two que
   ``0`` none, ``1`` long answer only, ``2`` short span, ``3`` NO, ``4`` YES;
 - where the short span starts and ends (a start and an end logit per token).
 
-The encoder is whatever ``transformers.AutoModel`` builds (BERT, ALBERT, RoBERTa, ...). Models with
-a pooler (BERT, ALBERT, RoBERTa) use it; the others get a tanh dense layer of our own over ``[CLS]``.
+The encoder is whatever ``transformers.AutoModel`` builds (BERT, ALBERT, RoBERTa, DeBERTa-v3,
+ModernBERT, ...). Models with a pooler (BERT, ALBERT, RoBERTa) use it; the others (DeBERTa,
+ELECTRA, ModernBERT, DistilBERT) get a tanh dense layer of our own over the first token. Token
+type ids reach only encoders that have token type embeddings (``config.type_vocab_size >= 2``).
+The attention implementation is the one transformers picks for the model (``sdpa`` where the model
+supports it, ``eager`` for DeBERTa); a training stage prints it (``tfqa.modeling.loading``) and the
+model folder keeps it (``describe``).
 
 On disk a model folder holds the encoder's ``config.json``, ``model.safetensors`` with every weight
 (encoder and heads) and ``tfqa_head.json``; nothing in it is pickled.
@@ -136,9 +141,21 @@ class CandidateQAModel(nn.Module):
             "uses_token_types": self.uses_token_types,
             "model_type": self.encoder.config.model_type,
             "vocab_size": self.vocab_size,
+            **{k: v for k, v in self.describe().items() if k in ("pooling", "attention")},
         }
         (model_dir / HEAD_FILE).write_text(json.dumps(head, indent=2) + "\n")
         return model_dir
+
+    def describe(self) -> dict[str, str]:
+        """The encoder's kind and how this model reads it: token types, pooling, attention."""
+        config = self.encoder.config
+        return {
+            "model_type": config.model_type,
+            "token_types": "yes" if self.uses_token_types else "no",
+            "pooling": "own tanh dense over the first token" if self.own_pooler else "the encoder's pooler",
+            # transformers' resolved choice (sdpa, eager, flash_attention_2, ...), not the request.
+            "attention": str(getattr(config, "_attn_implementation", None) or "eager"),
+        }
 
     # ------------------------------------------------------------------------------ vocabulary
     @property

@@ -235,8 +235,9 @@ class SquadFeatureConfig:
         return asdict(self)
 
 
-def truncate_questions(tokenizer, questions: Sequence[str], max_tokens: int) -> list[str]:
-    """Questions cut (at a token's character end) to at most ``max_tokens`` tokens.
+def truncate_questions(tokenizer, questions: Sequence[str], max_tokens: int, prefix: str = "") -> list[str]:
+    """Questions cut (at a token's character end) to at most ``max_tokens`` tokens, counted as
+    ``prefix + question`` encodes (see ``_build_batch``).
 
     The pair encoding can only truncate the context ("only_second"), so the question is capped
     beforehand, as text. Leading whitespace is dropped: it only shifts offsets and some
@@ -245,11 +246,11 @@ def truncate_questions(tokenizer, questions: Sequence[str], max_tokens: int) -> 
     out = [q.lstrip() for q in questions]
     todo = list(range(len(out)))
     while todo:  # a re-tokenised cut can differ from the prefix it came from: check again
-        enc = tokenizer([out[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+        enc = tokenizer([prefix + out[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
         again = []
         for i, offs in zip(todo, enc["offset_mapping"]):
             if len(offs) > max_tokens:
-                cut = offs[max_tokens - 1][1]
+                cut = max(offs[max_tokens - 1][1] - len(prefix), 0)
                 if cut >= len(out[i]):  # cannot shorten further by cutting: drop a character
                     cut = len(out[i]) - 1
                 out[i] = out[i][:cut]
@@ -298,10 +299,16 @@ def _empty_features(seq_len: int) -> dict[str, np.ndarray]:
 
 
 def _build_batch(batch: Sequence[SquadExample], first: int, tokenizer, cfg: SquadFeatureConfig) -> dict[str, np.ndarray]:
-    questions = truncate_questions(tokenizer, [ex.question for ex in batch], cfg.max_question_len)
+    from tfqa.features.tokenization import word_prefix
+
+    # Byte-level BPE reads a word's start from the space before it: the question's and the
+    # context's first words get theirs as every other word has one (tfqa.features.tokenization);
+    # context offsets are then shifted back onto the context as given.
+    prefix = word_prefix(tokenizer)
+    questions = truncate_questions(tokenizer, [ex.question for ex in batch], cfg.max_question_len, prefix)
     enc = tokenizer(
-        questions,
-        [ex.context for ex in batch],
+        [prefix + q for q in questions],
+        [prefix + ex.context for ex in batch],
         truncation="only_second",
         max_length=cfg.max_seq_len,
         stride=cfg.doc_stride,
@@ -317,7 +324,7 @@ def _build_batch(batch: Sequence[SquadExample], first: int, tokenizer, cfg: Squa
     # Context tokens are those of the second sequence; sequence ids are the tokenizer's own
     # account of that (token_type_ids would be wrong for models without segment embeddings).
     in_ctx = np.array([[s == 1 for s in enc.sequence_ids(w)] for w in range(n_win)], dtype=bool)
-    offsets = np.where(in_ctx[..., None], np.asarray(enc["offset_mapping"]), -1).astype(np.int32)
+    offsets = np.where(in_ctx[..., None], np.maximum(np.asarray(enc["offset_mapping"]) - len(prefix), 0), -1).astype(np.int32)
 
     # Labelled answer characters per window, -1 for unanswerable questions.
     ans_start = np.array([ex.answers[0].char_start if ex.answers else -1 for ex in batch], np.int64)[local]

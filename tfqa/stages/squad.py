@@ -206,6 +206,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
         {
             "squad": asdict(cfg),
             "train": asdict(tcfg),
+            "encoder": model.describe(),
             "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
         }
     )

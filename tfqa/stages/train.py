@@ -176,6 +176,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
             "variant": asdict(v),
             "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
             "train": asdict(train_cfg),
+            "encoder": model.describe(),
             "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
         }
     )

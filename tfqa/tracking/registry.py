@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tfqa.tracking.names import BACKBONE_TAG, CHECKPOINT_MODEL, MODEL_ARTIFACT, MODEL_ID_TAG, MODEL_VERSION_TAG, VARIANT_TAG
+from tfqa.tracking.names import (
+    BACKBONE_TAG,
+    CHECKPOINT_MODEL,
+    MODEL_ARTIFACT,
+    MODEL_ID_TAG,
+    MODEL_VERSION_TAG,
+    REGISTERED_MODEL_TAG,
+    VARIANT_TAG,
+)
 from tfqa.tracking.queries import client as _client
 from tfqa.tracking.upstream import require_stage, run_logged_model, version_model_id
 from tfqa.training.variants import TRAINING_STAGES
@@ -66,7 +74,11 @@ def promote(
         raise ValueError(f"run {run_id} is {run.info.status}, not FINISHED: only finished runs are promoted")
     require_stage(run, TRAINING_STAGES, "training")
     variant = tags.get(VARIANT_TAG)
-    entry = manifest.entry(name) if name else manifest.entry_for_variant(variant or "?")
+    entry = (
+        manifest.entry(name)
+        if name
+        else manifest.entry_for_run(variant or "?", tags.get(BACKBONE_TAG), tags.get(REGISTERED_MODEL_TAG))
+    )
     if variant != entry.variant:
         raise ValueError(f"run {run_id} trained variant {variant!r}; {entry.name} takes variant {entry.variant!r}")
     if tags.get(BACKBONE_TAG) != entry.backbone:
