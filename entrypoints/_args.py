@@ -169,13 +169,17 @@ def stage_config(ctx, options, entry_point: str, settings, run=None, inputs=None
 
 
 @contextlib.contextmanager
-def stage_run(ctx, options, entry_point: str, inputs=None, *, variant: str | None = None, given=(), accepts=()):
+def stage_run(
+    ctx, options, entry_point: str, inputs=None, *, variant: str | None = None, given=(), accepts=(), stop_at_safe_points=False
+):
     """The stage's MLflow run, named and tagged for its entry point (and variant), with its config
     resolved inside it by ``stage_config``: ``with stage_run(...) as (run, cfg):``.
 
     Under torchrun the job's process group is up before the run opens (rank 0 makes the run and
     every rank learns its id), rank 0 alone resolves the config and every rank gets the same one
-    (or rank 0's refusal), and a stop signal is caught for the whole stage (``tfqa.core.stopping``)."""
+    (or rank 0's refusal), and a stop signal is caught for the whole stage (``tfqa.core.stopping``):
+    stages that check for it at safe points (training, mining) say ``stop_at_safe_points``; the
+    others stop where they are. Either way the run ends KILLED."""
     from tfqa import tracking
     from tfqa.core import distributed
     from tfqa.core.stopping import graceful_stop
@@ -186,7 +190,10 @@ def stage_run(ctx, options, entry_point: str, inputs=None, *, variant: str | Non
         tags = {tracking.names.STAGE_TAG: entry_point}
         if variant is not None:
             tags[tracking.names.VARIANT_TAG] = variant
-        with graceful_stop(), tracking.start_run(run_name=tracking.run_name(entry_point, variant), tags=tags) as run:
+        with (
+            graceful_stop(at_once=not stop_at_safe_points),
+            tracking.start_run(run_name=tracking.run_name(entry_point, variant), tags=tags) as run,
+        ):
             cfg = job.decide(
                 lambda: stage_config(ctx, options, entry_point, settings, run, inputs, given=given, accepts=accepts)[0]
             )

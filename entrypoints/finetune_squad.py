@@ -22,7 +22,7 @@ def command():
             # The SQuAD model is the ALBERT variants' starting point: theirs is its backbone.
             return resolve.squad_inputs(r, VARIANTS["2"].backbone_name)
 
-        with stage_run(ctx, options, "finetune_squad", inputs) as (run, cfg):
+        with stage_run(ctx, options, "finetune_squad", inputs, stop_at_safe_points=True) as (run, cfg):
             metrics = run_squad(cfg, run)
         click.echo(f"SQuAD 2.0 dev: {format_metrics(metrics)}")
 

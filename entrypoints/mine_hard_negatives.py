@@ -22,7 +22,7 @@ def command():
     @options
     @click.pass_context
     def main(ctx, **_):
-        with stage_run(ctx, options, "mine_hard_negatives", inputs) as (run, cfg):
+        with stage_run(ctx, options, "mine_hard_negatives", inputs, stop_at_safe_points=True) as (run, cfg):
             summary = run_mine(cfg, run)
         click.echo(f"mined: {format_metrics(summary)}")
 

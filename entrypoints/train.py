@@ -52,7 +52,9 @@ def command():
             return {"variant": v}
 
         overrides = _overrides(ctx.args)
-        with stage_run(ctx, options, entry_point, inputs, variant=key, given=overrides, accepts=variant_settings) as (run, cfg):
+        with stage_run(
+            ctx, options, entry_point, inputs, variant=key, given=overrides, accepts=variant_settings, stop_at_safe_points=True
+        ) as (run, cfg):
             metrics = run_train(cfg, run)
         click.echo(f"trained variant {cfg.variant.key}: {format_metrics(metrics)}")
 

@@ -57,12 +57,16 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def graceful_stop() -> Iterator[StopFlag]:
+def graceful_stop(*, at_once: bool = False) -> Iterator[StopFlag]:
     """Within the block, the first stop signal sets the returned flag; a second one acts as the
     signal's default would. The previous handlers come back after the block. Inside another
     ``graceful_stop`` block it yields that block's flag (a stage's stop reaches its training loop
     and its scoring alike). Outside the main thread (where Python cannot take signals) the flag
-    simply never rises."""
+    simply never rises.
+
+    ``at_once``: for work with no safe point to wait for (validate, predict, prepare: every file
+    they write appears whole or not at all), the first signal raises :class:`StopRequested` where
+    the program is, and the run still ends KILLED with 128 + the signal."""
     outer = getattr(signal.getsignal(signal.SIGTERM), "stop_flag", None)
     if outer is not None:
         yield outer
@@ -80,6 +84,8 @@ def graceful_stop() -> Iterator[StopFlag]:
             return
         if not flag.signum:
             flag.signum, flag.at = signum, now
+            if at_once:
+                raise StopRequested(signum)
 
     handle.stop_flag = flag
     previous = {}

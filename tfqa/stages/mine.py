@@ -112,26 +112,31 @@ def run_mine(cfg: MineConfig, run=None) -> dict:
     t0 = time.perf_counter()
     scored_rows = [0]
 
+    from tfqa.core.stopping import graceful_stop
+
     def on_shard(i: int, n_rows: int) -> None:
+        # A stop waits for the shard under way (each is written whole); a rerun scores the rest.
+        stop.raise_if_requested(f"after mining shard {i} ({scored_rows[0] + n_rows} candidates scored on this rank)")
         scored_rows[0] += n_rows
         if run is not None:
             elapsed = time.perf_counter() - t0
             run.log_metrics({"mine/candidates_scored": scored_rows[0], "mine/candidates_per_s": scored_rows[0] / elapsed}, step=i)
 
-    counts = score_shards(
-        loaded.model,
-        store,
-        shard_dir,
-        n_shards,
-        rows=negatives,
-        rank=rank,
-        world_size=world_size,
-        cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
-        pad_id=_pad_id(loaded.model_dir),
-        device=job.device,
-        progress=True,
-        on_shard=on_shard,
-    )
+    with graceful_stop() as stop:
+        counts = score_shards(
+            loaded.model,
+            store,
+            shard_dir,
+            n_shards,
+            rows=negatives,
+            rank=rank,
+            world_size=world_size,
+            cfg=InferenceConfig(batch_tokens=cfg.batch_tokens),
+            pad_id=_pad_id(loaded.model_dir),
+            device=job.device,
+            progress=True,
+            on_shard=on_shard,
+        )
     seconds = time.perf_counter() - t0
     if rank != 0:
         return counts
