@@ -31,6 +31,8 @@ def run_entry_point(command: Callable) -> None:
         # Several GPUs (or machines): this process becomes the launcher of the stage's ranks.
         try:
             plan = launch.plan_launch(given, _settings_nproc(argv))
+            if plan.launches:
+                launch.wait_for_rendezvous(plan)
         except UserError as exc:
             from tfqa.tracking import record_failure
 

@@ -387,3 +387,49 @@ def test_resume_across_world_sizes_and_from_rank_zeros_folder(tmp_path):
     assert info0["resumed_from"] == info1["resumed_from"] == str(tmp_path / "c" / "rank0" / "step-000004")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     assert _largest_update_ratio(want, w0, start) < TOL
+
+
+# ------------------------------------------------------------------------------------ launch
+def test_two_machines_make_one_run(job):
+    """Two launchers on this machine stand for two nodes of one rank each (gloo, static
+    rendezvous on 127.0.0.1): node 0 through `mlflow run`, node 1 through the entry point script
+    with the launch options only. The job is one FINISHED run with world_size 2 over 2 nodes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = job["client"]
+    exp = client.get_experiment_by_name(job["experiment"]).experiment_id
+    before = {r.info.run_id for r in client.search_runs([exp])}
+    launch = dict(nnodes=2, master_addr="127.0.0.1", master_port=port, nproc_per_node=1)
+    params = {**_train_params(job, "out-nodes", max_steps=4, eval_every=0), **launch, "node_rank": 0}
+    node0_cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "train_bert_base", "--env-manager", "local"]
+    for key, value in params.items():
+        node0_cmd += ["-P", f"{key}={value}"]
+    node1_cmd = [sys.executable, "entrypoints/train.py", "--entry-point", "train_bert_base", "--node-rank", "1"]
+    for key, value in launch.items():
+        node1_cmd += [f"--{key.replace('_', '-')}", str(value)]
+    logs = [open(job["root"] / f"node{k}.log", "wb") for k in (0, 1)]
+    nodes = [
+        subprocess.Popen(cmd, cwd=REPO, env=job["env"], stdout=log, stderr=subprocess.STDOUT)
+        for cmd, log in zip((node0_cmd, node1_cmd), logs)
+    ]
+    rcs = [p.wait(900) for p in nodes]
+    for log in logs:
+        log.close()
+    text = "".join((job["root"] / f"node{k}.log").read_text(errors="replace")[-3000:] for k in (0, 1))
+    assert rcs == [0, 0], text
+    new = [r for r in client.search_runs([exp]) if r.info.run_id not in before]
+    assert len(new) == 1, [r.info.run_name for r in new]
+    run = new[0]
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["hardware.world_size"], run.data.params["hardware.nodes"]) == ("2", "2")
+
+
+def test_a_batch_that_does_not_split_is_one_line_on_every_rank(job):
+    done = _mlflow_run(job, "badbatch", "train_bert_base", **_train_params(job, "out-badbatch", batch_size=7, nproc_per_node=2))
+    assert done.returncode != 0
+    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("tfqa: batch_size 7")]
+    assert lines == ["tfqa: batch_size 7 does not split into 2 process(es) x grad_accum_steps 1: it must be a multiple of 2"] * 2
+    assert not (job["root"] / "out-badbatch" / "features").exists()  # refused before any data was built

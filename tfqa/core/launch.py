@@ -147,8 +147,7 @@ def wait_for_rendezvous(plan: LaunchPlan) -> None:
 def relaunch(plan: LaunchPlan, script: str, args: list[str]) -> int:
     """Run ``script args`` under ``torch.distributed.run`` and return its exit status. A stop
     signal sent to this process goes on to the launcher, which passes it to every rank (each
-    checkpoints and ends its run KILLED)."""
-    wait_for_rendezvous(plan)
+    checkpoints and ends its run KILLED). Call ``wait_for_rendezvous`` first on a node k > 0."""
     cmd = [sys.executable, "-m", "torch.distributed.run", *plan.torchrun_args(), script, *args]
     print(f"tfqa: starting {plan.nproc_per_node * plan.nnodes} ranks: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     child = subprocess.Popen(cmd)

@@ -1,0 +1,83 @@
+"""The launcher's plan (``tfqa.core.launch``): what a stage's command line asks of it, and the
+one line it gives for a launch that cannot work. Runs the real entry point for what it prints."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfqa.core.errors import UserError
+from tfqa.core.launch import LaunchPlan, plan_launch, split_launch_options, under_launcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_launch_options_are_taken_off_the_stage_command_line():
+    given, rest = split_launch_options(
+        ["--backbone", "b", "--nproc_per_node", "2", "--nnodes=2", "--node-rank", "1", "--max-steps", "3", "--master-addr", "h"]
+    )
+    assert given == {"nproc-per-node": "2", "nnodes": "2", "node-rank": "1", "master-addr": "h"}
+    assert rest == ["--backbone", "b", "--max-steps", "3"]
+    # MLflow passes a parameter left empty as an empty value: nothing asked.
+    assert split_launch_options(["--nproc-per-node", "", "--x", "1"]) == ({"nproc-per-node": ""}, ["--x", "1"])
+
+
+def test_the_plan_from_the_command_line_and_the_settings():
+    assert plan_launch({}) == LaunchPlan(1)  # auto on a machine without a GPU: one process
+    assert plan_launch({}, "3").nproc_per_node == 3  # the settings file's value
+    assert plan_launch({"nproc-per-node": "2"}, "3").nproc_per_node == 2  # -P wins
+    two_nodes = plan_launch({"nnodes": "2", "node-rank": "1", "master-addr": "10.0.0.1", "master-port": "29600"})
+    assert two_nodes.launches and two_nodes.torchrun_args() == [
+        "--nnodes=2",
+        "--node-rank=1",
+        "--nproc-per-node=1",
+        "--master-addr=10.0.0.1",
+        "--master-port=29600",
+    ]
+    assert plan_launch({"nproc-per-node": "4"}).torchrun_args() == ["--standalone", "--nproc-per-node=4"]
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ({"nproc-per-node": "two"}, "nproc_per_node must be an integer, got 'two'"),
+        ({"nproc-per-node": "0"}, "nproc_per_node must be an integer >= 1, got '0'"),
+        ({"nnodes": "2", "node-rank": "2", "master-addr": "h"}, "node_rank 2 is not below nnodes 2"),
+        ({"nnodes": "2"}, "nnodes 2: give master_addr"),
+    ],
+)
+def test_a_launch_that_cannot_work_is_one_line(given, message):
+    with pytest.raises(UserError, match=message):
+        plan_launch(given)
+
+
+def test_under_a_launcher_nothing_is_relaunched(monkeypatch):
+    for k in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert not under_launcher()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    assert under_launcher()
+
+
+def test_a_node_whose_node_zero_does_not_answer_says_so_in_one_line(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MLFLOW_RUN_ID")},
+        "TFQA_RENDEZVOUS_WAIT_S": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    cmd = [sys.executable, "entrypoints/train.py", "--entry-point", "train_bert_base"]
+    cmd += ["--nnodes", "2", "--node-rank", "1", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"tfqa: node 0's rendezvous at 127.0.0.1:{port} did not answer within 1 s (TFQA_RENDEZVOUS_WAIT_S); "
+        "start node 0 first and check master_addr/master_port"
+    ]
