@@ -230,8 +230,12 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
     # columns are hidden until chosen in the Columns menu (not in the URL), so the metrics the UI
     # offers there are checked on the models themselves.
     logged = client.search_logged_models([eid])
-    assert len(logged) == 7
-    by_run = {m.source_run_id: m for m in logged}
+    finals = [m for m in logged if m.name == "model"]
+    assert len(finals) == 7
+    # Each evaluated training run also keeps its best evaluated checkpoints (keep_best_models=2).
+    checkpoints = [m for m in logged if m.name == "checkpoint"]
+    assert checkpoints and all(sum(c.source_run_id == r.info.run_id for c in checkpoints) <= 2 for r in train)
+    by_run = {m.source_run_id: m for m in finals}
     for r in train:
         assert r.info.run_name in models, (r.info.run_name, models[:3000])
         assert "dev/long_f1" in {x.key for x in by_run[r.info.run_id].metrics}, r.info.run_name
