@@ -435,3 +435,59 @@ def test_a_batch_that_does_not_split_is_one_line_on_every_rank(job):
     lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("tfqa: batch_size 7")]
     assert lines == ["tfqa: batch_size 7 does not split into 2 process(es) x grad_accum_steps 1: it must be a multiple of 2"] * 2
     assert not (job["root"] / "out-badbatch" / "features").exists()  # refused before any data was built
+
+
+EVAL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    import tfqa.inference.batch_scoring as bs
+    from tfqa.core import distributed
+    from tfqa.evaluation.dev import DevEvaluator
+    from tfqa.features.featurize import FeatureConfig
+    from tfqa.features.tokenization import load_tokenizer
+    from tfqa.modeling.model import CandidateQAModel
+
+    dev, backbone, out = sys.argv[1:4]
+    job = distributed.init()
+    scored = []
+    real = bs.score_candidates
+
+    def counting(model, store, rows=None, *a, **k):
+        scored.append(len(store) if rows is None else len(rows))
+        return real(model, store, rows, *a, **k)
+
+    bs.score_candidates = counting
+    evaluator = DevEvaluator.from_file(
+        dev, backbone, Path(out) / "cache", limit=10, features=FeatureConfig(), job=job  # one cache: built once
+    )
+    torch.manual_seed(0)
+    model = CandidateQAModel.from_backbone(backbone)
+    model.resize_token_embeddings(len(load_tokenizer(backbone)))
+    metrics = evaluator(model, 1)
+    Path(out, f"eval-{job.world_size}-{job.rank}.json").write_text(json.dumps({"metrics": metrics, "rows": scored}))
+    distributed.shutdown(job)
+    """
+)
+
+
+def test_the_dev_evaluation_shared_over_ranks_equals_one_process(job, tmp_path):
+    script = tmp_path / "evaluate.py"
+    script.write_text(EVAL_SCRIPT)
+    env = {**job["env"], "PYTHONPATH": str(REPO)}
+    args = [str(script), str(job["dev"]), str(job["backbone"]), str(tmp_path)]
+    for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]):
+        done = subprocess.run([*launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    one = json.loads((tmp_path / "eval-1-0.json").read_text())
+    ranks = [json.loads((tmp_path / f"eval-2-{r}.json").read_text()) for r in (0, 1)]
+    # Every rank returns rank 0's metrics, and they are one process's.
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+    assert ranks[0]["metrics"].keys() == one["metrics"].keys()
+    for key, value in one["metrics"].items():
+        if key != "dev/eval_seconds":
+            assert ranks[0]["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    # No rank idles: each scored a share, and the shares add up to what one process scored.
+    shares = [r["rows"][0] for r in ranks]
+    assert min(shares) > 0 and sum(shares) == one["rows"][0]
