@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tfqa.core.errors import UserError
 
@@ -94,9 +95,17 @@ def _int(option: str, value: str, minimum: int) -> int:
 
 
 def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    """The NVIDIA GPUs this process may use, asked of the driver, not of torch: importing torch
+    here would cost every stage of the pipeline the seconds its prefork server saves."""
+    driver = Path("/proc/driver/nvidia/gpus")
+    present = len(list(driver.iterdir())) if driver.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    ids = [x for x in visible.split(",") if x.strip()]
+    # CUDA stops at the first invalid id ("-1" hides every GPU).
+    n = next((i for i, x in enumerate(ids) if x.strip().startswith("-")), len(ids))
+    return min(n, present) if present else n
 
 
 def plan_launch(given: dict[str, str], settings_value: str = "") -> LaunchPlan:
