@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# This checkout's tfqa, installed or not (the GPU machine's image has no tfqa), as the entry points do.
+sys.path.insert(1, str(REPO))
 CARRIED = REPO / ".device"
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, matched on the device name
 # in this order (nvidia-smi names the SXM H100 "NVIDIA H100 80GB HBM3", the H200 "NVIDIA H200").
@@ -90,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for what, given, known in (("--parts", args.parts, ("stages", "throughput")), ("--models", args.models, MODELS)):
         bad = [x for x in given if x not in known]
         if bad or not given:
-            ap.error(f"{what}: {', '.join(bad) or 'nothing'} given; choose from {', '.join(known)}")
+            raise SystemExit(f"gpu_check: {what}: {', '.join(bad) or 'nothing'} given; choose from {', '.join(known)}")
     return args
 
 
@@ -125,11 +127,9 @@ class Report:
             "|---|---|---|---|---|---|---|",
         ]
         for s in d["stages"]:
-            device = s["gpu"] if s["cuda"] else ("cpu" if s["status"] != "skipped" else "")
             mem = f"{s['max_memory_mib']:.0f}" if s["cuda"] else ""
-            lines.append(
-                f"| {s['stage']} | {s['status']} | {s['seconds']} | {device} | {mem} | {s['run_id'][:8]} | {_cell(s['note'])} |"
-            )
+            cols = [s["stage"], s["status"], s["seconds"], s["device"], mem, s["run_id"][:8], _cell(s["note"])]
+            lines.append("| " + " | ".join(str(c) for c in cols) + " |")
         lines += [
             "",
             f"## {d.get('throughput_title', 'Training throughput')}",
@@ -188,7 +188,10 @@ def main(argv: list[str]) -> int:
 
     cuda = not args.cpu_smoke
     if cuda and not torch.cuda.is_available():
-        print(f"gpu_check: CUDA is not available here (torch {torch.__version__}); use --cpu-smoke on a machine without a GPU")
+        print(
+            f"gpu_check: CUDA is not available here (torch {torch.__version__}); use --cpu-smoke on a machine without a GPU",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device("cuda", 0) if cuda else torch.device("cpu")
     name = torch.cuda.get_device_name(device) if cuda else "cpu (--cpu-smoke)"

@@ -65,8 +65,10 @@ class StageResult:
     run_status: str = ""
     expects_device: bool = True
     """Whether the stage runs a model (on the GPU when there is one)."""
+    device: str = ""
+    """What the stage process reported at exit: the GPU's name when it initialised CUDA, else
+    ``cpu``; empty when it reported nothing."""
     cuda: bool = False
-    gpu: str = ""
     max_memory_mib: float = 0.0
     command: str = ""
     note: str = ""
@@ -367,7 +369,7 @@ def run_stages(
         else:
             log(f"[stage {i}/{len(plan)}] {st.name}")
             run_one(st, res, st.args(results), inp, env, client, experiment_id, logs / f"{st.name}.log")
-            where = f" on {res.gpu}" if res.cuda else ""
+            where = f" on {res.device}" if res.device else ""
             log(f"  {res.status} in {res.seconds:.1f}s{where}{': ' + res.note if res.note else ''}")
         on_result(list(results.values()))
     return list(results.values())
@@ -390,7 +392,8 @@ def run_one(st: Stage, res: StageResult, args: list[str], inp: Inputs, env, clie
     res.seconds = round(time.time() - t0, 1)
     if report.exists():
         probe = json.loads(report.read_text())
-        res.cuda, res.gpu = bool(probe.get("cuda_initialized")), probe.get("device", "")
+        res.cuda = bool(probe.get("cuda_initialized"))
+        res.device = probe.get("device", "") if res.cuda else "cpu"
         res.max_memory_mib = round(probe.get("max_memory_allocated", 0) / 2**20, 1)
     runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     if runs and runs[0].info.start_time >= (t0 - 1) * 1000:
