@@ -395,7 +395,14 @@ def run_one(st: Stage, res: StageResult, args: list[str], inp: Inputs, env, clie
         res.cuda = bool(probe.get("cuda_initialized"))
         res.device = probe.get("device", "") if res.cuda else "cpu"
         res.max_memory_mib = round(probe.get("max_memory_allocated", 0) / 2**20, 1)
-    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    # The stage's own run: the newest run of its entry point (the `tfqa.stage` tag every stage sets).
+    entry_point = args[args.index("--entry-point") + 1] if "--entry-point" in args else Path(st.script).stem
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`tfqa.stage` = '{entry_point}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if runs and runs[0].info.start_time >= (t0 - 1) * 1000:
         res.run_id, res.run_status = runs[0].info.run_id, runs[0].info.status
         error = runs[0].data.tags.get("tfqa.error")

@@ -232,6 +232,20 @@ def run_cell(
         # Compiled once with symbolic shapes, for the padded and the grouped rows alike: grouped
         # widths vary from step to step, and a static graph per width would recompile each time.
         forward = torch.compile(model, backend=compile_backend, dynamic=True) if cell.compile else model
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
+
+        def step(batch: dict) -> torch.Tensor:
+            """One optimizer step as training takes it; the loss, left on the device."""
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast:
+                outputs = forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                losses = CandidateQAModel.loss(outputs, batch)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return losses["total"].detach()
+
         for row in rows_out:
             t_row = time.perf_counter()
             try:
@@ -242,9 +256,10 @@ def run_cell(
                 ]
                 if cuda:
                     batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
-                _time_steps(row, batches, warmup, model, forward, optimizer, counter, device, peak_flops, CandidateQAModel.loss)
+                recompiled = _time_steps(row, step, batches, warmup, cell.compile, counter, device, peak_flops)
                 row.status = "ok"
-                row.note = f"checkpointing: {how}" if how else ""
+                notes = [f"checkpointing: {how}" if how else "", f"recompiled {recompiled}x while timed" if recompiled else ""]
+                row.note = "; ".join(n for n in notes if n)
             except Exception as exc:  # noqa: BLE001 - one failed configuration must not end the table
                 row.status, row.note = "failed", _describe(exc)
             finally:
@@ -256,7 +271,7 @@ def run_cell(
                 row.status, row.note = "failed", _describe(exc)
                 log(_row_line(row))
     finally:
-        del model, optimizer, forward
+        model = optimizer = forward = None  # the step closure holds them too: release them before the next cell
         gc.collect()
         if cell.compile:
             torch._dynamo.reset()
@@ -265,25 +280,19 @@ def run_cell(
     return rows_out
 
 
-def _time_steps(row: Row, batches, warmup, model, forward, optimizer, counter, device, peak_flops, loss_fn) -> None:
+def _time_steps(row: Row, step, batches, warmup: int, compiled: bool, counter, device, peak_flops) -> int:
+    """Warm up, then time the rest of ``batches``; fills ``row`` and returns how many graphs
+    torch.compile added during the timed steps (0 unless a width it had not met slipped through)."""
     import torch
+    from torch._dynamo.utils import counters
 
     cuda = device.type == "cuda"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
-
-    def step(batch: dict) -> torch.Tensor:
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast:
-            losses = loss_fn(forward(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]), batch)
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return losses["total"].detach()
-
-    for batch in batches[:warmup]:
-        step(batch)
     timed = batches[warmup:]
+    # A compiled model also meets every timed batch once before the clock starts: a shape it had
+    # not seen (a new width can still add a graph under dynamic shapes) would time a compilation.
+    for batch in batches[:warmup] + (timed if compiled else []):
+        step(batch)
+    graphs_before = counters["stats"]["unique_graphs"]
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -309,6 +318,7 @@ def _time_steps(row: Row, batches, warmup, model, forward, optimizer, counter, d
         row.mfu_computed = round(sum(counter.computed(len(n), w) for n, w in zip(lengths, widths)) / seconds / peak_flops, 4)
     if cuda:
         row.peak_mem_gib = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return counters["stats"]["unique_graphs"] - graphs_before
 
 
 def _describe(exc: BaseException) -> str:

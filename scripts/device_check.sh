@@ -11,11 +11,14 @@
 # Results: $OUT/gpu_check.json, gpu_check.md and gpu_check.log ($OUT is the device tool's folder
 # that comes back; ./gpu_check/ without it). Exit status: gpu_check.py's (0: every stage passed and
 # no table row failed; 124: the timeout struck, the files hold what was measured by then).
+# PYTHON, DEVICE_SITE and DEVICE_TIMEOUT_S (default 450) change the interpreter, the install folder
+# and the time limit (to try it on a slow CPU with --cpu-smoke).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-gpu_check}
 PY=${PYTHON:-python3}
 SITE=${DEVICE_SITE:-/tmp/site}
+LIMIT_S=${DEVICE_TIMEOUT_S:-450}
 mkdir -p "$OUT_DIR"
 if ! compgen -G ".device/wheels/*.whl" >/dev/null; then
   echo "device_check: no wheels in .device/wheels: run scripts/device_prep.sh on the machine you call from, and carry .device" >&2
@@ -29,6 +32,6 @@ fi
   "$PY" -c "import sys, torch, transformers, mlflow; print('python', sys.version.split()[0], '| torch', torch.__version__, \
 '| cuda', torch.version.cuda, '| transformers', transformers.__version__, '| mlflow', mlflow.__version__)" \
     || { echo "device_check: the libraries do not import" >&2; exit 3; }
-  timeout -k 10 450 "$PY" benchmarks/gpu_check.py --out "$OUT_DIR" "$@"
+  timeout -k 10 "$LIMIT_S" "$PY" benchmarks/gpu_check.py --out "$OUT_DIR" "$@"
 } 2>&1 | tee "$OUT_DIR/gpu_check.log"
 exit "${PIPESTATUS[0]}"
