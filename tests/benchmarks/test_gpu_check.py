@@ -62,6 +62,29 @@ def test_cpu_smoke_throughput_table_has_a_row_per_batching_and_configuration(tmp
     assert "bert-base | padded | sdpa | off | on" in markdown
 
 
+def test_the_probe_runs_a_script_as_its_own_main_and_reports_at_exit(tmp_path):
+    """What each stage's device column rests on: the entry point runs in the probe's own process,
+    with its own argv and sys.path[0], keeps its exit status, and the report is written at exit."""
+    script = tmp_path / "stage" / "entry.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import json, sys\n"
+        "print(json.dumps({'name': __name__, 'argv': sys.argv, 'path0': sys.path[0], 'torch': 'torch' in sys.modules}))\n"
+        "sys.exit(3)\n"
+    )
+    report = tmp_path / "probe.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--probe", str(report), "--", str(script), "--run-id", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"name": "__main__", "argv": [str(script), "--run-id", "abc"], "path0": str(script.parent), "torch": False}
+    assert json.loads(report.read_text()) == {"cuda_initialized": False}
+
+
 def test_peak_is_matched_on_the_device_name():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
