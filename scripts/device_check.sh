@@ -28,8 +28,8 @@ fi
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .device/wheels/*.whl \
     || { echo "device_check: installing the carried wheels into $SITE failed" >&2; exit 3; }
   export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-  # transformers 5.2x's from_pretrained asks for the `kernels` package (hub kernels, on by default)
-  # and fails without it; the machine cannot fetch hub kernels anyway.
+  # Hub kernels off: transformers 5.25's from_pretrained fails without the `kernels` package unless
+  # this is 0 (seen here), the image lists no `kernels`, and the machine cannot fetch hub kernels.
   export USE_HUB_KERNELS=${USE_HUB_KERNELS:-0}
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv || true
   "$PY" -c "import sys, torch, transformers, mlflow; print('python', sys.version.split()[0], '| torch', torch.__version__, \
