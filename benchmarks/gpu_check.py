@@ -126,6 +126,8 @@ class Report:
             "| stage | status | seconds | device | GPU memory (MiB) | run | note |",
             "|---|---|---|---|---|---|---|",
         ]
+        if d.get("stages_error"):
+            lines.insert(-2, f"Stages not run: {_cell(d['stages_error'])}\n")
         for s in d["stages"]:
             mem = f"{s['max_memory_mib']:.0f}" if s["cuda"] else ""
             cols = [s["stage"], s["status"], s["seconds"], s["device"], mem, s["run_id"][:8], _cell(s["note"])]
@@ -228,7 +230,12 @@ def main(argv: list[str]) -> int:
 
     failed = False
     if "stages" in args.parts:
-        failed |= run_stage_part(args, cuda, report, log, t_start, deadline)
+        try:
+            failed |= run_stage_part(args, cuda, report, log, t_start, deadline)
+        except Exception as exc:  # noqa: BLE001 - the inputs could not be made: the table still runs
+            log(f"stages: {type(exc).__name__}: {exc}")
+            report.update(stages_error=f"{type(exc).__name__}: {exc}")
+            failed = True
     if "throughput" in args.parts:
         failed |= run_throughput_part(args, cuda, device, peak, report, log, deadline)
     report.update(wall_s=round(time.monotonic() - t_start, 1))
@@ -248,6 +255,11 @@ def run_stage_part(args, cuda: bool, report: Report, log, t_start: float, deadli
         missing = ", ".join(what for what, value in wanted if value is None)
         log(f"stages: cannot run without {missing}: run scripts/device_prep.sh here first")
         report.update(stages_error=f"missing {missing}")
+        return True
+    if not tokenizer.is_dir() or not squad.is_file():
+        bad = f"no tokenizer folder {tokenizer}" if not tokenizer.is_dir() else f"no SQuAD file {squad}"
+        log(f"stages: {bad}")
+        report.update(stages_error=bad)
         return True
     stage_deadline = t_start + args.stages_budget_s
     if deadline is not None:

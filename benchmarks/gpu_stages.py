@@ -130,14 +130,10 @@ def prepare_inputs(inp: Inputs, log: Callable[[str], None]) -> None:
         "test": (data / "test.jsonl", ["--examples", str(s.test_examples), "--seed", "3", "--format", "test"]),
     }
     for key, (path, args) in files.items():
-        subprocess.run(
-            [sys.executable, "-m", "tfqa.cli", "generate", str(path), *args, "--force"],
-            env=env,
-            cwd=work,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        cmd = [sys.executable, "-m", "tfqa.cli", "generate", str(path), *args, "--force"]
+        proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"tfqa generate {key} failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()[-800:]}")
         inp.paths[key] = path
     inp.paths["backbone"] = write_tiny_backbone(work / "backbone", inp.tokenizer)
     manifest = work / "manifest.yaml"
