@@ -171,19 +171,8 @@ def build_model(kind: str, fields: dict, attention: str, device):
 
 
 def enable_checkpointing(model) -> str:
-    """Recompute each layer's activations in the backward pass; returns how."""
-    from functools import partial
-
-    import torch.utils.checkpoint as cp
-
-    encoder = model.encoder
-    if getattr(encoder, "supports_gradient_checkpointing", False):
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return "hf"
-    # ALBERT (transformers 5 refuses it): the shared layer group, checkpointed at every use.
-    for group in encoder.encoder.albert_layer_groups:
-        group.forward = partial(cp.checkpoint, group.forward, use_reentrant=False)
-    return "wrapped layer groups"
+    """Recompute each layer's activations in the backward pass; returns how (the library's way)."""
+    return model.enable_gradient_checkpointing()
 
 
 def batches_for(rows: list[dict], batch_size: int, warmup: int, steps: int, seed: int = 0) -> list[np.ndarray]:

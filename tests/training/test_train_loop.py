@@ -405,3 +405,18 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
     ckpt = load_file(str(tmp_path / "ckpt" / "step-000006" / "model.safetensors"))
     assert all(torch.equal(w0[k], ckpt[k]) for k in w0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, kind):
+    """Recomputing activations in backward changes memory, not the result (ALBERT, which
+    transformers refuses, gets its shared layer group checkpointed by tfqa)."""
+    weights = []
+    for on in (False, True):
+        model = tiny_model(kind, dropout=0.0)
+        cfg = tiny_train_config(max_steps=3, gradient_checkpointing=on, checkpoint_every_steps=0)
+        train(model, FakeCandidates(48, seed=1), cfg, out_dir=tmp_path / f"{kind}-{on}", resume=None)
+        weights.append(model.state_dict())
+    plain, checkpointed = weights
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+    assert not torch.equal(plain["classifier.weight"], tiny_model(kind, dropout=0.0).state_dict()["classifier.weight"])

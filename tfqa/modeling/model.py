@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -184,6 +185,22 @@ class CandidateQAModel(nn.Module):
         logging.getLogger(__name__).info(
             "token embeddings resized %d -> %d (new rows drawn around the old rows' mean and covariance)", old, vocab_size
         )
+
+    def enable_gradient_checkpointing(self) -> str:
+        """Recompute each encoder layer's activations in backward instead of keeping them; returns
+        how. ALBERT (which transformers 5 refuses) gets its shared layer group checkpointed at
+        every use."""
+        import torch.utils.checkpoint as cp
+
+        if getattr(self.encoder, "supports_gradient_checkpointing", False):
+            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return "hf"
+        groups = getattr(getattr(self.encoder, "encoder", None), "albert_layer_groups", None)
+        if groups is None:
+            raise ValueError(f"{type(self.encoder).__name__} supports no gradient checkpointing")
+        for group in groups:
+            group.forward = partial(cp.checkpoint, group.forward, use_reentrant=False)
+        return "wrapped layer groups"
 
     # ------------------------------------------------------------------------------ forward / loss
     def forward(

@@ -566,7 +566,7 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
     # ---- model, optimizer, precision
     raw_model = model.to(device)
     if cfg.gradient_checkpointing:
-        raw_model.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        log.info("gradient checkpointing: %s", raw_model.enable_gradient_checkpointing())
     precision = resolve_precision(cfg.precision, device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -602,7 +602,8 @@ def _train(model, train_ds, cfg, out_dir, logger, eval_fn, resume, pad_id, job: 
     # ---- resume or start afresh
     step, epoch, batch_in_epoch, ckpt = _start_position(resume, out_dir, cfg, job, state_of, data_facts, logger)
     model = DDP(raw_model, device_ids=[device.index] if device.type == "cuda" else None) if job.enabled else raw_model
-    forward = torch.compile(model) if cfg.compile else model
+    # dynamic: length-grouped batches change width every step; static shapes would recompile each time.
+    forward = torch.compile(model, dynamic=True) if cfg.compile else model
     run_config = {
         **asdict(cfg),
         "total_steps": total_steps,
