@@ -10,8 +10,11 @@ and the models it consumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -213,17 +216,55 @@ def test_a_model_logged_while_the_server_is_away_arrives_when_it_returns(mlflow_
         run.log_params({"lr": 1e-3})
         assert run.flush(30)
         mlflow_server.stop()
+        # The caller never waits on the server: with delivery held shut and a listener on the
+        # server's port that accepts connections but never answers, the calls return (a call that
+        # talked to the server would hang here) having waited on the delivery queue zero times and
+        # opened zero connections, and their work is queued, counted, with nothing sent.
+        gate, deliver = threading.Event(), run._delivery._deliver
+        run._delivery._deliver = lambda job: (gate.wait(), deliver(job))[1]
+        caller_waits: list[str] = []
+        cond_wait = run._delivery._cond.wait
+
+        def counting_wait(*args, **kwargs):
+            if threading.current_thread() is not run._delivery._thread:
+                caller_waits.append(threading.current_thread().name)
+            return cond_wait(*args, **kwargs)
+
+        run._delivery._cond.wait = counting_wait
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", mlflow_server.port))
+        silent.listen(16)
+        caller = threading.Thread(
+            target=lambda: (
+                log_tfqa_model(run, model_dir, FEATURES, params={"variant": "x"}),
+                run.log_metrics({"dev/short-best-threshold-f1": 0.125}, step=3),
+            ),
+            daemon=True,
+        )
         try:
-            t0 = time.perf_counter()
-            log_tfqa_model(run, model_dir, FEATURES, params={"variant": "x"})
-            run.log_metrics({"dev/short-best-threshold-f1": 0.125}, step=3)
+            caller.start()
+            caller.join(timeout=60)
+            assert not caller.is_alive(), "log_tfqa_model / log_metrics waited on the server"
+            silent.setblocking(False)
+            connections = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    silent.accept()[0].close()
+                    connections += 1
+            assert (caller_waits, connections) == ([], 0)
+            queued = run.pending()
+            assert queued["models"] + queued["metrics"] + queued["inflight"] == 2, queued
+            silent.close()
+            gate.set()
             deadline = time.monotonic() + 20
             while run.online and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not run.online
             assert run.flush(timeout=1.0) is False and run.pending()["models"] == 1
-            assert time.perf_counter() - t0 < 25  # queued: the caller never waited on the server
         finally:
+            silent.close()
+            gate.set()
             mlflow_server.start()
     (model,) = _models()  # one model, however many tries it took
     assert (str(model.status), model.source_run_id, model.params["variant"]) == ("READY", run.run_id, "x")
