@@ -46,6 +46,8 @@ class Setting:
         import click
 
         kind = click.Choice(list(self.kind)) if isinstance(self.kind, tuple) else self.kind
+        if self.optional and self.kind in (int, float):  # MLproject passes an unset parameter as "": not a number, None
+            kind = _EmptyOr(click.types.convert_type(kind))
         shown = self.default not in ("", None)
         return click.option(
             self.flag,
@@ -55,6 +57,19 @@ class Setting:
             show_default=shown,
             help=self.help or None,
         )
+
+
+def _EmptyOr(inner):
+    """A click type that takes ``""`` as is (``build`` makes it None) and converts the rest."""
+    import click
+
+    class EmptyOr(click.ParamType):
+        name = inner.name
+
+        def convert(self, value, param, ctx):
+            return "" if value == "" else inner.convert(value, param, ctx)
+
+    return EmptyOr()
 
 
 @dataclass(frozen=True)
