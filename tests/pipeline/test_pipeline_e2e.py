@@ -158,16 +158,17 @@ def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
     assert "train.lr" in _text(dom), _text(dom)[:3000]
 
 
-def _ui_artifacts() -> Path:
-    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
-    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
+def _ui_artifacts(tmp: Path) -> Path:
+    # The screenshots go to the test's tmp folder (pytest keeps the last three runs'), never into the
+    # checkout; $TFQA_TEST_ARTIFACTS names a folder to keep them in instead (what CI uploads).
+    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or tmp) / "ui"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def _render(url: str, name: str, profile: Path) -> str:
     """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
-    out = _ui_artifacts()
+    out = _ui_artifacts(profile.parent)
     png = out / f"{name}.png"
     png.unlink(missing_ok=True)
     dom = _chromium(url, png, profile, "1800,1100")
