@@ -533,16 +533,21 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
     t_short = between(
         [p.short_score for p in decoded if p.has_long and p.long_score >= t_long and p.has_short], thresholds["short"]
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", e2e.uri)
-        mp.setenv("MLFLOW_EXPERIMENT_NAME", e2e.experiment)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        with tracking.start_run(run_name="predict-given-thresholds", log_system_metrics=False) as logger:
-            cfg = PredictConfig(
-                vrun.info.run_id, str(e2e.test), str(outputs), "official", long_threshold=t_long, short_threshold=t_short
-            )
-            given = pd.read_csv(run_predict(cfg, logger), keep_default_na=False)
-    p = client.get_run(logger.run_id).data.params
+    # Through `mlflow run`, as a user gives them: -P long_threshold=... -P short_threshold=...
+    given_id, _ = mlflow_run(
+        e2e,
+        "predict",
+        {
+            "validate_run": vrun.info.run_id,
+            "test_data": str(e2e.test),
+            "output_dir": str(outputs),
+            "thresholds": "official",
+            "long_threshold": repr(t_long),
+            "short_threshold": repr(t_short),
+        },
+    )
+    given = pd.read_csv(_download(given_id, "submission/submission.csv", tmp_path / "g"), keep_default_na=False)
+    p = client.get_run(given_id).data.params
     assert (float(p["threshold.long"]), float(p["threshold.short"])) == (pytest.approx(t_long), pytest.approx(t_short))
     assert float(p["validate_threshold.long"]) == pytest.approx(thresholds["long"])
     assert float(p["validate_threshold.short"]) == pytest.approx(thresholds["short"])
