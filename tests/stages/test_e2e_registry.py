@@ -471,9 +471,9 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
 
     client = MlflowClient()
     vrun, _ = first_validate
-    outputs = e2e.root / "outputs-predict"
+    out_dir = e2e.root / "outputs-predict"
     run_id, _ = mlflow_run(
-        e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test), "output_dir": str(outputs)}
+        e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test), "output_dir": str(out_dir)}
     )
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -498,7 +498,7 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
         mp.setenv("MLFLOW_EXPERIMENT_NAME", e2e.experiment)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         with tracking.start_run(run_name="predict-official", log_system_metrics=False) as logger:
-            path = run_predict(PredictConfig(vrun.info.run_id, str(e2e.test), str(outputs), "official"), logger)
+            path = run_predict(PredictConfig(vrun.info.run_id, str(e2e.test), str(out_dir), "official"), logger)
     n_long, n_short = _check_submission(path, e2e.test)
     if thresholds["long"] <= 0.0:  # long scores are probabilities: every example keeps its best candidate
         assert n_long == 6
@@ -540,7 +540,7 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
         {
             "validate_run": vrun.info.run_id,
             "test_data": str(e2e.test),
-            "output_dir": str(outputs),
+            "output_dir": str(out_dir),
             "thresholds": "official",
             "long_threshold": repr(t_long),
             "short_threshold": repr(t_short),
