@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from natural_questions import text_utils
 
 from tfqa.data.convert import simplify_nq_example
 from tfqa.data.readers import convert_file, is_html_word, read_examples
@@ -152,7 +153,6 @@ def test_original_file_and_its_conversion_give_identical_features(tmp_path, html
 def test_google_simplify_nq_example_agrees(tmp_path):
     import copy
 
-    text_utils = pytest.importorskip("natural_questions.text_utils")
     for line in real_lines():
         orig = original_form(json.loads(line))
         ours = simplify_nq_example(orig)

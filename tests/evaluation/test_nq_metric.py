@@ -16,7 +16,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from absl import flags as absl_flags
 from click.testing import CliRunner
+from natural_questions import eval_utils, nq_eval
 
 from tfqa.cli import main as cli_main
 from tfqa.data.records import Annotation, Candidate, Example, Span
@@ -34,10 +36,6 @@ from tfqa.evaluation.nq_predictions import (
     prediction_from_json,
     read_predictions,
 )
-
-absl_flags = pytest.importorskip("absl.flags")
-nq_eval = pytest.importorskip("natural_questions.nq_eval")
-eval_utils = pytest.importorskip("natural_questions.eval_utils")
 
 NULL = {"start_byte": -1, "end_byte": -1, "start_token": -1, "end_token": -1}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from absl import flags as absl_flags
+from natural_questions import eval_utils
 
 from tfqa.data.readers import parse_example, read_examples
 from tfqa.data.records import AnswerClass
@@ -10,9 +12,6 @@ from tfqa.features.featurize import CandidateFeaturizer, FeatureConfig
 from tfqa.features.labels import candidate_labels, positive_indices
 
 import nq_builders as nb
-
-absl_flags = pytest.importorskip("absl.flags")
-eval_utils = pytest.importorskip("natural_questions.eval_utils")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,8 +10,11 @@ and the models it consumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +25,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tfqa import tracking
-from tfqa.modeling.saved import FEATURES_FILE, MODEL_ARTIFACT, MODEL_TYPE, find_model_dir, log_tfqa_model, variant_model_info
+from tfqa.modeling.saved import (
+    FEATURES_FILE,
+    INPUT_EXAMPLE,
+    MODEL_ARTIFACT,
+    MODEL_TYPE,
+    find_model_dir,
+    log_tfqa_model,
+    save_tfqa_model,
+    variant_model_info,
+)
 from tfqa.tracking.datasets import CONTEXT_TAG
 from tfqa.training.variants import VARIANTS, with_overrides
 
@@ -120,6 +132,31 @@ def in_store(store, monkeypatch) -> Store:
     return store
 
 
+def answer_of_the_example(got) -> dict:
+    """What any model answers for ``INPUT_EXAMPLE`` (one candidate, tokens [0, 8)): that candidate's
+    words as the long answer, a short answer inside it or none; the scores as the model gave them."""
+    want = {
+        "long_answer": "It was written by Ann .",
+        "long_answer_start": 0,
+        "long_answer_end": 8,
+        "long_answer_score": got["long_answer_score"],
+        "short_answer": got["short_answer"],
+        "short_answer_start": got["short_answer_start"],
+        "short_answer_end": got["short_answer_end"],
+        "short_answer_score": got["short_answer_score"],
+        "yes_no_answer": got["yes_no_answer"],
+    }
+    words = INPUT_EXAMPLE["document_text"].split()
+    if got["yes_no_answer"] != "NONE":
+        assert got["yes_no_answer"] in ("YES", "NO") and got["short_answer"] == got["yes_no_answer"]
+    elif got["short_answer_start"] >= 0:
+        assert 0 < got["short_answer_start"] < got["short_answer_end"] < 8
+        assert got["short_answer"] == " ".join(words[got["short_answer_start"] : got["short_answer_end"]])
+    else:
+        assert (got["short_answer"], got["short_answer_end"]) == ("", -1)
+    return want
+
+
 # ------------------------------------------------------------------------------- Logged Models
 def test_the_runs_model_is_a_logged_model_with_its_params_and_dev_metrics(in_store):
     import mlflow
@@ -180,7 +217,8 @@ def test_the_logged_model_is_a_code_based_pyfunc_of_safetensors(in_store, tmp_pa
     answers = served.predict(
         pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
     )
-    assert len(answers) == 1 and set(answers["yes_no_answer"]) <= {"NONE", "YES", "NO"}
+    # The page's one candidate is <P> ... </P>, tokens [0, 8): its words are the long answer.
+    assert answers.to_dict("records") == [answer_of_the_example(answers.iloc[0])]
     # A run id, runs:/<id>/model and models:/<model_id> all resolve to the LoggedModel.
     for ref in (in_store.run_id, f"runs:/{in_store.run_id}/{MODEL_ARTIFACT}", f"models:/{model.model_id}"):
         r = resolve_model(ref)
@@ -206,6 +244,139 @@ def test_promote_registers_the_logged_model_and_the_alias_loads(in_store):
     assert loaded.cache_key == f"{name}-v1" and (loaded.model_dir / "model.safetensors").is_file()
 
 
+def test_saving_a_model_warns_of_nothing_and_keeps_its_input_example(tmp_path, caplog):
+    """MLflow warns when a model has no input example, when ``predict`` has no type hints and when a
+    signature inferred from an example holds int columns: the project answers all three."""
+    import warnings
+
+    import yaml
+
+    model_dir = _model_dir(tmp_path)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")
+        dst = save_tfqa_model(model_dir, tmp_path / "mlflow_model", FEATURES)
+    # Every warning a user sees (Python shows DeprecationWarnings only for __main__'s own code; MLflow's
+    # one here, a pandas deprecation inside mlflow.models.utils, is MLflow's to answer).
+    shown = [w for w in caught if not issubclass(w.category, DeprecationWarning)]
+    assert [f"{w.category.__name__}: {w.message}" for w in shown] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    # The UI's example request is one record of the two columns the signature takes.
+    example = json.loads((dst / "serving_input_example.json").read_text())
+    assert example == {"dataframe_split": {"columns": list(INPUT_EXAMPLE), "data": [list(INPUT_EXAMPLE.values())]}}
+    inputs = json.loads(yaml.safe_load((dst / "MLmodel").read_text())["signature"]["inputs"])
+    assert [(c["name"], c["type"]) for c in inputs] == [(k, "string") for k in INPUT_EXAMPLE]
+
+
+def _readme_request_columns() -> list[str]:
+    """The columns of the request the README shows for `mlflow models serve`."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (request,) = re.findall(r'\{"dataframe_records": \[\{(.*?)\}\]\}', readme)
+    return re.findall(r'"(\w+)":', request)
+
+
+class Served:
+    """``mlflow models serve -m <uri> --env-manager local`` on a free port of 127.0.0.1, a real process."""
+
+    def __init__(self, model_uri: str, log: Path, start_timeout_s: float = 180.0):
+        import subprocess
+        import sys
+        import urllib.request
+
+        from conftest import _free_port
+
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        port = self.url.rsplit(":", 1)[1]
+        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [*cmd, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # stop() ends the server's whole group (it forks a worker)
+            )
+        deadline = time.monotonic() + start_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mlflow models serve exited with {self.proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise AssertionError(f"mlflow models serve not answering /ping after {start_timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+
+    def post(self, body: dict) -> tuple[int, dict]:
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"{self.url}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.mark.slow  # `mlflow models serve` starts in 15-40 s here
+def test_mlflow_models_serve_answers_dataframe_records_over_http(in_store, tmp_path):
+    """The README's promise: `mlflow models serve -m models:/<name>@champion --env-manager local`
+    answers the README's request, and the model's own example request, over HTTP."""
+    import mlflow.pyfunc
+
+    from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
+    from tfqa.tracking.registry import promote
+
+    name = f"tfqa-serve-{uuid.uuid4().hex[:8]}-v2"
+    promote(in_store.run_id, EnsembleManifest("champion", (ManifestEntry(name, "2", BACKBONE, 1.0),)))
+    uri = f"models:/{name}@champion"
+    # The README's request, the model's signature and its input example name the same columns.
+    signature = mlflow.models.get_model_info(uri).signature
+    assert _readme_request_columns() == signature.inputs.input_names() == list(INPUT_EXAMPLE)
+    in_process = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame([INPUT_EXAMPLE])).to_dict("records")
+
+    served = Served(uri, tmp_path / "serve.log")
+    try:
+        status, body = served.post({"dataframe_records": [INPUT_EXAMPLE, {**INPUT_EXAMPLE, "question_text": "who was it"}]})
+        assert status == 200, body
+        answers = body["predictions"]
+        assert len(answers) == 2 and answers[0] == in_process[0] == answer_of_the_example(answers[0])
+        assert answers[1] == answer_of_the_example(answers[1])
+        # The example request MLflow keeps with the model (the UI shows it) is answered the same.
+        example = json.loads(
+            Path(mlflow.artifacts.download_artifacts(f"{uri}/serving_input_example.json", dst_path=str(tmp_path))).read_text()
+        )
+        status, body = served.post(example)
+        assert (status, body["predictions"]) == (200, in_process)
+        # A request without a column the signature requires is refused, naming it.
+        status, body = served.post({"dataframe_records": [{"question_text": "who wrote it"}]})
+        assert status == 400 and "document_text" in body.get("message", ""), body
+    finally:
+        served.stop()
+    assert served.proc.poll() is not None
+
+
 @pytest.mark.slow  # a server stop and start: 33-50 s on the shared machine
 def test_a_model_logged_while_the_server_is_away_arrives_when_it_returns(mlflow_tracking, mlflow_server, tmp_path):
     model_dir = _model_dir(tmp_path)
@@ -213,17 +384,55 @@ def test_a_model_logged_while_the_server_is_away_arrives_when_it_returns(mlflow_
         run.log_params({"lr": 1e-3})
         assert run.flush(30)
         mlflow_server.stop()
+        # The caller never waits on the server: with delivery held shut and a listener on the
+        # server's port that accepts connections but never answers, the calls return (a call that
+        # talked to the server would hang here) having waited on the delivery queue zero times and
+        # opened zero connections, and their work is queued, counted, with nothing sent.
+        gate, deliver = threading.Event(), run._delivery._deliver
+        run._delivery._deliver = lambda job: (gate.wait(), deliver(job))[1]
+        caller_waits: list[str] = []
+        cond_wait = run._delivery._cond.wait
+
+        def counting_wait(*args, **kwargs):
+            if threading.current_thread() is not run._delivery._thread:
+                caller_waits.append(threading.current_thread().name)
+            return cond_wait(*args, **kwargs)
+
+        run._delivery._cond.wait = counting_wait
+        silent = socket.socket()
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", mlflow_server.port))
+        silent.listen(16)
+        caller = threading.Thread(
+            target=lambda: (
+                log_tfqa_model(run, model_dir, FEATURES, params={"variant": "x"}),
+                run.log_metrics({"dev/short-best-threshold-f1": 0.125}, step=3),
+            ),
+            daemon=True,
+        )
         try:
-            t0 = time.perf_counter()
-            log_tfqa_model(run, model_dir, FEATURES, params={"variant": "x"})
-            run.log_metrics({"dev/short-best-threshold-f1": 0.125}, step=3)
+            caller.start()
+            caller.join(timeout=60)
+            assert not caller.is_alive(), "log_tfqa_model / log_metrics waited on the server"
+            silent.setblocking(False)
+            connections = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    silent.accept()[0].close()
+                    connections += 1
+            assert (caller_waits, connections) == ([], 0)
+            queued = run.pending()
+            assert queued["models"] + queued["metrics"] + queued["inflight"] == 2, queued
+            silent.close()
+            gate.set()
             deadline = time.monotonic() + 20
             while run.online and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not run.online
             assert run.flush(timeout=1.0) is False and run.pending()["models"] == 1
-            assert time.perf_counter() - t0 < 25  # queued: the caller never waited on the server
         finally:
+            silent.close()
+            gate.set()
             mlflow_server.start()
     (model,) = _models()  # one model, however many tries it took
     assert (str(model.status), model.source_run_id, model.params["variant"]) == ("READY", run.run_id, "x")

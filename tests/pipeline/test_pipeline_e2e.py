@@ -158,16 +158,17 @@ def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
     assert "train.lr" in _text(dom), _text(dom)[:3000]
 
 
-def _ui_artifacts() -> Path:
-    # Screenshots outlive the test's tmp_path: CI uploads $TFQA_TEST_ARTIFACTS, a local run keeps them in the clone.
-    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or REPO / "test-artifacts") / "ui"
+def _ui_artifacts(tmp: Path) -> Path:
+    # The screenshots go to the test's tmp folder (pytest keeps the last three runs'), never into the
+    # checkout; $TFQA_TEST_ARTIFACTS names a folder to keep them in instead (what CI uploads).
+    root = Path(os.environ.get("TFQA_TEST_ARTIFACTS") or tmp) / "ui"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def _render(url: str, name: str, profile: Path) -> str:
     """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
-    out = _ui_artifacts()
+    out = _ui_artifacts(profile.parent)
     png = out / f"{name}.png"
     png.unlink(missing_ok=True)
     dom = _chromium(url, png, profile, "1800,1100")
@@ -175,6 +176,53 @@ def _render(url: str, name: str, profile: Path) -> str:
     assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}"
     print(f"UI screenshot {png}")
     return dom
+
+
+def _grid_rows(dom: str) -> dict[str, dict[str, str]]:
+    """The runs table's cells: row index -> {column id: the cell's visible text}. The table is an
+    ag-grid: each row is split over the pinned and the scrolling part, one ``role="row"`` element
+    per part with the same ``row-index``, and each cell is a ``role="gridcell"`` with its ``col-id``."""
+    from html.parser import HTMLParser
+
+    rows: dict[str, dict[str, str]] = {}
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.row: str | None = None
+            self.cell: tuple[str, int] | None = None  # (col-id, depth at which it opened)
+            self.depth = 0
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag in ("br", "img", "input", "meta", "link", "hr", "wbr", "source", "path", "rect", "circle", "line", "use"):
+                return
+            self.depth += 1
+            if a.get("role") == "row" and a.get("row-index") is not None:
+                self.row = a["row-index"]
+            elif a.get("role") == "gridcell" and a.get("col-id") and self.row is not None:
+                self.cell, self.text = (a["col-id"], self.depth), []
+
+        def handle_endtag(self, tag):
+            if self.cell is not None and self.depth == self.cell[1]:
+                rows.setdefault(self.row, {})[self.cell[0]] = " ".join("".join(self.text).split())
+                self.cell = None
+            self.depth -= 1
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.text.append(data)
+
+    Cells().feed(dom)
+    return rows
+
+
+def _shows(cell: str, value: float) -> bool:
+    """Whether a cell's text is ``value`` to the decimals it prints (at least two; MLflow 3.17 prints
+    a metric's every digit, ``0.0625``, ``0.14893617021276595``)."""
+    m = re.fullmatch(r"-?\d+\.(\d+)", cell.strip())
+    return bool(m) and len(m[1]) >= 2 and abs(float(cell) - value) <= 0.5 * 10 ** -len(m[1]) + 1e-12
 
 
 def _text(dom: str) -> str:
@@ -208,13 +256,21 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
     }
     for key, state in views.items():
         client.set_experiment_tag(eid, f"mlflow.sharedViewState.tfqa{key}", json.dumps(state))
-    stages = _text(
-        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages", "runs-table-stages", tmp_path / "p1")
-    )
+    stages_url = f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages"
+    stages_dom = _render(stages_url, "runs-table-stages", tmp_path / "p1")
+    stages = _text(stages_dom)
     assert "dev/long_f1" in stages, stages[:3000]
     for r in [*train, next(r for r in children if r.info.run_name == "validate")]:
         assert r.info.run_name in stages, (r.info.run_name, stages[:3000])
-    assert f"{v2.data.metrics['dev/long_f1']:.4g}"[:4] in stages, (v2.data.metrics["dev/long_f1"], stages[:3000])
+    # v2's own row shows its dev/long_f1 in that column, to the digits the UI prints.
+    rows = _grid_rows(stages_dom)
+    # A run name cell starts with the run's colour swatch ("#445461train_albert-v2").
+    found = [r for r in rows.values() if re.sub(r"^#[0-9a-f]{6}", "", r.get("attributes.`Run Name`", "")) == "train_albert-v2"]
+    assert len(found) == 1, (len(found), rows)
+    shown = [text for col, text in found[0].items() if "dev/long_f1" in col]
+    assert len(shown) == 1, found[0]
+    shown, v2_row = shown[0], found[0]
+    assert _shows(shown, v2.data.metrics["dev/long_f1"]), (shown, v2.data.metrics["dev/long_f1"], v2_row)
     top = _text(
         _render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent", "runs-table-parent", tmp_path / "p2")
     )

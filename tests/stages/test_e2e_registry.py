@@ -5,6 +5,10 @@ in-process - the training entry points have their own tests - and registered und
 manifest; the registry entry points then run as MLflow projects, as an operator would run them.
 Each `mlflow run` costs ~30 s here, so there are five of them: promote, validate twice, a validate
 that must fail, predict.
+
+The tests are independent of their order (`-k` any one of them gives the same result): each
+validate writes its outputs cache into a folder of its own (a test that checks reuse depends on
+the validate whose cache it reuses, as a fixture), and a test that moves an alias moves it back.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ class E2E:
     dev: Path
     test: Path
     manifest: Path
-    outputs: Path
     runs: dict[str, str] = field(default_factory=dict)
     """variant -> training run id (all promoted to ALIAS in the fixture)."""
     extra_run: str = ""
@@ -113,7 +116,6 @@ def e2e(mlflow_server, tmp_path_factory):
             dev=root / "dev.jsonl.gz",
             test=root / "test.jsonl",
             manifest=root / "ensemble.yaml",
-            outputs=root / "outputs",
         )
         write_simplified(e.train, SynthConfig(n_examples=24, seed=1, **SMALL_PAGES))
         write_original(e.dev, SynthConfig(n_examples=10, seed=2, n_annotations=5, **SMALL_PAGES))
@@ -180,21 +182,27 @@ def _download(run_id: str, path: str, dst: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
 
 
-def _validate(e: E2E, *, expect_ok: bool = True, **extra: str) -> tuple[str | None, str]:
+def _validate(e: E2E, outputs: Path, *, expect_ok: bool = True, **extra: str) -> tuple[str | None, str]:
     return mlflow_run(
         e,
         "validate",
-        {"manifest": str(e.manifest), "dev_data": str(e.dev), "output_dir": str(e.outputs), **extra},
+        {"manifest": str(e.manifest), "dev_data": str(e.dev), "output_dir": str(outputs), **extra},
         expect_ok=expect_ok,
     )
 
 
+def first_outputs(e: E2E) -> Path:
+    """The outputs cache of ``first_validate``: what a test of reuse reuses."""
+    return e.root / "outputs-first"
+
+
 @pytest.fixture(scope="module")
 def first_validate(e2e):
-    """The ensemble at ALIAS as the fixture promoted it (version 1 of every name)."""
+    """The ensemble at ALIAS as the fixture promoted it (version 1 of every name), into an outputs
+    cache of its own."""
     from mlflow.tracking import MlflowClient
 
-    run_id, out = _validate(e2e)
+    run_id, out = _validate(e2e, first_outputs(e2e))
     return MlflowClient().get_run(run_id), out
 
 
@@ -229,23 +237,37 @@ def test_promote_entry_point_registers_and_sets_alias(e2e):
 
 
 def test_validate_entry_point_metrics_tags_artifacts(e2e, first_validate, tmp_path):
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
     from tfqa.data.readers import read_examples
+    from tfqa.evaluation.dev import DevSet
     from tfqa.evaluation.nq_metric import score
     from tfqa.evaluation.nq_predictions import read_predictions
+    from tfqa.inference import decode as dec
 
     client = MlflowClient()
     run, _ = first_validate
     assert run.info.status == "FINISHED" and "tfqa.error" not in run.data.tags
     m, tags = run.data.metrics, run.data.tags
 
+    # Each model's logged F1s are its logged outputs, decoded as validate decodes and scored by the
+    # official scorer from a prediction file: exactly, not a range.
+    dev = DevSet.read(e2e.dev)
+    decode_cfg = dec.DecodeConfig.from_dict(
+        json.loads(_download(run.info.run_id, "validation/thresholds.json", tmp_path).read_text())["decode"]
+    )
     for k, name in NAMES.items():
         assert tags[f"tfqa.model_version.{name}"] == client.get_model_version_by_alias(name, ALIAS).version == "1"
         assert tags[f"tfqa.upstream.{name}"] == e2e.runs[k]
-        for key in ("long-best-threshold-f1", "short-best-threshold-f1", "kaggle-micro-f1"):
-            assert 0.0 <= m[f"model/{name}/{key}"] <= 1.0
-        assert m[f"model/{name}/outputs_reused"] == 0.0  # a fresh output dir: everything computed
+        outputs = pd.read_parquet(_download(run.info.run_id, f"outputs/{tags[f'tfqa.outputs.{name}']}", tmp_path / name))
+        decoded = dec.decode(outputs, dev.spans, decode_cfg, example_ids=[ex.example_id for ex in dev.examples])
+        pred_file = tmp_path / name / "predictions.json"
+        pred_file.write_text(json.dumps(dec.nq_predictions_json(decoded, dev.offsets)))
+        official = score(list(read_examples(e2e.dev)), read_predictions(pred_file))
+        for key in ("long-best-threshold-f1", "short-best-threshold-f1"):
+            assert m[f"model/{name}/{key}"] == pytest.approx(float(official[key]), abs=1e-12), (name, key)
+        assert m[f"model/{name}/outputs_reused"] == 0.0  # its own output dir: everything computed
     for key in (
         "ensemble/long-best-threshold-f1",
         "ensemble/short-best-threshold-f1",
@@ -369,11 +391,15 @@ def test_moving_an_alias_changes_what_validate_uses(e2e, first_validate):
     client = MlflowClient()
     before, _ = first_validate
     moved = NAMES["3"]
+    was = client.get_model_version_by_alias(moved, ALIAS).version
     p = promote(e2e.extra_run, EnsembleManifest.load(e2e.manifest))  # variant 3 -> NAMES["3"]
-    assert p.name == moved and p.version != before.data.tags[f"tfqa.model_version.{moved}"]
-    assert client.get_model_version_by_alias(moved, ALIAS).run_id == e2e.extra_run
-
-    run_id, _ = _validate(e2e)
+    try:
+        assert p.name == moved and p.version != before.data.tags[f"tfqa.model_version.{moved}"]
+        assert client.get_model_version_by_alias(moved, ALIAS).run_id == e2e.extra_run
+        # Into first_validate's outputs cache: what it computed is what this validate may reuse.
+        run_id, _ = _validate(e2e, first_outputs(e2e))
+    finally:  # the alias back where the fixture put it, for whatever test runs next
+        client.set_registered_model_alias(moved, ALIAS, was)
     after = client.get_run(run_id)
     assert after.info.status == "FINISHED"
     tags, m = after.data.tags, after.data.metrics
@@ -393,7 +419,7 @@ def test_moving_an_alias_changes_what_validate_uses(e2e, first_validate):
 def test_validate_with_a_missing_alias_fails_naming_model_and_alias(e2e):
     from mlflow.tracking import MlflowClient
 
-    run_id, out = _validate(e2e, alias="nonexistent", expect_ok=False)
+    run_id, out = _validate(e2e, e2e.root / "outputs-missing-alias", alias="nonexistent", expect_ok=False)
     first = NAMES["1"]  # the first manifest entry is the first one looked up
     assert f"registered model '{first}' has no version with alias 'nonexistent'" in out, out[-4000:]
     assert run_id, out[-3000:]
@@ -437,6 +463,7 @@ def _check_submission(path: Path, test_file: Path) -> tuple[int, int]:
 def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path):
     import math
 
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
     from tfqa import tracking
@@ -444,8 +471,9 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
 
     client = MlflowClient()
     vrun, _ = first_validate
+    out_dir = e2e.root / "outputs-predict"
     run_id, _ = mlflow_run(
-        e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test), "output_dir": str(e2e.outputs)}
+        e2e, "predict", {"validate_run": vrun.info.run_id, "test_data": str(e2e.test), "output_dir": str(out_dir)}
     )
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -470,16 +498,80 @@ def test_predict_entry_point_writes_the_submission(e2e, first_validate, tmp_path
         mp.setenv("MLFLOW_EXPERIMENT_NAME", e2e.experiment)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         with tracking.start_run(run_name="predict-official", log_system_metrics=False) as logger:
-            path = run_predict(PredictConfig(vrun.info.run_id, str(e2e.test), str(e2e.outputs), "official"), logger)
+            path = run_predict(PredictConfig(vrun.info.run_id, str(e2e.test), str(out_dir), "official"), logger)
     n_long, n_short = _check_submission(path, e2e.test)
     if thresholds["long"] <= 0.0:  # long scores are probabilities: every example keeps its best candidate
         assert n_long == 6
     assert n_long + n_short > 0, f"no answers even at the official thresholds {thresholds}: the span checks saw nothing"
+    official_run = logger.run_id
+    official_rows = pd.read_csv(path, keep_default_na=False)
+
+    # -P long_threshold / short_threshold override validate's pair: chosen between the ensemble's own
+    # scores (from the voters' logged outputs), the submission changes exactly where they cross.
+    from tfqa.data.readers import read_examples
+    from tfqa.inference import decode as dec
+    from tfqa.inference.ensemble import ensemble
+
+    examples = list(read_examples(e2e.test))
+    voter_files = sorted(a for a in _artifacts(client, official_run, "outputs") if a.endswith(".parquet"))
+    ens = ensemble([pd.read_parquet(_download(official_run, a, tmp_path / "o")) for a in voter_files], [0.2] * 5)
+    decoded = dec.decode(
+        ens,
+        dec.candidate_spans(examples),
+        dec.DecodeConfig.from_dict(thresholds["decode"]),
+        example_ids=[ex.example_id for ex in examples],
+    )
+
+    def between(scores: list[float], fallback: float) -> float:
+        """A threshold with about half the answers on either side (above the one answer there is)."""
+        s = sorted(set(scores))
+        if len(s) >= 2:
+            return (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+        return s[0] + 1e-6 if s else fallback
+
+    t_long = between([p.long_score for p in decoded if p.has_long], thresholds["long"])
+    t_short = between(
+        [p.short_score for p in decoded if p.has_long and p.long_score >= t_long and p.has_short], thresholds["short"]
+    )
+    # Through `mlflow run`, as a user gives them: -P long_threshold=... -P short_threshold=...
+    given_id, _ = mlflow_run(
+        e2e,
+        "predict",
+        {
+            "validate_run": vrun.info.run_id,
+            "test_data": str(e2e.test),
+            "output_dir": str(out_dir),
+            "thresholds": "official",
+            "long_threshold": repr(t_long),
+            "short_threshold": repr(t_short),
+        },
+    )
+    given = pd.read_csv(_download(given_id, "submission/submission.csv", tmp_path / "g"), keep_default_na=False)
+    p = client.get_run(given_id).data.params
+    assert (float(p["threshold.long"]), float(p["threshold.short"])) == (pytest.approx(t_long), pytest.approx(t_short))
+    assert float(p["validate_threshold.long"]) == pytest.approx(thresholds["long"])
+    assert float(p["validate_threshold.short"]) == pytest.approx(thresholds["short"])
+    keep_long = {q.example_id: q.has_long and q.long_score >= t_long for q in decoded}
+    keep_short = {q.example_id: keep_long[q.example_id] and q.has_short and q.short_score >= t_short for q in decoded}
+    cells = dict(zip(given.example_id, given.PredictionString))
+    assert {i: cells[f"{i}_long"] != "" for i in keep_long} == keep_long
+    assert {i: cells[f"{i}_short"] != "" for i in keep_short} == keep_short
+    assert 0 < sum(keep_long.values()) < sum(q.has_long for q in decoded), "the long threshold crosses no score"
+    # Against validate's pair: a row changed exactly where a score lies between the two thresholds.
+    was = {q.example_id: q.has_long and q.long_score >= thresholds["long"] for q in decoded}
+    changed = {
+        r.example_id[: -len("_long")]
+        for r, o in zip(given.itertuples(), official_rows.itertuples())
+        if r.example_id.endswith("_long") and r.PredictionString != o.PredictionString
+    }
+    assert changed == {i for i in keep_long if keep_long[i] != was[i]}
 
 
 def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
-    """A manifest with the original's cascade and decoding, and a non-default answer cap given to
-    validate: validate logs what reached each stage, and predict decodes exactly as validate did."""
+    """A manifest with the original's cascade and decoding, a non-default answer cap and fitted
+    weights (`-P fit_weights=true`) given to validate: validate logs what reached each stage and
+    the weights it fitted, and predict decodes exactly as validate did, with those weights, its
+    voters scoring exactly the survivors."""
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
@@ -498,19 +590,40 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
         + f"decode: original\ncascade:\n  - {{model: {NAMES['1']}, top_k: 6, threshold: 0.0}}\n"
         f"  - {{model: {NAMES['4']}, top_k: 3, threshold: 0.0}}\n"
     )
+    outputs = e2e.root / "outputs-cascade"
     run_id, _ = mlflow_run(
         e2e,
         "validate",
-        {"manifest": str(manifest), "dev_data": str(e2e.dev), "output_dir": str(e2e.outputs), "max_answer_words": "7"},
+        {
+            "manifest": str(manifest),
+            "dev_data": str(e2e.dev),
+            "output_dir": str(outputs),
+            "max_answer_words": "7",
+            "fit_weights": "true",
+        },
     )
     run = client.get_run(run_id)
     p, m = run.data.params, run.data.metrics
-    assert (p["decode.decode"], p["decode.max_answer_words"]) == ("original", "7")
+    assert (p["decode.decode"], p["decode.max_answer_words"], p["validate.fit_weights"]) == ("original", "7", "True")
     assert m["cascade/stage1_scored"] == m["cascade/candidates_all"] > m["cascade/stage1_kept"]
     assert m["cascade/stage2_scored"] == m["cascade/stage1_kept"] > m["cascade/stage2_kept"]
     assert m["cascade/candidates_ensemble"] == m["cascade/stage2_kept"] <= 3 * 10
-    assert m["cascade/inference_seconds"] < m["cascade/inference_seconds_without"]
+    # The voters' inference is their measured rate times the candidates they score: the survivors'
+    # share of each one's seconds on every candidate (counts, not a race between two timings).
+    report = json.loads(_download(run_id, "validation/ensemble.json", tmp_path / "e").read_text())
+    voting = [n for n, w in zip(report["names"], report["weights"]) if w > 0]
+    share = m["cascade/candidates_ensemble"] / m["cascade/candidates_all"]
+    assert m["cascade/ensemble_seconds"] == pytest.approx(sum(m[f"model/{n}/inference_seconds"] for n in voting) * share)
+    assert m["cascade/inference_seconds_without"] == pytest.approx(sum(m[f"model/{n}/inference_seconds"] for n in voting))
     assert "ensemble_no_cascade/long-best-threshold-f1" in m
+    # Fitted weights: what validate deploys are the weights fitted on all of dev, and what it
+    # reports is the mean of the two held-out halves, beside the manifest's weights on the same halves.
+    fitted = report["fitted"]
+    assert report["weights"] == pytest.approx(fitted["weights"]) and sum(report["weights"]) == pytest.approx(1.0)
+    assert report["manifest_weights"] == pytest.approx([0.0, 0.25, 0.25, 0.25, 0.25])
+    assert len(fitted["fold_weights"]) == len(fitted["heldout_scores"]) == 2
+    assert m["ensemble/cv-heldout-objective"] == pytest.approx(sum(fitted["heldout_scores"]) / 2)
+    assert m["ensemble/cv-heldout-manifest-objective"] == pytest.approx(sum(fitted["heldout_manifest_scores"]) / 2)
     text = _download(run_id, "validation/predictions.txt", tmp_path / "v").read_text()
     assert "decode: original (max_answer_words 7)" in text
     assert (
@@ -523,7 +636,7 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
         mp.setenv("MLFLOW_EXPERIMENT_NAME", e2e.experiment)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         with tracking.start_run(run_name="predict-cascade", log_system_metrics=False) as logger:
-            path = run_predict(PredictConfig(run_id, str(e2e.test), str(e2e.outputs), "official"), logger)
+            path = run_predict(PredictConfig(run_id, str(e2e.test), str(outputs), "official"), logger)
     prun = client.get_run(logger.run_id)
     pp, pm = prun.data.params, prun.data.metrics
     assert (pp["decode.decode"], pp["decode.max_answer_words"]) == ("original", "7")
@@ -536,16 +649,19 @@ def test_cascade_and_original_decoding_from_validate_to_predict(e2e, tmp_path):
     # the validation's settings and official thresholds.
     thresholds = json.loads(_download(run_id, "validation/thresholds.json", tmp_path / "t").read_text())
     assert thresholds["decode"] == {"max_answer_words": 7, "decode": "original"}
-    voters = [NAMES[k] for k in "2345"]
-    versions = json.loads(_download(run_id, "validation/ensemble.json", tmp_path / "e").read_text())["versions"]
+    versions = report["versions"]
     arts = sorted(a for a in _artifacts(client, prun.info.run_id, "outputs") if "-rows-" in a)
-    survivors = {n: [a for a in arts if a.startswith(f"outputs/{n}-v{versions[n]}-")] for n in voters}
+    survivors = {n: [a for a in arts if a.startswith(f"outputs/{n}-v{versions[n]}-")] for n in voting}
     outs = []
-    for n in voters:
+    for n in voting:
         ensemble_part = [a for a in survivors[n] if f"-rows-{int(pm['predict/candidates_ensemble'])}-" in a]
         assert len(ensemble_part) == 1, (n, survivors[n])
         outs.append(pd.read_parquet(_download(prun.info.run_id, ensemble_part[0], tmp_path / "o")))
-    ens = ensemble(outs, [0.25] * 4)
+        # the file holds the survivors, every one of them once: counted, not taken from its name
+        assert len(outs[-1]) == pm["predict/candidates_ensemble"], (n, len(outs[-1]))
+        assert len(outs[-1].drop_duplicates(["example_id", "candidate_index"])) == len(outs[-1])
+    assert len({tuple(sorted(zip(o.example_id, o.candidate_index))) for o in outs}) == 1, "voters scored different rows"
+    ens = ensemble(outs, [w for w in report["weights"] if w > 0])
     want = dec.apply_thresholds(
         dec.decode(
             ens, dec.candidate_spans(examples), dec.DecodeConfig(7, "original"), example_ids=[ex.example_id for ex in examples]

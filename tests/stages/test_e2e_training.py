@@ -579,6 +579,58 @@ def test_sigkilled_training_resumes_into_same_run_bit_exact(ctx, outage_run):
     assert not differ, f"resumed (from step {resume_step}) weights differ from the uninterrupted run's: {differ}"
 
 
+def test_a_run_killed_while_the_server_is_down_resends_its_checkpoints_metrics_when_reattached(ctx):
+    """A training killed while the tracking server is away: its checkpoint keeps the metric points
+    the server never confirmed, and the run re-attached with `mlflow run . -e train_bert_base
+    --run-id <id>` (the README's way) sends them with their own steps and timestamps, so the run's
+    history holds every step once, the ones only the checkpoint remembered included."""
+    ctx.wait_all()  # nothing else may be talking to the server when it goes away
+    out = ctx.root / "out-killed-offline"
+    args = _resume_args(ctx, out)
+    job = ctx.script("killed-offline", "train.py", args)
+    _wait_for("run folder", lambda: any((out / "runs").glob("*/run.json")), job, poll=0.01)
+    os.killpg(job.proc.pid, signal.SIGSTOP)  # every training step runs with the server gone
+    try:
+        ctx.server.stop()
+    finally:
+        os.killpg(job.proc.pid, signal.SIGCONT)
+    try:
+        _wait_for("a checkpoint", lambda: any(_complete_checkpoints(p / "checkpoints") for p in (out / "runs").glob("*")), job)
+        alive = job.running
+        job.kill()
+    finally:
+        ctx.server.start()
+    assert alive, f"the training ended before it could be killed:\n{job.tail()}"
+    run_dir = _run_dir(out)
+    run_id = run_dir.name
+    (ckpt,) = _complete_checkpoints(run_dir / "checkpoints")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    kept = [p for p in state["unsent_metrics"] if p["key"] == "train/loss"]
+    # Nothing reached the server from step 1 on: the checkpoint holds each step's loss up to itself.
+    assert [p["step"] for p in kept] == list(range(1, state["step"] + 1)), (state["step"], kept)
+    assert not ctx.metric_history(run_id, "train/loss")
+    assert ctx.client.get_run(run_id).info.status == "RUNNING"  # SIGKILL leaves it open
+
+    params = dict(zip(args[::2], args[1::2]))
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "train_bert_base", "--env-manager", "local"]
+    cmd += ["--run-id", run_id, "--experiment-name", ctx.experiment]
+    for flag, value in params.items():
+        key = flag.removeprefix("--").replace("-", "_")
+        if key != "entry_point":
+            cmd += ["-P", f"{key}={value}"]
+    reattached = Job("reattached", cmd, ctx.env, ctx.root / "reattached.log").ok()
+    assert reattached.run_id == run_id, "mlflow run made a new run instead of re-attaching"
+
+    run = ctx.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "tfqa.error" not in run.data.tags
+    assert not any(k.startswith("tfqa.param_conflict.") for k in run.data.tags), run.data.tags
+    history = ctx.metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == list(range(1, RESUME_STEPS + 1)), [m.step for m in history]
+    # The checkpoint's points arrived as they were logged before the kill, timestamps and all.
+    sent = {(m.step, m.value, m.timestamp) for m in history}
+    assert {(p["step"], p["value"], p["timestamp"]) for p in kept} <= sent
+
+
 # ------------------------------------------------------------------------------------ mining
 def _mining_shards(out: Path) -> list[Path]:
     return sorted(out.glob("mining/*/part-*-of-00006.parquet"))

@@ -18,6 +18,7 @@ import sys
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from tfqa.core.errors import UserError
 from tfqa.core.launch import LAUNCH_OPTIONS
@@ -231,3 +232,22 @@ def test_importing_an_entry_point_hands_nothing_over_and_imports_no_stage():
         env={**os.environ, "TFQA_PREFORK": "/nonexistent/tfqa-prefork.sock"},
     )
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_an_optional_number_left_empty_is_none_and_a_given_one_is_a_number():
+    # MLproject passes a parameter nobody set as "": predict's threshold overrides must read it as
+    # "not given" (validate's pair), and refuse what is not a number.
+    from tfqa.stages.predict import PredictConfig
+
+    options = StageOptions(PredictConfig)
+
+    @click.command()
+    @options
+    def main(**values):
+        click.echo(repr((options.build(values).long_threshold, options.build(values).short_threshold)))
+
+    base = ["--validate-run", "r", "--test-data", "t.jsonl"]
+    r = CliRunner().invoke(main, [*base, "--long-threshold", "", "--short-threshold", "0.25"])
+    assert (r.exit_code, r.output.strip()) == (0, "(None, 0.25)")
+    r = CliRunner().invoke(main, [*base, "--long-threshold", "high"])
+    assert r.exit_code == 2 and "'high' is not a valid float" in r.output

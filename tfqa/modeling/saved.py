@@ -61,33 +61,48 @@ def read_top_level_only(model_dir: str | Path) -> bool:
     return bool(trained_settings(model_dir).get("top_level_only", False))
 
 
+INPUT_EXAMPLE = {"question_text": "who wrote it", "document_text": "<P> It was written by Ann . </P>"}
+"""One short record of what the model answers: a question and its page's tokens, space-separated as in
+Kaggle's simplified NQ (the UI's example request, ``serving_input_example.json``)."""
+# Output columns and their types (a long answer's tokens [start, end), -1 and "" where there is none).
+OUTPUT_COLUMNS = {
+    "long_answer": "string",
+    "long_answer_start": "long",
+    "long_answer_end": "long",
+    "long_answer_score": "double",
+    "short_answer": "string",
+    "short_answer_start": "long",
+    "short_answer_end": "long",
+    "short_answer_score": "double",
+    "yes_no_answer": "string",
+}
+
+
+def model_signature():
+    """The columns a served model takes and gives, declared (not inferred from an example, which
+    cannot say that an int column never holds a missing value)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", name) for name in INPUT_EXAMPLE]),
+        outputs=Schema([ColSpec(kind, name) for name, kind in OUTPUT_COLUMNS.items()]),
+    )
+
+
 def save_tfqa_model(model_dir: Path, dst: Path, features: dict) -> Path:
     """Write the MLflow model folder for ``model_dir`` at ``dst``."""
     import mlflow.pyfunc
     import pandas as pd
-    from mlflow.models import infer_signature
 
     (Path(model_dir) / FEATURES_FILE).write_text(json.dumps(features))
-    example_in = pd.DataFrame({"question_text": ["who wrote it"], "document_text": ["<P> It was written by Ann . </P>"]})
-    example_out = pd.DataFrame(
-        {
-            "long_answer": [""],
-            "long_answer_start": [-1],
-            "long_answer_end": [-1],
-            "long_answer_score": [0.0],
-            "short_answer": [""],
-            "short_answer_start": [-1],
-            "short_answer_end": [-1],
-            "short_answer_score": [0.0],
-            "yes_no_answer": ["NONE"],
-        }
-    )
     mlflow.pyfunc.save_model(
         path=str(dst),
         python_model=str(serving_code_path()),
         artifacts={WEIGHTS_KEY: str(model_dir)},
         code_paths=[str(Path(__file__).resolve().parents[1])],  # the whole tfqa package
-        signature=infer_signature(example_in, example_out),
+        signature=model_signature(),
+        input_example=pd.DataFrame([INPUT_EXAMPLE]),
         pip_requirements=["torch", "transformers>=5,<6", "safetensors", "pandas", "numpy", "pyarrow", "mlflow>=3,<4"],
     )
     return dst

@@ -6,6 +6,7 @@ and ``document_text`` (optionally ``long_answer_candidates``); output: one answe
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -16,7 +17,7 @@ class TFQAModel(PythonModel):
 
         self.answerer = Answerer(context.artifacts[WEIGHTS_KEY])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.answerer.answer_frame(model_input)
 
 

@@ -55,6 +55,8 @@ class Setting:
         if self.bounds is not None and self.kind in (int, float):
             ranged = click.IntRange if self.kind is int else click.FloatRange
             kind = ranged(self.bounds.min, self.bounds.max)
+        if self.optional and self.kind in (int, float):  # MLproject passes an unset parameter as "": not a number, None
+            kind = _EmptyOr(kind if isinstance(kind, click.ParamType) else click.types.convert_type(kind))
         shown = self.default not in ("", None)
         return click.option(
             self.flag,
@@ -64,6 +66,19 @@ class Setting:
             show_default=shown,
             help=self.help or None,
         )
+
+
+def _EmptyOr(inner):
+    """A click type that takes ``""`` as is (``build`` makes it None) and converts the rest."""
+    import click
+
+    class EmptyOr(click.ParamType):
+        name = inner.name
+
+        def convert(self, value, param, ctx):
+            return "" if value == "" else inner.convert(value, param, ctx)
+
+    return EmptyOr()
 
 
 @dataclass(frozen=True)

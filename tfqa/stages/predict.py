@@ -14,6 +14,7 @@ from typing import Literal
 
 import pandas as pd
 
+from tfqa.core.destinations import written_whole
 from tfqa.data.readers import read_examples
 from tfqa.inference import decode as dec
 from tfqa.inference.ensemble import ensemble
@@ -33,6 +34,22 @@ class PredictConfig:
     output_dir: str = "outputs"
     thresholds: Literal["kaggle", "official"] = "kaggle"
     """``kaggle`` (the pair that maximised Kaggle's micro-F1) or ``official`` (best-F1 per type)."""
+    long_threshold: float | None = None
+    """Keep a long answer scoring at least this instead of validate's long threshold (the original's
+    test kernel set its pair by hand)."""
+    short_threshold: float | None = None
+    """Keep a short answer scoring at least this instead of validate's short threshold."""
+
+    def chosen_thresholds(self, validated: dict) -> tuple[float, float, float, float]:
+        """(long, short) to apply and (long, short) the validate run chose under ``thresholds``."""
+        pair = (
+            (validated["kaggle_long"], validated["kaggle_short"])
+            if self.thresholds == "kaggle"
+            else (validated["long"], validated["short"])
+        )
+        long = pair[0] if self.long_threshold is None else self.long_threshold
+        short = pair[1] if self.short_threshold is None else self.short_threshold
+        return float(long), float(short), float(pair[0]), float(pair[1])
 
 
 def submission_rows(decoded: list[dec.DecodedAnswer]) -> pd.DataFrame:
@@ -80,18 +97,16 @@ def run_predict(cfg: PredictConfig, run) -> Path:
         raise ValueError(f"validate run {cfg.validate_run} is {vrun.info.status}, not FINISHED")
     thresholds = json.loads(download_run_artifact(cfg.validate_run, THRESHOLDS_ARTIFACT).read_text())
     report = json.loads(download_run_artifact(cfg.validate_run, ENSEMBLE_ARTIFACT).read_text())
-    t_long, t_short = (
-        (thresholds["kaggle_long"], thresholds["kaggle_short"])
-        if cfg.thresholds == "kaggle"
-        else (thresholds["long"], thresholds["short"])
-    )
+    t_long, t_short, v_long, v_short = cfg.chosen_thresholds(thresholds)
     # The thresholds were chosen under the validation's decoding: decode exactly so.
     dcfg = dec.DecodeConfig.from_dict(thresholds.get("decode") or report.get("decode"))
     stages = cascade_of(report)
     run.log_params(
         {
             "predict": asdict(cfg),
+            # What is applied, beside the pair the validate run chose (they differ where -P gave one).
             "threshold": {"long": t_long, "short": t_short},
+            "validate_threshold": {"long": v_long, "short": v_short},
             "decode": dcfg.to_dict(),
             "cascade": [asdict(st) for st, _ in stages] or "none",
         }
@@ -122,7 +137,8 @@ def run_predict(cfg: PredictConfig, run) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "submission.csv"
     sub = submission_rows(decoded)
-    sub.to_csv(path, index=False)
+    with written_whole(path) as tmp:  # a killed predict leaves no half-written submission
+        sub.to_csv(tmp, index=False)
     metrics = {
         "predict/examples": len(examples),
         "predict/long_answers": int((sub.PredictionString != "")[::2].sum()),

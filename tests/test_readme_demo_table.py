@@ -1,0 +1,66 @@
+"""The README's table of the demo's dev scores is scripts/demo_table.py's output (every cell in the
+script's format, the tolerance the page states included), and the script's --check tells a demo run
+elsewhere from the page by that tolerance, naming each figure beyond it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "demo_table.py"
+
+
+def demo_table():
+    spec = importlib.util.spec_from_file_location("demo_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def summary_of(dt, figures: dict[str, tuple[float, float]]) -> dict:
+    """A demo summary with these figures (row label -> long, short), as the demo writes it."""
+    out = {}
+    for label, prefix in dt.ROWS:
+        out[f"{prefix}long-best-threshold-f1"], out[f"{prefix}short-best-threshold-f1"] = figures[label]
+    return out
+
+
+def test_the_readme_table_is_the_script_output():
+    dt = demo_table()
+    readme = dt.README.read_text()
+    shown = dt.parse(dt.block(readme))
+    assert list(shown) == [label for label, _ in dt.ROWS]
+    assert shown["baseline: always null"] == (0.0, 0.0)
+    # Every cell exactly as the script writes it from a summary with these figures.
+    assert dt.block(readme) == dt.table(summary_of(dt, shown))
+    if dt.RECORD.exists():  # the summary the table was written from, once --write has kept it
+        assert dt.block(readme) == dt.table(json.loads(dt.RECORD.read_text()))
+
+
+def _check(summary: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--check", "--summary", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_accepts_a_run_within_the_tolerance_and_names_each_figure_beyond_it(tmp_path):
+    dt = demo_table()
+    summary = summary_of(dt, dt.parse(dt.block(dt.README.read_text())))
+    key = "model/tfqa-demo-v4/long-best-threshold-f1"
+    within = {**summary, key: round(summary[key] + dt.TOLERANCE * 0.75, 4)}
+    r = _check(within, tmp_path)
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert r.stdout.strip() == f"0 of 16 figures more than {dt.TOLERANCE} off README.md's table"
+
+    beyond = {**within, key: round(summary[key] + dt.TOLERANCE * 1.5, 4), "ensemble/short-best-threshold-f1": 0.9}
+    r = _check(beyond, tmp_path)
+    assert r.returncode == 1
+    named = [line.split(":")[1].strip() for line in r.stderr.splitlines()]
+    assert named == ["ensemble", "variant 4 (bert_base init, all candidates; the cascade's second cut)"], r.stderr
+    assert "short F1 0.9000 in the summary" in r.stderr.splitlines()[0]
