@@ -344,7 +344,7 @@ def _rank() -> int:
 
 
 def _share_run_id(run_id: str) -> str:
-    """Rank 0's run id for every rank, when a process group is up and no id was given to all."""
+    """Rank 0's run id for every rank, when a process group is up (every rank calls it once)."""
     if "torch.distributed" not in sys.modules:
         return run_id
     import torch.distributed as dist
@@ -420,7 +420,8 @@ def start_run(
     """
     given_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID") or ""
     if _rank() != 0:
-        run_id = given_id or _share_run_id("")
+        # Rank 0's run, always: on other nodes of a multi-node job no `mlflow run` made one.
+        run_id = _share_run_id(given_id)
         try:
             yield NullRunLogger(run_id)
         except (KeyboardInterrupt, StopRequested):
@@ -449,7 +450,7 @@ def start_run(
                 client.update_run(given_id, status="RUNNING", name=rename)
         else:
             run = client.create_run(_experiment_id(client, experiment), tags=resolve_tags(str_tags), run_name=run_name)
-            _share_run_id(run.info.run_id)
+        _share_run_id(run.info.run_id)
         logger = RunLogger(client, run.info.run_id, existing_params=run.data.params, max_buffered_metrics=max_buffered_metrics)
         if given_id and str_tags:
             logger.set_tags(str_tags)
