@@ -81,3 +81,28 @@ def test_a_node_whose_node_zero_does_not_answer_says_so_in_one_line(tmp_path):
         f"tfqa: node 0's rendezvous at 127.0.0.1:{port} did not answer within 1 s (TFQA_RENDEZVOUS_WAIT_S); "
         "start node 0 first and check master_addr/master_port"
     ]
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    import tfqa.core.launch as launch
+
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert plan_launch({}).nproc_per_node == 2  # auto: every visible GPU
+    with pytest.raises(UserError, match=r"^nproc_per_node 4 is more than the 2 GPU\(s\) this machine shows \(CUDA_VISIBLE"):
+        plan_launch({"nproc-per-node": "4"})
+
+
+@pytest.mark.parametrize("visible, want", [(None, 4), ("", 0), ("1,3", 2), ("-1", 0), ("0,-1,2", 1)])
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, tmp_path, visible, want):
+    import tfqa.core.launch as launch
+
+    driver = tmp_path / "gpus"
+    for i in range(4):
+        (driver / f"0000:0{i}:00.0").mkdir(parents=True)
+    monkeypatch.setattr(launch, "Path", lambda p: driver if p == "/proc/driver/nvidia/gpus" else Path(p))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert launch.visible_gpus() == want

@@ -420,3 +420,13 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path, kind):
     plain, checkpointed = weights
     assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
     assert not torch.equal(plain["classifier.weight"], tiny_model(kind, dropout=0.0).state_dict()["classifier.weight"])
+
+
+def test_a_start_removes_what_killed_saves_left(tmp_path):
+    (tmp_path / "step-000005.tmp").mkdir(parents=True)
+    (tmp_path / "step-000005.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / "step-000003.old").mkdir()
+    (tmp_path / ".upload" / "step-000003").mkdir(parents=True)
+    cfg = tiny_train_config(max_steps=1, checkpoint_every_steps=0)
+    train(tiny_model(), FakeCandidates(16), cfg, out_dir=tmp_path, resume="auto")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000001"]

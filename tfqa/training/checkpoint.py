@@ -282,6 +282,18 @@ def save_checkpoint(
     return final
 
 
+def remove_leftovers(root: str | os.PathLike) -> list[str]:
+    """Delete what killed saves and uploads left in ``root`` (``step-N.tmp``/``.old`` folders,
+    upload snapshots); returns their names. Called when training starts (rank 0)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    gone = [p for p in root.iterdir() if _TMP_DIR.match(p.name)] + ([root / ".upload"] if (root / ".upload").exists() else [])
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in gone]
+
+
 # ------------------------------------------------------------------------------------ find / load
 def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first; ``*.tmp`` leftovers are not among them."""

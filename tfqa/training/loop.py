@@ -64,6 +64,7 @@ from tfqa.training.checkpoint import (
     load_checkpoint,
     read_rng_states,
     read_trainer_state,
+    remove_leftovers,
     restore_rng_state,
     save_checkpoint,
     snapshot,
@@ -356,6 +357,9 @@ class _Resume:
 def _resume_decision(resume, out_dir: Path, data_facts: dict) -> _Resume | None:
     """Rank 0 picks the checkpoint (its own output folder's, with node-local folders the only one
     that holds any) and checks that it fits this data."""
+    left = remove_leftovers(out_dir)
+    if left:
+        log.info("%s: removed what killed saves left: %s", out_dir, ", ".join(left))
     ckpt = _resolve_resume(resume, out_dir)
     if ckpt is None:
         return None
