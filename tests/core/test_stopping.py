@@ -23,8 +23,8 @@ CHILD = textwrap.dedent(
 
     mode = sys.argv[1]
     with graceful_stop(at_once=mode == "at_once") as flag:
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)
             for tick in range(3000):
                 if mode == "flag" and flag.requested:
                     print(f"flag {flag.signum} after {tick} ticks", flush=True)
