@@ -292,12 +292,13 @@ def build_features(
     require_file(src)
     if cache_root.exists() and not cache_root.is_dir():
         raise UserError("the feature cache folder is a file, not a folder", cache_root)
-    with build_turn(cache_root):
-        return _build_or_reuse(src, tokenizer_dir, cache_root, cfg, progress)
-
-
-def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig, progress: bool) -> CacheInfo:
+    # A backbone tfqa cannot read is refused before anything is written.
     tok = load_tokenizer(tokenizer_dir, cfg.features.html_tokens)
+    with build_turn(cache_root):
+        return _build_or_reuse(src, tok, tokenizer_dir, cache_root, cfg, progress)
+
+
+def _build_or_reuse(src: str, tok, tokenizer_dir, cache_root: Path, cfg: BuildConfig, progress: bool) -> CacheInfo:
     input_digest = remembered_digest(src, cache_root)
     scores_digest = remembered_digest(cfg.scores_path, cache_root) if cfg.scores_path else None
     tok_fp = tokenizer_fingerprint(tok)  # hashes the whole tokenizer spec: ~0.15 s, so once
