@@ -286,6 +286,29 @@ def test_hard_strategy_build(built_file, tok_dir, tmp_path):
     assert build(built_file, tok_dir, tmp_path / "c", cfg).fingerprint != info.fingerprint
 
 
+def test_the_scores_table_is_read_once_by_the_parent_and_shared_with_the_workers(built_file, tok_dir, tmp_path, monkeypatch):
+    exs = list(read_examples(built_file))
+    rng = np.random.default_rng(1)
+    rows = [(ex.example_id, i, float(rng.random())) for ex in exs for i in range(len(ex.candidates))]
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame(rows, columns=["example_id", "candidate_index", "score"]).to_parquet(scores)
+    readers = tmp_path / "readers.txt"
+    real_load = fc.load_score_table
+
+    def load(path):  # forked workers inherit this patch: a worker that read the file would say so
+        with open(readers, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real_load(path)
+
+    monkeypatch.setattr(fc, "load_score_table", load)
+    cfg = BuildConfig(selection=SelectionConfig("hard", negatives=2), scores_path=str(scores), workers=2, chunk_lines=3)
+    two = build(built_file, tok_dir, tmp_path / "w2", cfg)
+    assert two.manifest["workers"] == 2 and len(two.manifest["shards"]) == 9
+    assert readers.read_text().split() == [str(os.getpid())]
+    one = build(built_file, tok_dir, tmp_path / "w1", replace(cfg, workers=1))
+    assert concat(one).equals(concat(two))
+
+
 # -- malformed lines ---------------------------------------------------------------------------------------
 BUILD_CASES = [
     "bad_json",

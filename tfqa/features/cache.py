@@ -35,7 +35,7 @@ from tfqa.core.bounds import bounded, check_bounds
 from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
 from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
-from tfqa.features.selection import SelectionConfig, load_score_table, select_candidates
+from tfqa.features.selection import PackedScores, SelectionConfig, load_score_table, select_candidates
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest:
 class _WorkerState:
     featurizer: CandidateFeaturizer
     selection: SelectionConfig
-    scores: dict | None
+    scores: PackedScores | None
     out_dir: Path
     src: str
 
@@ -170,8 +170,7 @@ class ChunkResult:
     bad: list[tuple[str, int, str, str]] = field(default_factory=list)
 
 
-def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str) -> _WorkerState:
-    scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
+def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str, scores: PackedScores | None) -> _WorkerState:
     return _WorkerState(
         CandidateFeaturizer(load_tokenizer(tokenizer_dir, cfg.features.html_tokens), cfg.features),
         cfg.selection,
@@ -374,11 +373,14 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
     t0 = time.perf_counter()
     breaks: list[BadInputError] = []
     jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines, breaks)
-    init_args = (str(out / "tokenizer"), cfg, str(out), src)
+    # Loaded once, here: the forked workers share its arrays instead of each reading the file.
+    scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
+    init_args = (str(out / "tokenizer"), cfg, str(out), src, scores)
     bar = progress_bar(f"features {Path(src).name}", total=cfg.max_lines or None, unit="ex", disable=not progress)
     pool = None
     if workers > 1:
-        # fork keeps start-up cheap (no re-import of torch/transformers per worker).
+        # fork keeps start-up cheap (no re-import of torch/transformers per worker) and hands the
+        # workers the initializer's arguments (the scores table) without pickling them.
         pool = mp.get_context("fork").Pool(workers, initializer=_pool_init, initargs=init_args)
         results = pool.imap(_pool_run, jobs)
     else:
