@@ -15,6 +15,7 @@ mtime, so a 17 GB file is read for its digest once, not once per rank.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # Bump when the feature layout or labelling changes: old caches then stop matching.
 FEATURE_FORMAT_VERSION = 2  # 2: labels from several annotations by tfqa.features.labels' rule
 MANIFEST = "manifest.json"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 SCHEMA = pa.schema(
     [
@@ -111,8 +113,11 @@ def remember_digest(path: str | os.PathLike, cache_root: Path, digest: str) -> N
         return
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
-    tmp.write_text(digest)
-    os.replace(tmp, memo)
+    try:
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -328,18 +333,26 @@ def _build_or_reuse(src: str, tokenizer_dir, cache_root: Path, cfg: BuildConfig,
             if not (final / MANIFEST).exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # A worker's or the parent's write ran out of room; the error names a shard of a folder
+            # that is gone now. One line for the cache instead; nothing of the build is left.
+            raise UserError(
+                f"feature cache not written: {os.strerror(exc.errno)} (the unfinished build was removed)", cache_root
+            ) from None
         raise
     _remember(src, cfg, cache_root, input_digest, scores_digest)
     return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=False)
 
 
 def _remember(src: str, cfg: BuildConfig, cache_root: Path, input_digest: str, scores_digest: str | None) -> None:
-    # Only beside a finished cache: a refused build leaves the folder as it found it.
-    remember_digest(src, cache_root, input_digest)
-    if cfg.scores_path:
-        remember_digest(cfg.scores_path, cache_root, scores_digest)
+    # Only beside a finished cache: a refused build leaves the folder as it found it. A memo is a
+    # saving, not a result: on a full disk the next rank reads the input's digest itself.
+    with contextlib.suppress(OSError):
+        remember_digest(src, cache_root, input_digest)
+        if cfg.scores_path:
+            remember_digest(cfg.scores_path, cache_root, scores_digest)
 
 
 def remove_dead_builds(cache_root: Path) -> list[Path]:
