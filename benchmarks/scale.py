@@ -139,17 +139,19 @@ def peak_rss() -> int:
 
 
 def held_bytes(df) -> int:
-    """Bytes a DataFrame holds: numeric columns' buffers, 8 bytes a row for object columns plus each
-    distinct object once (deduplicated example-id strings are shared; per-row arrays are not)."""
+    """Bytes a DataFrame holds: each column's buffers (Arrow-backed strings included), and for object
+    columns 8 bytes a row plus each distinct object once (per-row probability arrays)."""
     total, seen = 0, set()
     for col in df.columns:
+        if df[col].dtype != object:  # numbers, and pandas 3's Arrow-backed strings: their buffers
+            total += int(df[col].memory_usage(deep=True, index=False))
+            continue
         values = df[col].to_numpy()
         total += values.nbytes
-        if values.dtype == object:
-            for v in values:
-                if id(v) not in seen:
-                    seen.add(id(v))
-                    total += sys.getsizeof(v)
+        for v in values:
+            if id(v) not in seen:
+                seen.add(id(v))
+                total += sys.getsizeof(v)
     return total
 
 

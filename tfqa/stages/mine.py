@@ -58,16 +58,6 @@ def long_scores(outputs: pd.DataFrame) -> np.ndarray:
 SCORE_SOURCE_COLUMNS = ["example_id", "candidate_index", "class_probs"]
 
 
-def _example_ids(column) -> np.ndarray:
-    """As Python strings, one object per example shared by its rows (``astype(str)`` would make one
-    a row: ~60 bytes each, most of the table at 40M rows)."""
-    import pyarrow as pa
-
-    if not pa.types.is_string(column.type):
-        column = column.cast(pa.string())
-    return column.to_pandas(deduplicate_objects=True).to_numpy(object)
-
-
 def merge_scores(shard_dir: Path, n_shards: int) -> pd.DataFrame:
     """The scores table (example_id, candidate_index, score) of every shard, in shard order.
 
@@ -87,7 +77,7 @@ def merge_scores(shard_dir: Path, n_shards: int) -> pd.DataFrame:
             pd.DataFrame(
                 {
                     # deduplicated: one string object per example, not per candidate
-                    "example_id": _example_ids(table.column("example_id")),
+                    "example_id": table.column("example_id").to_pandas().astype(str),
                     "candidate_index": table.column("candidate_index").to_numpy().astype(np.int32),
                     "score": (1.0 - p_none).astype(np.float32),
                 }
