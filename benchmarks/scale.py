@@ -376,6 +376,54 @@ def stage_merge(work: Path, args, how: str) -> dict:
     return result
 
 
+def stage_merge_big_make(work: Path, args) -> dict:
+    """Class-only shards of ``--score-rows`` generated rows (112 candidates an example), for the
+    merge at a size where its per-row memory, not its fixed costs, is what RSS shows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tfqa.inference.sharding import shard_path
+
+    n_ex = max(4, args.score_rows // DEV_CANDIDATES_PER_EXAMPLE)
+    rng = np.random.default_rng(0)
+    out = work / "mining-big"
+    out.mkdir(parents=True, exist_ok=True)
+    for i, block in enumerate(np.array_split(np.arange(n_ex), 4)):
+        n = len(block) * DEV_CANDIDATES_PER_EXAMPLE
+        probs = rng.dirichlet(np.ones(5), n).astype(np.float32)
+        pq.write_table(
+            pa.table(
+                {
+                    "example_id": pa.array(np.repeat([str(-(10**18) - k) for k in block], DEV_CANDIDATES_PER_EXAMPLE)),
+                    "candidate_index": pa.array(np.tile(np.arange(DEV_CANDIDATES_PER_EXAMPLE, dtype=np.int32), len(block))),
+                    "word_offset": pa.array(np.zeros(n, np.int32)),
+                    "class_probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), 5).cast(pa.list_(pa.float32())),
+                }
+            ),
+            shard_path(out, i, 4),
+        )
+    return {"rows": n_ex * DEV_CANDIDATES_PER_EXAMPLE, "seconds": 0.0}
+
+
+def stage_merge_big(work: Path, args) -> dict:
+    from tfqa.stages.mine import merge_scores, select_hard
+
+    base, t0 = rss(), time.perf_counter()
+    scores = merge_scores(work / "mining-big", 4)
+    merged, merged_peak = time.perf_counter() - t0, peak_rss()
+    hard = select_hard(scores, 2)
+    scores.to_parquet(work / "mining-big" / "scores.parquet", index=False)
+    hard.to_parquet(work / "mining-big" / "hard.parquet", index=False)
+    return {
+        "rows": len(scores),
+        "seconds": time.perf_counter() - t0,
+        "merge_seconds": merged,
+        "merge_peak_rss": merged_peak,
+        "base_rss": base,
+        "held_bytes_per_row": held_bytes(scores) / len(scores),
+    }
+
+
 def _old_load_score_table(path: str) -> dict:
     """``load_score_table`` before issue 20: pandas, then a dict of arrays per example."""
     import pandas as pd
@@ -553,6 +601,8 @@ STAGES = {
     "merge_before": lambda w, a: stage_merge(w, a, "before"),
     "merge_after_on_full": lambda w, a: stage_merge(w, a, "after_on_full"),
     "score_table": stage_score_table,
+    "merge_big_make": stage_merge_big_make,
+    "merge_big": stage_merge_big,
     "prepare_hard": lambda w, a: stage_prepare(w, a, "hard"),
     "validate": stage_validate,
     "train_data": stage_train_data,
@@ -647,23 +697,25 @@ def report(r: dict, args) -> dict:
         f"peak + store {m['store_bytes_per_row']:.0f} B x 40M + 2 x shard outputs {m['output_bytes_per_row']:.0f} B x 40M/16",
         m["shard_bytes"],
     )
+    big = r["merge_big"]
+    big_per_row = (big["peak_rss"] - big["base_rss"]) / big["rows"]
     line(
         "mine: merge 3 columns + select + write",
-        g,
-        g["candidates"],
+        {**big, "workers": []},
+        big["rows"],
         mine_full,
-        3 * g["held_bytes_per_row"] * (mine_full - g["candidates"]),
-        f"peak + 3 x {g['held_bytes_per_row']:.0f} B x negatives (the sort copies)",
-        g["scores_bytes"],
+        big_per_row * (mine_full - big["rows"]),
+        f"peak + {big_per_row:.0f} B (RSS growth per row at {big['rows'] / 1e6:.0f}M generated rows) x negatives",
     )
     mb = r["merge_before"]
+    before_per_row = (mb["peak_rss"] - mb["base_rss"]) / g["candidates"]
     line(
         "  merge as before (every column)",
         mb,
         g["candidates"],
         mine_full,
-        mb["held_bytes_per_row"] * (mine_full - g["candidates"]),
-        f"peak + {mb['held_bytes_per_row']:.0f} B x negatives",
+        before_per_row * (mine_full - g["candidates"]),
+        f"peak + {before_per_row:,.0f} B (RSS growth per row at {g['candidates'] / 1e3:.0f}k) x negatives",
         r["mine_full_shards"]["shard_bytes"],
     )
     table_full = st["after_packed_bytes"] / st["rows"] * mine_full
@@ -814,6 +866,8 @@ def main() -> None:
             "merge_before",
             "merge_after_on_full",
             "score_table",
+            "merge_big_make",
+            "merge_big",
             "prepare_hard",
             "validate",
             "train_data",
