@@ -19,7 +19,7 @@ from tfqa.inference.batch_scoring import CLASS_COLUMNS, InferenceConfig, score_c
 from tfqa.inference.sharding import merge_shards, score_shards
 from tfqa.modeling.model import CandidateQAModel
 from tfqa.pipeline.profiles import SHARED_DATA
-from tfqa.stages.mine import long_scores, merge_scores
+from tfqa.stages.mine import long_scores, merge_scores, select_hard
 
 from tiny_training import tiny_config
 
@@ -124,3 +124,23 @@ def test_mining_scores_from_class_only_shards_equal_those_from_full_shards(real)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     # and the merge reads three columns of a full shard just as well (shards scored before this change)
     pd.testing.assert_frame_equal(merge_scores(tmp / "full", 3), b, check_exact=True)
+
+
+def test_hard_negatives_are_the_top_k_of_each_example_as_a_sort_of_the_table_gives_them():
+    """Ties in score (equal ones on purpose), ids out of order, NaN scores: the same rows in the same
+    order as sorting by (example id, score descending, candidate index) and keeping each example's
+    first k, which is what mining did before."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    scores = pd.DataFrame(
+        {
+            "example_id": rng.choice([str(-(10**17) - i) for i in range(150)] + ["7", "70", "é"], n),
+            "candidate_index": rng.permutation(n).astype(np.int32) % 300,
+            "score": rng.choice([0.1, 0.5, 0.5, 0.9, np.nan, *rng.random(20)], n).astype(np.float32),
+        }
+    )
+    for k in (1, 2, 5):
+        ordered = scores.sort_values(["example_id", "score", "candidate_index"], ascending=[True, False, True], kind="stable")
+        want = ordered.groupby("example_id", sort=False).head(k).reset_index(drop=True)
+        pd.testing.assert_frame_equal(select_hard(scores, k), want, check_exact=True)
+    assert len(select_hard(scores.iloc[:0], 2)) == 0
