@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 import tfqa.features.cache as fc
+from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, read_examples
 from tfqa.data.records import AnswerClass
 from tfqa.features.cache import BuildConfig, build_features, file_digest, fingerprint, read_shard
@@ -286,6 +287,29 @@ def test_hard_strategy_build(built_file, tok_dir, tmp_path):
     assert build(built_file, tok_dir, tmp_path / "c", cfg).fingerprint != info.fingerprint
 
 
+def test_the_scores_table_is_read_once_by_the_parent_and_shared_with_the_workers(built_file, tok_dir, tmp_path, monkeypatch):
+    exs = list(read_examples(built_file))
+    rng = np.random.default_rng(1)
+    rows = [(ex.example_id, i, float(rng.random())) for ex in exs for i in range(len(ex.candidates))]
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame(rows, columns=["example_id", "candidate_index", "score"]).to_parquet(scores)
+    readers = tmp_path / "readers.txt"
+    real_load = fc.load_score_table
+
+    def load(path):  # forked workers inherit this patch: a worker that read the file would say so
+        with open(readers, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real_load(path)
+
+    monkeypatch.setattr(fc, "load_score_table", load)
+    cfg = BuildConfig(selection=SelectionConfig("hard", negatives=2), scores_path=str(scores), workers=2, chunk_lines=3)
+    two = build(built_file, tok_dir, tmp_path / "w2", cfg)
+    assert two.manifest["workers"] == 2 and len(two.manifest["shards"]) == 9
+    assert readers.read_text().split() == [str(os.getpid())]
+    one = build(built_file, tok_dir, tmp_path / "w1", replace(cfg, workers=1))
+    assert concat(one).equals(concat(two))
+
+
 # -- malformed lines ---------------------------------------------------------------------------------------
 BUILD_CASES = [
     "bad_json",
@@ -343,6 +367,28 @@ def test_duplicate_inside_one_chunk_is_dropped(tmp_path, tok_dir):
 
 
 # -- crash safety -----------------------------------------------------------------------------------------
+def test_a_disk_that_fills_up_gets_one_line_and_no_half_built_cache(small_tmpfs, tok_dir):
+    """A real 2 MiB tmpfs, 1.2 MiB of it taken: the build (2 workers; ~1.3 MiB of tokenizer and
+    shards) runs out of room. One line naming the cache folder; nothing of it is left; with room
+    again the next run builds the whole cache instead of taking anything for done."""
+    disk = small_tmpfs(2048)
+    ballast = disk / "ballast"
+    ballast.write_bytes(b"\0" * (1200 << 10))
+    root = disk / "features"
+    cfg = BuildConfig(selection=SelectionConfig("all"), workers=2, chunk_lines=2)
+    src = nb.HEAD10
+    with pytest.raises(UserError) as info:
+        build(src, tok_dir, root, cfg)
+    assert str(info.value) == f"{root}: feature cache not written: No space left on device (the unfinished build was removed)"
+    assert "\n" not in str(info.value)
+    assert [p.name for p in root.iterdir()] == []  # no folder, no temporary folder, no digest memo
+    ballast.unlink()
+    again = build(src, tok_dir, root, cfg)
+    assert not again.reused and entries(root) == [again.fingerprint]
+    every = sum(len(ex.candidates) for ex in read_examples(src))
+    assert again.manifest["lines"] == 10 and again.manifest["rows"] == len(FeatureStore(again.path)) == every
+
+
 def test_stale_tmp_folder_is_never_read_as_complete(tmp_path, tok_dir, head10_cache):
     root = tmp_path / "cache"
     fp = fingerprint(file_digest(nb.HEAD10), fresh_fingerprint(tok_dir), RANDOM3, None)

@@ -449,6 +449,36 @@ def test_hard_selection_takes_highest_scored_negatives(tmp_path):
     assert select_candidates(ex, SelectionConfig("hard", negatives=3), loaded) == pick(3)
 
 
+def test_the_packed_scores_table_holds_what_a_grouped_read_held(tmp_path):
+    """Unsorted, duplicated, spread over row groups: each example's rows in file order, as the
+    per-example dict of ``pandas.groupby`` had them before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    df = pd.DataFrame(
+        {
+            "example_id": rng.choice([f"-{rng.integers(1 << 62)}" for _ in range(300)] + ["x", "é"], n),
+            "candidate_index": rng.integers(0, 200, n),
+            "score": rng.random(n).astype(np.float32),
+        }
+    )
+    path = tmp_path / "scores.parquet"
+    pq.write_table(pa.Table.from_pandas(df), path, row_group_size=700)
+    packed = load_score_table(str(path))
+    grouped = {str(k): g for k, g in df.groupby("example_id", sort=False)}
+    assert len(packed) == len(grouped) and set(packed) == set(grouped)
+    for k, g in grouped.items():
+        idx, sc = packed[k]
+        assert idx.dtype == np.int64 and sc.dtype == np.float32
+        assert idx.tolist() == g["candidate_index"].tolist() and sc.tolist() == g["score"].tolist()
+    assert packed.get("absent") is None and "absent" not in packed
+    with pytest.raises(ValueError, match="lacks columns"):
+        df.drop(columns="score").to_parquet(tmp_path / "bad.parquet")
+        load_score_table(str(tmp_path / "bad.parquet"))
+
+
 def test_hard_plus_random_negatives_mixes_the_top_scored_with_a_seeded_draw_from_the_rest():
     ex = example(nb.sample_example())  # positives 0, 3, 8, 9; negatives 1, 2, 4, 5, 6, 7
     idx = np.array([1, 2, 4, 5, 6, 7], dtype=np.int64)

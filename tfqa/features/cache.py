@@ -15,6 +15,7 @@ mtime, so a 17 GB file is read for its digest once, not once per rank.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,7 +36,7 @@ from tfqa.core.bounds import bounded, check_bounds
 from tfqa.core.errors import UserError
 from tfqa.data.readers import BadInputError, BadLineBudget, ReadReport, check_not_empty, iter_lines, parse_line, require_file
 from tfqa.features.featurize import FEATURE_COLUMNS, CandidateFeaturizer, FeatureConfig, FeatureCounts
-from tfqa.features.selection import SelectionConfig, load_score_table, select_candidates
+from tfqa.features.selection import PackedScores, SelectionConfig, load_score_table, select_candidates
 from tfqa.features.tokenization import load_tokenizer, tokenizer_fingerprint, word_prefix
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # Bump when the feature layout or labelling changes: old caches then stop matching.
 FEATURE_FORMAT_VERSION = 2  # 2: labels from several annotations by tfqa.features.labels' rule
 MANIFEST = "manifest.json"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 SCHEMA = pa.schema(
     [
@@ -111,8 +113,11 @@ def remember_digest(path: str | os.PathLike, cache_root: Path, digest: str) -> N
         return
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
-    tmp.write_text(digest)
-    os.replace(tmp, memo)
+    try:
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -160,7 +165,7 @@ def fingerprint(input_digest: str, tok_fp: str, cfg: BuildConfig, scores_digest:
 class _WorkerState:
     featurizer: CandidateFeaturizer
     selection: SelectionConfig
-    scores: dict | None
+    scores: PackedScores | None
     out_dir: Path
     src: str
 
@@ -174,8 +179,7 @@ class ChunkResult:
     bad: list[tuple[str, int, str, str]] = field(default_factory=list)
 
 
-def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str) -> _WorkerState:
-    scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
+def _init_state(tokenizer_dir: str, cfg: BuildConfig, out_dir: str, src: str, scores: PackedScores | None) -> _WorkerState:
     return _WorkerState(
         CandidateFeaturizer(load_tokenizer(tokenizer_dir, cfg.features.html_tokens), cfg.features),
         cfg.selection,
@@ -335,18 +339,26 @@ def _build_or_reuse(src: str, tok, tokenizer_dir, cache_root: Path, cfg: BuildCo
             if not (final / MANIFEST).exists():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # A worker's or the parent's write ran out of room; the error names a shard of a folder
+            # that is gone now. One line for the cache instead; nothing of the build is left.
+            raise UserError(
+                f"feature cache not written: {os.strerror(exc.errno)} (the unfinished build was removed)", cache_root
+            ) from None
         raise
     _remember(src, cfg, cache_root, input_digest, scores_digest)
     return CacheInfo(final, fp, json.loads((final / MANIFEST).read_text()), reused=False)
 
 
 def _remember(src: str, cfg: BuildConfig, cache_root: Path, input_digest: str, scores_digest: str | None) -> None:
-    # Only beside a finished cache: a refused build leaves the folder as it found it.
-    remember_digest(src, cache_root, input_digest)
-    if cfg.scores_path:
-        remember_digest(cfg.scores_path, cache_root, scores_digest)
+    # Only beside a finished cache: a refused build leaves the folder as it found it. A memo is a
+    # saving, not a result: on a full disk the next rank reads the input's digest itself.
+    with contextlib.suppress(OSError):
+        remember_digest(src, cache_root, input_digest)
+        if cfg.scores_path:
+            remember_digest(cfg.scores_path, cache_root, scores_digest)
 
 
 def remove_dead_builds(cache_root: Path) -> list[Path]:
@@ -380,11 +392,14 @@ def _build_into(out: Path, src: str, cfg: BuildConfig, progress: bool) -> dict:
     t0 = time.perf_counter()
     breaks: list[BadInputError] = []
     jobs = _chunks(src, cfg.chunk_lines, cfg.max_lines, breaks)
-    init_args = (str(out / "tokenizer"), cfg, str(out), src)
+    # Loaded once, here: the forked workers share its arrays instead of each reading the file.
+    scores = load_score_table(cfg.scores_path) if cfg.scores_path else None
+    init_args = (str(out / "tokenizer"), cfg, str(out), src, scores)
     bar = progress_bar(f"features {Path(src).name}", total=cfg.max_lines or None, unit="ex", disable=not progress)
     pool = None
     if workers > 1:
-        # fork keeps start-up cheap (no re-import of torch/transformers per worker).
+        # fork keeps start-up cheap (no re-import of torch/transformers per worker) and hands the
+        # workers the initializer's arguments (the scores table) without pickling them.
         pool = mp.get_context("fork").Pool(workers, initializer=_pool_init, initargs=init_args)
         results = pool.imap(_pool_run, jobs)
     else:

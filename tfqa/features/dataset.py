@@ -77,6 +77,21 @@ class FeatureStore:
     def word_positions(self, i: int) -> np.ndarray:
         return self._positions.get(*self._locate(i))
 
+    def ragged_rows(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(input ids, word positions) views of ``rows``: one vectorised lookup of their shards,
+        not one ``searchsorted`` per row and column."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shards = np.searchsorted(self._shard_starts, rows, side="right") - 1
+        local = rows - self._shard_starts[shards]
+        ids, pos = self._ids.parts, self._positions.parts
+        out_ids, out_pos = [], []
+        for s, r in zip(shards.tolist(), local.tolist()):
+            o, v = ids[s]
+            out_ids.append(v[o[r] : o[r + 1]])
+            o, v = pos[s]
+            out_pos.append(v[o[r] : o[r + 1]])
+        return out_ids, out_pos
+
 
 class CandidateDataset:
     """Map-style dataset of model inputs over a ``FeatureStore`` (optionally a subset of rows).
@@ -136,3 +151,6 @@ class InMemoryFeatures:
 
     def word_positions(self, i: int) -> np.ndarray:
         return self._positions[i]
+
+    def ragged_rows(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return [self._ids[int(i)] for i in rows], [self._positions[int(i)] for i in rows]

@@ -50,8 +50,10 @@ def score_shards(
     device=None,
     progress: bool = False,
     on_shard=None,
+    class_only: bool = False,
 ) -> dict[str, int]:
-    """Score this rank's missing shards; returns counts of shards scored and skipped."""
+    """Score this rank's missing shards; returns counts of shards scored and skipped.
+    ``class_only``: shards hold ``CLASS_COLUMNS`` only (``score_candidates(class_only=True)``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = np.arange(len(store)) if rows is None else np.asarray(rows)
@@ -63,7 +65,7 @@ def score_shards(
         if final.exists():
             skipped += 1
             continue
-        df = score_candidates(model, store, block, cfg, pad_id=pad_id, device=device, progress=progress)
+        df = score_candidates(model, store, block, cfg, pad_id=pad_id, device=device, progress=progress, class_only=class_only)
         tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         df.to_parquet(tmp, index=False)
         os.replace(tmp, final)
@@ -77,9 +79,16 @@ def missing_shards(out_dir: Path, n_shards: int) -> list[int]:
     return [i for i in range(n_shards) if not shard_path(out_dir, i, n_shards).exists()]
 
 
-def merge_shards(out_dir: Path, n_shards: int) -> pd.DataFrame:
+def shard_paths(out_dir: Path, n_shards: int) -> list[Path]:
+    """Every shard's file, in index order; refused while any is missing."""
     missing = missing_shards(out_dir, n_shards)
     if missing:
         raise FileNotFoundError(f"{out_dir}: shards {missing[:10]} not scored yet ({len(missing)} missing)")
-    parts = [pd.read_parquet(shard_path(out_dir, i, n_shards)) for i in range(n_shards)]
+    return [shard_path(out_dir, i, n_shards) for i in range(n_shards)]
+
+
+def merge_shards(out_dir: Path, n_shards: int, columns: list[str] | None = None) -> pd.DataFrame:
+    """The shards concatenated in index order; ``columns`` only, when given (Parquet reads no other:
+    per-word probabilities are most of a shard's bytes)."""
+    parts = [pd.read_parquet(p, columns=columns) for p in shard_paths(out_dir, n_shards)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -15,7 +15,7 @@ from tfqa.features.cache import BuildConfig, build_features
 from tfqa.features.featurize import FeatureConfig
 from tfqa.features.selection import SelectionConfig
 from tfqa.inference.batch_scoring import InferenceConfig
-from tfqa.inference.sharding import merge_shards, missing_shards, score_shards
+from tfqa.inference.sharding import missing_shards, score_shards, shard_paths
 from tfqa.tracking.datasets import TRAINING, features_input, log_data_inputs
 from tfqa.tracking.names import DATA_FINGERPRINT_TAG, MINING_DIR, MODEL_VERSION_TAG, UPSTREAM_TAG_PREFIX
 
@@ -55,10 +55,51 @@ def long_scores(outputs: pd.DataFrame) -> np.ndarray:
     return 1.0 - np.stack(outputs["class_probs"].to_numpy())[:, 0]
 
 
+SCORE_SOURCE_COLUMNS = ["example_id", "candidate_index", "class_probs"]
+
+
+def merge_scores(shard_dir: Path, n_shards: int) -> pd.DataFrame:
+    """The scores table (example_id, candidate_index, score) of every shard, in shard order.
+
+    Reads the three columns it needs, one shard at a time, and keeps only the score of each
+    row's class probabilities: about 20 bytes a candidate instead of a whole shard's outputs
+    (per-word probabilities included, ~1.7 kB a candidate)."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in shard_paths(shard_dir, n_shards):
+        table = pq.read_table(path, columns=SCORE_SOURCE_COLUMNS)
+        probs = table.column("class_probs").combine_chunks()
+        if len(probs) and not (np.diff(probs.offsets.to_numpy()) == 5).all():
+            raise ValueError(f"{path}: class_probs rows are not 5 probabilities each")
+        p_none = probs.values.to_numpy(zero_copy_only=False).reshape(-1, 5)[:, 0] if len(probs) else np.zeros(0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    # deduplicated: one string object per example, not per candidate
+                    "example_id": table.column("example_id").to_pandas().astype(str),
+                    "candidate_index": table.column("candidate_index").to_numpy().astype(np.int32),
+                    "score": (1.0 - p_none).astype(np.float32),
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame({"example_id": [], "candidate_index": np.zeros(0, np.int32), "score": np.zeros(0, np.float32)})
+    return pd.concat(parts, ignore_index=True)
+
+
 def select_hard(scores: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Top-k scored negatives per example; ties go to the lower candidate index (stable)."""
-    ordered = scores.sort_values(["example_id", "score", "candidate_index"], ascending=[True, False, True], kind="stable")
-    return ordered.groupby("example_id", sort=False).head(k).reset_index(drop=True)
+    """Top-k scored negatives per example, examples in id order; ties go to the lower candidate
+    index, then to the earlier row.
+
+    Sorts integer codes of the ids, not the strings: at 40M rows a multi-column ``sort_values``
+    over the id strings was most of the merge's memory."""
+    codes, _ = pd.factorize(scores["example_id"], sort=True)  # codes in the ids' sorted order
+    order = np.lexsort((scores["candidate_index"].to_numpy(), -scores["score"].to_numpy(), codes))
+    grouped = codes[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if len(order) else np.zeros(0, np.int64)
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    return scores.iloc[order[rank < k]].reset_index(drop=True)
 
 
 def shard_count(requested: int, world_size: int) -> int:
@@ -136,6 +177,7 @@ def run_mine(cfg: MineConfig, run=None) -> dict:
             device=job.device,
             progress=True,
             on_shard=on_shard,
+            class_only=True,
         )
     seconds = time.perf_counter() - t0
     if rank != 0:
@@ -143,14 +185,7 @@ def run_mine(cfg: MineConfig, run=None) -> dict:
     if missing_shards(shard_dir, n_shards):
         # Other ranks are still scoring theirs; rank 0 merges once every shard is on disk.
         _wait_for_shards(shard_dir, n_shards)
-    outputs = merge_shards(shard_dir, n_shards)
-    scores = pd.DataFrame(
-        {
-            "example_id": outputs["example_id"].astype(str),
-            "candidate_index": outputs["candidate_index"].astype(np.int32),
-            "score": long_scores(outputs).astype(np.float32),
-        }
-    )
+    scores = merge_scores(shard_dir, n_shards)
     hard = select_hard(scores, cfg.negatives_per_example)
     out = shard_dir / "result"
     out.mkdir(exist_ok=True)
