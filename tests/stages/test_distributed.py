@@ -188,15 +188,10 @@ def test_two_ranks_and_grad_accumulation_train_as_one_process(job):
     dev = client.get_metric_history(two, "dev/long_f1")
     assert sorted({m.step for m in dev}) == [12, 24]
 
-    # The store: one resumable checkpoint (the last of 6 saves), and of the two evaluated
-    # checkpoints the better one as a LoggedModel (keep_best_models=1), beside the final model.
-    assert [a.path for a in client.list_artifacts(two, "checkpoints")] == ["checkpoints/latest"]
-    import mlflow
-
-    state = mlflow.artifacts.download_artifacts(
-        run_id=two, artifact_path="checkpoints/latest/trainer_state.json", tracking_uri=job["env"]["MLFLOW_TRACKING_URI"]
-    )
-    assert json.loads(Path(state).read_text())["step"] == STEPS
+    # The store: of 6 saves' resumable checkpoints none is left once the run FINISHED (the stopped
+    # run below holds its one), and of the two evaluated checkpoints the better one stays as a
+    # LoggedModel (keep_best_models=1), beside the final model.
+    assert client.list_artifacts(two, "checkpoints") == []
     models = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{two}'")
     names = sorted(m.name for m in models)
     assert names == ["checkpoint", "model"], names
@@ -237,6 +232,14 @@ def test_a_stop_signal_ends_both_ranks_after_the_same_step_and_the_run_resumes_b
     assert step < STEPS and "stopped by SIGTERM" in run.data.tags["tfqa.stopped"]
     ckpts = sorted((next((out / "runs").iterdir()) / "checkpoints").glob("step-*"))
     assert ckpts[-1].name == f"step-{step:06d}" and not [p for p in ckpts if p.suffix]
+    # The store holds one resumable checkpoint after the run's saves: the one the stop made.
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/latest"]
+    import mlflow
+
+    state = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="checkpoints/latest/trainer_state.json", tracking_uri=job["env"]["MLFLOW_TRACKING_URI"]
+    )
+    assert json.loads(Path(state).read_text())["step"] == step
 
     # The same run, resumed from the tracking store alone (this machine's folder is gone), ends as
     # the job never stopped.

@@ -437,14 +437,9 @@ def test_train_bert_base_logs_params_tags_metrics_checkpoints_and_model(ctx):
     assert system, sorted(run.data.metrics)
     assert ctx.metric_history(job.run_id, system[0])
 
-    # One resumable checkpoint in the store, replaced by each save: the last one (step 6).
-    checkpoints = ctx.artifact_paths(job.run_id, "checkpoints")
-    assert checkpoints == ["checkpoints/latest"], checkpoints
-    state = json.loads(ctx.download(job.run_id, "checkpoints/latest/trainer_state.json", ctx.root / "dl-train").read_text())
-    assert state["step"] == 6
-    for ckpt in checkpoints:
-        files = {Path(f).name for f in ctx.artifact_paths(job.run_id, ckpt)}
-        assert {"model.safetensors", "trainer_state.json", "optimizer.pt"} <= files, (ckpt, files)
+    # The store kept one resumable checkpoint while the run trained and none once it FINISHED
+    # (test_distributed's stopped run shows the one it keeps).
+    assert ctx.artifact_paths(job.run_id, "checkpoints") == []
     assert "model/MLmodel" in ctx.artifact_paths(job.run_id, "model")
     assert (ctx.root / "out-train" / "runs" / job.run_id / "final" / "model.safetensors").exists()
 

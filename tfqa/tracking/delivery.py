@@ -164,6 +164,13 @@ class DeleteModel:
 
 
 @dataclasses.dataclass
+class DeleteArtifacts:
+    """Remove a run's artifact folder (a finished run's resumable checkpoint), after every upload queued before."""
+
+    path: str
+
+
+@dataclasses.dataclass
 class Inputs:
     datasets: list  # mlflow.entities.DatasetInput
     model_ids: list[str]
@@ -264,7 +271,7 @@ class Delivery:
             self._tags.update(tags)
             self._cond.notify_all()
 
-    def add_job(self, job: Upload | Inputs | ModelJob | DeleteModel) -> None:
+    def add_job(self, job: Upload | Inputs | ModelJob | DeleteModel | DeleteArtifacts) -> None:
         with self._cond:
             if isinstance(job, ModelJob):
                 self._models.append(job)
@@ -405,7 +412,7 @@ class Delivery:
                 **self._tags,
             }
             self._enforce_bound_locked()
-        elif isinstance(job, (Upload, ModelJob, ModelMetrics, Inputs, DeleteModel)):
+        elif isinstance(job, (Upload, ModelJob, ModelMetrics, Inputs, DeleteModel, DeleteArtifacts)):
             self._jobs.appendleft(job)  # a model job keeps the steps it has done
 
     # --------------------------------------------------------------------------- the thread
@@ -470,6 +477,8 @@ class Delivery:
             self._deliver_inputs(job)
         elif isinstance(job, DeleteModel):
             self._delete_model(job)
+        elif isinstance(job, DeleteArtifacts):
+            self._delete_artifacts(job)
         elif isinstance(job, Terminate):
             try:
                 self._client.set_terminated(self.run_id, status=job.status)
@@ -524,6 +533,14 @@ class Delivery:
         if up.spooled:
             shutil.rmtree(up.local.parent, ignore_errors=True)
         _drop_snapshot(up)
+
+    def _delete_artifacts(self, job: DeleteArtifacts) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        try:
+            get_artifact_repository(self._client.get_run(self.run_id).info.artifact_uri).delete_artifacts(job.path)
+        except Exception as e:
+            self._retry_unless_permanent(e, f"delete artifacts {job.path}")
 
     def _delete_model(self, job: DeleteModel) -> None:
         if job.model.model_id is not None:  # None: never created (dropped as undeliverable)

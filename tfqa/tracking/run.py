@@ -39,6 +39,7 @@ from tfqa.tracking.delivery import (
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
     TERMINAL_STATUSES,
+    DeleteArtifacts,
     DeleteModel,
     Delivery,
     Inputs,
@@ -223,6 +224,10 @@ class RunLogger:
         self._delivery.add_job(job)
         return job
 
+    def delete_artifacts(self, artifact_path: str) -> None:
+        """Remove the run's artifact folder ``artifact_path`` once everything queued before is uploaded."""
+        self._delivery.add_job(DeleteArtifacts(artifact_path))
+
     def delete_model(self, handle: ModelJob, local: str | os.PathLike | None = None) -> None:
         """Delete (after its upload, in queue order) the LoggedModel ``log_model`` returned
         ``handle`` for, and then its local folder ``local``."""
@@ -313,6 +318,7 @@ class NullRunLogger:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_model(self, local_dir: str | os.PathLike, **kwargs: Any) -> None: ...
     def delete_model(self, handle: Any, local: Any = None) -> None: ...
+    def delete_artifacts(self, artifact_path: str) -> None: ...
     def log_inputs(self, datasets: Iterable[Any] = (), model_ids: Iterable[str] = ()) -> None: ...
 
     def logged_model_ids(self) -> list[str]:

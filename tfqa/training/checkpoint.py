@@ -438,8 +438,9 @@ def save_final_model(
     run, model, tok, out_dir: str | os.PathLike, features: dict, *, params: dict | None = None, tags: dict | None = None
 ) -> Path | None:
     """The trained model and its tokenizer in ``out_dir/final``, logged as the run's model (see
-    ``log_tfqa_model``). Rank 0 only: under DDP every rank holds the same weights, and every rank
-    writing one folder and logging one model would collide. Returns the folder (None elsewhere)."""
+    ``log_tfqa_model``); the run's resumable checkpoint leaves the tracking store. Rank 0 only:
+    under DDP every rank holds the same weights, and every rank writing one folder and logging one
+    model would collide. Returns the folder (None elsewhere)."""
     if not is_rank_zero():
         return None
     from tfqa.modeling.saved import log_tfqa_model
@@ -448,4 +449,6 @@ def save_final_model(
     model.save_pretrained(final)
     tok.save_pretrained(str(final))
     log_tfqa_model(run, final, features, params=params, tags=tags)
+    # Finished: nothing is left to resume, so the store keeps the model, not 3x its size in Adam state.
+    run.delete_artifacts(RESUMABLE_ARTIFACT)
     return final
