@@ -691,7 +691,11 @@ def test_training_stages_record_their_data_and_log_their_models(mlflow_tracking,
         run_mine(MineConfig(model=train.run_id, train_data=str(files["train"]), output_dir=out, n_shards=1, workers=1), mine)
 
     (squad_model,) = _models(squad.run_id)
-    (train_model,) = _models(train.run_id)
+    # The training run evaluated once (step 2, its last): that checkpoint as a LoggedModel with its
+    # step and dev metrics, beside the final model.
+    (train_model,) = [m for m in _models(train.run_id) if m.name == "model"]
+    (evaluated,) = [m for m in _models(train.run_id) if m.name == "checkpoint"]
+    assert evaluated.tags["tfqa.checkpoint_step"] == "2" and "dev/long_f1" in {m.key for m in evaluated.metrics}
     s = _inputs(squad.run_id)
     assert [d.name for d in s["training"]] == [d.name for d in s["evaluation"]] == [SQUAD.name]
     assert s["training"][0].digest != s["evaluation"][0].digest  # two samples of one file
