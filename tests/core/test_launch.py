@@ -106,3 +106,24 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, tmp_path, visible
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert launch.visible_gpus() == want
+
+
+def test_the_settings_files_nproc_per_node_is_the_launchers_not_a_stage_parameter(tmp_path):
+    settings = tmp_path / "tfqa.yaml"
+    settings.write_text("parameters:\n  train: {nproc_per_node: 1}\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MLFLOW_RUN_ID")},
+        "TFQA_CONFIG": str(settings),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "entrypoints/train.py", "--entry-point", "train_bert_base"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # One process (no launch line), and the stage goes on to what it really misses.
+    assert "starting" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("tfqa: train_bert_base: missing backbone, train_data.")

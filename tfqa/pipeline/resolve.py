@@ -157,7 +157,12 @@ class StageResolver:
     def fill_parameters(self, accepted: Collection[str]) -> None:
         """``parameters.<entry point>`` (and ``parameters.train``) for what was not given; a key
         this stage does not take is an error naming it."""
+        from tfqa.core.launch import LAUNCH_OPTIONS
+
+        launch = {o.replace("-", "_") for o in LAUNCH_OPTIONS}  # the launcher read them before the stage started
         for key, (value, settings_key) in self.settings.parameters_for(self.entry_point).items():
+            if key in launch:
+                continue
             if key not in accepted:
                 raise UserError(f"{self.entry_point} takes no parameter {key!r}", self.settings.path, field=settings_key)
             if not self.has(key):
