@@ -37,8 +37,8 @@ def test_the_readme_table_is_the_script_output():
     assert shown["baseline: always null"] == (0.0, 0.0)
     # Every cell exactly as the script writes it from a summary with these figures.
     assert dt.block(readme) == dt.table(summary_of(dt, shown))
-    if dt.RECORD.exists():  # the summary the table was written from, once --write has kept it
-        assert dt.block(readme) == dt.table(json.loads(dt.RECORD.read_text()))
+    # The summary the table was written from (kept by --write, committed).
+    assert dt.block(readme) == dt.table(json.loads(dt.RECORD.read_text()))
 
 
 def _check(summary: dict, tmp_path: Path) -> subprocess.CompletedProcess:
