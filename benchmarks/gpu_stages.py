@@ -135,7 +135,9 @@ def prepare_inputs(inp: Inputs, log: Callable[[str], None]) -> None:
         if proc.returncode != 0:
             raise RuntimeError(f"tfqa generate {key} failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()[-800:]}")
         inp.paths[key] = path
-    inp.paths["backbone"] = write_tiny_backbone(work / "backbone", inp.tokenizer)
+    from tfqa.pipeline.demo import tiny_backbone
+
+    inp.paths["backbone"] = Path(tiny_backbone(work, tokenizer_dir=str(inp.tokenizer)))
     manifest = work / "manifest.yaml"
     manifest.write_text(
         "alias: champion\nhtml_tokens: tfqa\ndecode: original\nmodels:\n"
@@ -154,27 +156,6 @@ def prepare_inputs(inp: Inputs, log: Callable[[str], None]) -> None:
     if client.get_experiment_by_name(EXPERIMENT) is None:
         client.create_experiment(EXPERIMENT, artifact_location=(work / "mlartifacts").as_uri())
     log(f"  data in {data}, backbone {inp.paths['backbone']}, store {env['MLFLOW_TRACKING_URI']} (mlflow {mlflow.__version__})")
-
-
-def write_tiny_backbone(path: Path, tokenizer_dir: Path) -> Path:
-    """A 2-layer BERT (width 64) on the tokenizer's vocabulary, random weights, saved with the tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    if not (path / "config.json").exists():
-        torch.manual_seed(0)
-        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        config = BertConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            max_position_embeddings=512,
-        )
-        BertModel(config).save_pretrained(str(path))
-        tok.save_pretrained(str(path))
-    return path
 
 
 def stages(inp: Inputs) -> list[Stage]:

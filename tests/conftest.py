@@ -201,3 +201,23 @@ def family_backbones(tmp_path_factory: pytest.TempPathFactory) -> FamilyBackbone
     examples = list(read_examples(nb.HEAD10)) + list(read_examples(nb.FARM))
     root = tmp_path_factory.mktemp("families")
     return FamilyBackbones({f: ba.write_family(f, root / f, examples) for f in ba.FAMILIES}, examples)
+
+
+def stage_env(tracking_uri: str, experiment: str) -> dict[str, str]:
+    """The environment the end-to-end tests start entry points in: this session's tracking server
+    and an experiment of the test's own, offline, one thread, this venv's python first on PATH
+    (what `mlflow run --env-manager local` runs)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLFLOW_EXPERIMENT_NAME": experiment,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env

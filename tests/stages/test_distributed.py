@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stage_env
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -65,42 +66,16 @@ def job(mlflow_server, tmp_path_factory):
         mlflow_server.start()
     root = tmp_path_factory.mktemp("dist")
     experiment = f"dist-{uuid.uuid4().hex[:12]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update(
-        {
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "MLFLOW_EXPERIMENT_NAME": experiment,
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-    )
+    env = stage_env(mlflow_server.uri, experiment)
     from mlflow.tracking import MlflowClient
-    from transformers import AutoTokenizer, BertConfig, BertModel
 
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
-    from tfqa.pipeline.profiles import minilm_dir
+    from tfqa.pipeline.demo import tiny_backbone
 
     train_file, dev_file = root / "train.jsonl", root / "dev.jsonl.gz"
     write_simplified(train_file, SynthConfig(n_examples=40, seed=3))
     write_original(dev_file, SynthConfig(n_examples=10, seed=4, n_annotations=5))
-    backbone = root / "tiny-bert-nodropout"
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(minilm_dir())
-    config = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertModel(config).save_pretrained(str(backbone))
-    tok.save_pretrained(str(backbone))
+    backbone = Path(tiny_backbone(root, dropout=0.0))
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     client.create_experiment(experiment)
     return {

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import stage_env
 
 pytestmark = pytest.mark.slow
 
@@ -224,20 +225,7 @@ def ctx(mlflow_server, tmp_path_factory):
         mlflow_server.start()
     root = tmp_path_factory.mktemp("e2e")
     experiment = f"e2e-{uuid.uuid4().hex[:12]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update(
-        {
-            "MLFLOW_TRACKING_URI": mlflow_server.uri,
-            "MLFLOW_EXPERIMENT_NAME": experiment,
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-            # `mlflow run --env-manager local` runs the entry point with the `python` on PATH: this one.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-    )
+    env = stage_env(mlflow_server.uri, experiment)
 
     from tfqa.data.synth import SynthConfig, write_original, write_simplified
     from tfqa.pipeline.demo import tiny_backbone

@@ -63,25 +63,29 @@ def generate_data(profile: Profile) -> dict[str, str]:
     return out
 
 
-def tiny_backbone(work_dir: Path) -> str:
-    """A 2-layer BERT on the MiniLM vocabulary, random-initialised: the CI profile's backbone."""
+def tiny_backbone(work_dir: Path, *, tokenizer_dir: str | None = None, dropout: float | None = None) -> str:
+    """A 2-layer BERT (width 64), random-initialised, on the MiniLM vocabulary (or
+    ``tokenizer_dir``'s): the CI profile's backbone. ``dropout`` overrides BERT's 0.1 (0 for runs
+    compared across ranks, which draw from different RNG streams)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from tfqa.pipeline.profiles import minilm_dir
 
-    path = work_dir / "tiny-bert"
+    path = work_dir / ("tiny-bert" if dropout is None else f"tiny-bert-dropout{dropout:g}")
     if not (path / "config.json").exists():
         import torch
 
         torch.manual_seed(0)
-        tok = AutoTokenizer.from_pretrained(minilm_dir())
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir or minilm_dir())
+        drop = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         cfg = BertConfig(
-            vocab_size=tok.vocab_size,
+            vocab_size=len(tok) if tokenizer_dir else tok.vocab_size,
             hidden_size=64,
             num_hidden_layers=2,
             num_attention_heads=2,
             intermediate_size=128,
             max_position_embeddings=512,
+            **drop,
         )
         BertModel(cfg).save_pretrained(str(path))
         tok.save_pretrained(str(path))
