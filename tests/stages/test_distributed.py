@@ -158,6 +158,7 @@ def test_two_ranks_and_grad_accumulation_train_as_one_process(job):
     run = by_id[two]
     assert run.info.status == "FINISHED"
     assert run.data.params["hardware.world_size"] == "2" and run.data.params["hardware.batch_per_device"] == "4"
+    assert run.data.params["hardware.precision"] == "fp32" and run.data.params["hardware.device_type"] == "cpu"
     assert by_id[one].data.params["hardware.world_size"] == "1"
     # (Points linked to a checkpoint model repeat the run's own, as MLflow's log_model(step=) does.)
     dev = client.get_metric_history(two, "dev/long_f1")

@@ -153,7 +153,7 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
     from tfqa.features.tokenization import load_tokenizer, pad_id_of
     from tfqa.modeling.loading import StartingPoint
     from tfqa.training.checkpoint import save_final_model
-    from tfqa.training.loop import TrainConfig, train
+    from tfqa.training.loop import TrainConfig, resolve_precision, train
 
     job = distributed.init()
     # A batch that does not split over the processes is refused on every rank before anything is read.
@@ -207,7 +207,11 @@ def run_squad(cfg: SquadStageConfig, run) -> dict[str, float]:
             "squad": asdict(cfg),
             "train": asdict(tcfg),
             "encoder": model.describe(),
-            "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
+            "hardware": {
+                **distributed.describe(job),
+                "batch_per_device": micro_batch,
+                "precision": resolve_precision(tcfg.precision, job.device),
+            },
         }
     )
     run.set_tags(

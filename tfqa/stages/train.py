@@ -131,7 +131,7 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
     from tfqa.modeling.loading import StartingPoint
     from tfqa.modeling.saved import variant_model_info
     from tfqa.training.checkpoint import save_final_model
-    from tfqa.training.loop import TrainConfig, train
+    from tfqa.training.loop import TrainConfig, resolve_precision, train
 
     v = cfg.variant
     if v.init == "squad" and not cfg.init_model:
@@ -177,7 +177,11 @@ def run_train(cfg: TrainStageConfig, run) -> dict:
             "stage": {k: val for k, val in asdict(cfg).items() if k != "variant"},
             "train": asdict(train_cfg),
             "encoder": model.describe(),
-            "hardware": {**distributed.describe(job), "batch_per_device": micro_batch},
+            "hardware": {
+                **distributed.describe(job),
+                "batch_per_device": micro_batch,
+                "precision": resolve_precision(train_cfg.precision, job.device),
+            },
         }
     )
     run.set_tags(
