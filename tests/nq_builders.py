@@ -17,6 +17,7 @@ import copy
 import gzip
 import json
 import random
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,3 +424,23 @@ def malformed_file(directory: str | Path, name: str, gz: bool = False) -> tuple[
     good = [dumps(sample_example(i)) for i in MALFORMED_GOOD_IDS]
     path = write_lines(Path(directory) / (f"{name}.jsonl" + (".gz" if gz else "")), [good[0], good[1], raw, good[2]])
     return path, fld
+
+
+# ------------------------------------------------------------------------------------ tag tokens
+# The tests' own reference for which token replaces a document word, written from the
+# tfqa.features.tokenization docstring, not imported: a reference must not share the code it checks.
+NINE_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
+ORIGINAL_TAG = re.compile(r"<.+>")
+
+
+def tag_token(word: str, is_html: bool, mode: str, wordpiece: bool) -> str | None:
+    """The token a document word is replaced by (None: a text word, tokenised as it is)."""
+    if mode == "original":
+        if not ORIGINAL_TAG.match(word):
+            return None
+        opening = {f"<{t}>": f"qw{k}" for k, t in enumerate(NINE_TAGS, 1)}
+        return opening.get(word, "<" if wordpiece else "qw99")
+    if not is_html:
+        return None
+    name = word.strip("<>/").split("_", 1)[0].lower()
+    return next((f"<{t}>" for t in NINE_TAGS if t.lower() == name), "<Tag>")

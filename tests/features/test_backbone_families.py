@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,9 +31,6 @@ from tfqa.features.tokenization import load_tokenizer, tokenizer_kind, word_pref
 import backbone_assets as ba
 import nq_builders as nb
 
-# Written from the tfqa.features.tokenization docstring, not imported: the reference must not share the code.
-NINE_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
-ORIGINAL_TAG = re.compile(r"<.+>")
 REAL_CANDIDATES = 1361  # every long-answer candidate of the 10 Kaggle lines and the FARM line
 KIND = {
     "bert": "wordpiece",
@@ -45,18 +41,6 @@ KIND = {
 }
 SENTINEL = "."
 """Stands for the text before a word: in running text every word follows a space."""
-
-
-def tag_token(word: str, is_html: bool, mode: str, wordpiece: bool) -> str | None:
-    if mode == "original":
-        if not ORIGINAL_TAG.match(word):
-            return None
-        opening = {f"<{t}>": f"qw{k}" for k, t in enumerate(NINE_TAGS, 1)}
-        return opening.get(word, "<" if wordpiece else "qw99")
-    if not is_html:
-        return None
-    name = word.strip("<>/").split("_", 1)[0].lower()
-    return next((f"<{t}>" for t in NINE_TAGS if t.lower() == name), "<Tag>")
 
 
 def running_text_pieces(tok, words: list[str]) -> list[list[int]]:
@@ -85,7 +69,7 @@ class PageReference:
         self.pieces = running_text_pieces(raw_tok, ex.words)
         self.kinds = []
         for i, (word, html) in enumerate(zip(ex.words, ex.is_html)):
-            tag = tag_token(word, html, mode, wordpiece)
+            tag = nb.tag_token(word, html, mode, wordpiece)
             if tag is not None:
                 tag_id = tok.convert_tokens_to_ids(tag)
                 # An added token, but for WordPiece's ``<``, a piece of the vocabulary.

@@ -11,7 +11,6 @@ up, averaged and decoded back to document words.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,9 +43,6 @@ from tiny_training import RecordingLogger, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# Written from the tfqa.features.tokenization docstring, not imported: the reference must not share the code.
-NINE_TAGS = ("P", "Table", "Tr", "Ul", "Ol", "Fl", "Li", "Dd", "Dt")
-ORIGINAL_TAG = re.compile(r"<.+>")
 REAL_CANDIDATES = 1361  # every long-answer candidate of the 10 Kaggle lines and the FARM line
 BACKBONES = ("bert", "albert")
 
@@ -68,17 +64,6 @@ def backbones(tmp_path_factory) -> Backbones:
 
 
 # ------------------------------------------------------------------------------------ word references
-def tag_token(word: str, is_html: bool, mode: str, wordpiece: bool) -> str | None:
-    """The token a document word is replaced by (None: a text word, tokenised as it is)."""
-    if mode == "original":
-        if not ORIGINAL_TAG.match(word):
-            return None
-        opening = {f"<{t}>": f"qw{k}" for k, t in enumerate(NINE_TAGS, 1)}
-        return opening.get(word, "<" if wordpiece else "qw99")
-    if not is_html:
-        return None
-    name = word.strip("<>/").split("_", 1)[0].lower()
-    return next((f"<{t}>" for t in NINE_TAGS if t.lower() == name), "<Tag>")
 
 
 class WordReference:
@@ -93,7 +78,7 @@ class WordReference:
         """(ids, kind): kind is the tag token, ``text``, or ``empty`` for a word the tokenizer
         drops entirely (a BOM in the real data), which the featurizer documents as one <unk>."""
         word = ex.words[i]
-        tag = tag_token(word, ex.is_html[i], self.mode, self.wordpiece)
+        tag = nb.tag_token(word, ex.is_html[i], self.mode, self.wordpiece)
         if tag is not None:
             tag_id = self.tok.convert_tokens_to_ids(tag)
             assert tag_id != self.tok.unk_token_id, f"{tag} is not in the vocabulary"
