@@ -76,11 +76,10 @@ def write_albert(dst: Path, examples: list[Example], seed: int = 0) -> Path:
     return sa.write_albert_backbone(dst, examples, seed)[0]
 
 
-def write_roberta(dst: Path, lines: list[str], seed: int = 0) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import RobertaConfig
+def _byte_level_bpe(lines: list[str], specials: list[str]):
+    """A GPT-2-style byte-level BPE trained on ``lines`` (words keep their leading space as Ġ)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -88,6 +87,15 @@ def write_roberta(dst: Path, lines: list[str], seed: int = 0) -> Path:
         vocab_size=VOCAB_SIZE, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     tok.train_from_iterator(lines, trainer)
+    return tok
+
+
+def write_roberta(dst: Path, lines: list[str], seed: int = 0) -> Path:
+    from tokenizers import processors
+    from transformers import RobertaConfig
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
+    tok = _byte_level_bpe(lines, specials)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False, trim_offsets=True)
     names = dict(bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>")
     # RoBERTa numbers positions from pad_token_id + 1: two more than the longest input.
@@ -132,17 +140,11 @@ def write_deberta_v3(dst: Path, lines: list[str], seed: int = 0) -> Path:
 
 
 def write_modernbert(dst: Path, lines: list[str], seed: int = 0) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import ModernBertConfig
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(lines, trainer)
+    tok = _byte_level_bpe(lines, specials)
     # ModernBERT's tokenizer.json: a template, not RobertaProcessing, and no token types.
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
