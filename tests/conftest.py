@@ -221,3 +221,14 @@ def stage_env(tracking_uri: str, experiment: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def tiny_nq_files(root: Path) -> tuple[Path, Path]:
+    """The end-to-end tests' data: 40 generated Kaggle-simplified training examples and 10
+    original-format dev examples with 5 annotations each."""
+    from tfqa.data.synth import SynthConfig, write_original, write_simplified
+
+    train_file, dev_file = root / "train.jsonl", root / "dev.jsonl.gz"
+    write_simplified(train_file, SynthConfig(n_examples=40, seed=3))
+    write_original(dev_file, SynthConfig(n_examples=10, seed=4, n_annotations=5))
+    return train_file, dev_file

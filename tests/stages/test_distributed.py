@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import stage_env
+from conftest import stage_env, tiny_nq_files
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -69,12 +69,9 @@ def job(mlflow_server, tmp_path_factory):
     env = stage_env(mlflow_server.uri, experiment)
     from mlflow.tracking import MlflowClient
 
-    from tfqa.data.synth import SynthConfig, write_original, write_simplified
     from tfqa.pipeline.demo import tiny_backbone
 
-    train_file, dev_file = root / "train.jsonl", root / "dev.jsonl.gz"
-    write_simplified(train_file, SynthConfig(n_examples=40, seed=3))
-    write_original(dev_file, SynthConfig(n_examples=10, seed=4, n_annotations=5))
+    train_file, dev_file = tiny_nq_files(root)
     backbone = Path(tiny_backbone(root, dropout=0.0))
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     client.create_experiment(experiment)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import stage_env
+from conftest import stage_env, tiny_nq_files
 
 pytestmark = pytest.mark.slow
 
@@ -227,12 +227,9 @@ def ctx(mlflow_server, tmp_path_factory):
     experiment = f"e2e-{uuid.uuid4().hex[:12]}"
     env = stage_env(mlflow_server.uri, experiment)
 
-    from tfqa.data.synth import SynthConfig, write_original, write_simplified
     from tfqa.pipeline.demo import tiny_backbone
 
-    train_file, dev_file = root / "train.jsonl", root / "dev.jsonl.gz"
-    write_simplified(train_file, SynthConfig(n_examples=40, seed=3))
-    write_original(dev_file, SynthConfig(n_examples=10, seed=4, n_annotations=5))
+    train_file, dev_file = tiny_nq_files(root)
     backbone = Path(tiny_backbone(root))
 
     c = E2E(root, mlflow_server, env, experiment, train_file, dev_file, backbone)
