@@ -5,7 +5,7 @@ candidate a per-word ``tokenizer.tokenize`` loop, one process. Both build featur
 candidate of every example; the benchmark asserts the features are identical row for row (input
 ids and word positions) and prints both rates and their ratio.
 
-    python benchmarks/prepare.py --examples 2000            # generated pages (README's first figure)
+    python benchmarks/prepare.py --examples 2000            # generated pages (docs/measured.md's second figure)
     python benchmarks/prepare.py --data real                 # real pages, the original's tag tokens
     python benchmarks/prepare.py --data real --html-tokens tfqa
     python benchmarks/prepare.py --data some-simplified.jsonl

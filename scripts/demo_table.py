@@ -1,11 +1,13 @@
-"""The README's table of the demo's dev scores, made from the summary the demo writes.
+"""The table of the demo's dev scores (docs/measured.md) and the demo's row of the README's headline
+figures, made from the summary the demo writes.
 
     python scripts/demo_table.py                 # print the table for demo/summary.json
-    python scripts/demo_table.py --write         # put it into README.md, between its markers, and keep
-                                                 # the summary it came from in benchmarks/demo_summary.json
-    python scripts/demo_table.py --check         # does demo/summary.json agree with README.md's table?
+    python scripts/demo_table.py --write         # put it into docs/measured.md, between its markers, and the
+                                                 # headline row into README.md, and keep the summary it came
+                                                 # from in benchmarks/demo_summary.json
+    python scripts/demo_table.py --check         # does demo/summary.json agree with docs/measured.md's table?
 
-Run ``--write`` after every change that moves a demo score, so the page never holds a figure typed
+Run ``--write`` after every change that moves a demo score, so no page holds a figure typed
 by hand. ``--check`` compares a demo run of your own with the page: another machine (thread count,
 CPU) changes the last digits of the float sums, and on 100 dev examples one example that tips the
 other way moves an F1 by about 0.01 to 0.02, so it allows ``TOLERANCE`` either way and names every
@@ -21,11 +23,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from tfqa.core.destinations import write_text_whole
+
 REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "measured.md"
 README = REPO / "README.md"
+HEADLINE = "| the demo's ensemble, long / short F1 (100 dev examples) |"
+"""How the demo's row of the README's headline table starts (the rest is ``headline(summary)``)."""
 SUMMARY = REPO / "demo" / "summary.json"
 RECORD = REPO / "benchmarks" / "demo_summary.json"
-"""The summary the README's table was written from (committed: the test compares the two)."""
+"""The summary the page's table was written from (committed: the test compares the two)."""
 BEGIN = "<!-- demo-table: begin (python scripts/demo_table.py --write; do not edit by hand) -->"
 END = "<!-- demo-table: end -->"
 TOLERANCE = 0.02
@@ -71,11 +78,27 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def block(readme: str) -> str:
-    """The text between the README's markers (without them)."""
-    if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise SystemExit(f"demo_table: {README.name}: the markers {BEGIN!r} ... {END!r} must appear once each, in order")
-    return readme[readme.index(BEGIN) + len(BEGIN) : readme.index(END)].strip("\n")
+def headline(summary: dict) -> str:
+    """The README's headline row: the ensemble's F1s beside the best single model's."""
+    rows = figures(summary)
+    best = max((pair for label, pair in rows.items() if label.startswith("variant")), key=lambda pair: pair[0])
+    ens = rows["ensemble"]
+    return f"{HEADLINE} **{ens[0]:.3f}** / {ens[1]:.3f} (best single model {best[0]:.3f} / {best[1]:.3f}) | [the demo's scores](docs/measured.md#the-demos-scores) |"
+
+
+def headline_row(readme: str) -> str:
+    """The README's line that starts with ``HEADLINE``."""
+    rows = [line for line in readme.splitlines() if line.startswith(HEADLINE)]
+    if len(rows) != 1:
+        raise SystemExit(f"demo_table: {README.name}: one line must start with {HEADLINE!r}, found {len(rows)}")
+    return rows[0]
+
+
+def block(page: str) -> str:
+    """The text between the page's markers (without them)."""
+    if page.count(BEGIN) != 1 or page.count(END) != 1 or page.index(BEGIN) > page.index(END):
+        raise SystemExit(f"demo_table: {PAGE.name}: the markers {BEGIN!r} ... {END!r} must appear once each, in order")
+    return page[page.index(BEGIN) + len(BEGIN) : page.index(END)].strip("\n")
 
 
 def parse(text: str) -> dict[str, tuple[float, float]]:
@@ -88,17 +111,17 @@ def parse(text: str) -> dict[str, tuple[float, float]]:
     return out
 
 
-def disagreements(summary: dict, readme: str, tolerance: float = TOLERANCE) -> list[str]:
-    """One line per figure of the summary that the README's table misses by more than ``tolerance``."""
-    want, shown = figures(summary), parse(block(readme))
+def disagreements(summary: dict, page: str, tolerance: float = TOLERANCE) -> list[str]:
+    """One line per figure of the summary that the page's table misses by more than ``tolerance``."""
+    want, shown = figures(summary), parse(block(page))
     out = []
     for label, pair in want.items():
         if label not in shown:
-            out.append(f"{label}: no such row in the README's table")
+            out.append(f"{label}: no such row in the page's table")
             continue
         for what, a, b in zip(("long F1", "short F1"), pair, shown[label]):
             if abs(a - b) > tolerance + 1e-9:
-                out.append(f"{label}: {what} {a:.4f} in the summary, {b:.3f} in the README (more than {tolerance} apart)")
+                out.append(f"{label}: {what} {a:.4f} in the summary, {b:.3f} on the page (more than {tolerance} apart)")
     return out
 
 
@@ -106,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--summary", type=Path, default=SUMMARY, help="a demo's summary.json (default: demo/summary.json)")
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="write the table into README.md and keep the summary")
+    mode.add_argument("--write", action="store_true", help="write the table into docs/measured.md, the headline row into README.md, and keep the summary")
     mode.add_argument("--check", action="store_true", help=f"exit 1 when a figure is more than {TOLERANCE} off the page")
     args = ap.parse_args(argv)
     try:
@@ -115,18 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo_table: {args.summary}: {e}", file=sys.stderr)
         return 1
     if args.check:
-        bad = disagreements(summary, README.read_text())
+        bad = disagreements(summary, PAGE.read_text())
         for line in bad:
             print(f"demo_table: {line}", file=sys.stderr)
-        print(f"{len(bad)} of {2 * len(ROWS)} figures more than {TOLERANCE} off README.md's table")
+        print(f"{len(bad)} of {2 * len(ROWS)} figures more than {TOLERANCE} off {PAGE.name}'s table")
         return 1 if bad else 0
     if args.write:
-        readme = README.read_text()
-        old = block(readme)
-        README.write_text(readme.replace(old, table(summary), 1))
+        page, readme = PAGE.read_text(), README.read_text()
+        write_text_whole(PAGE, page.replace(block(page), table(summary), 1))
+        write_text_whole(README, readme.replace(headline_row(readme), headline(summary), 1))
         if args.summary.resolve() != RECORD.resolve():
             shutil.copyfile(args.summary, RECORD)
-        print(f"wrote the table into {README} and its summary to {RECORD}")
+        print(f"wrote the table into {PAGE}, the headline row into {README} and the summary to {RECORD}")
         return 0
     print(table(summary))
     return 0

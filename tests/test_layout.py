@@ -1,4 +1,4 @@
-"""The README's module map and the tests' folders follow the package's folders."""
+"""The module map (docs/architecture.md) and the tests' folders follow the package's folders."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def _packages() -> set[str]:
     return {p.parent.name for p in (REPO / "tfqa").glob("*/__init__.py")}
 
 
-def test_the_readme_module_map_names_every_folder_of_the_package_and_no_other():
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("### Module map") :]
+def test_the_module_map_names_every_folder_of_the_package_and_no_other():
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text[text.index("## Module map") :]
     rows = set(re.findall(r"^\| `tfqa/([a-z_]+)/` \|", section, flags=re.M))
     assert rows == _packages()
 

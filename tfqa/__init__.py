@@ -6,7 +6,7 @@ The stable names users and scripts import, whatever module they live in::
 
 They are loaded on first use, so ``import tfqa`` stays cheap (no torch, no MLflow) for the
 command line and for tools that only read a file. The folders say where each thing lives
-(README, "Module map").
+(docs/architecture.md, "Module map").
 """
 
 from __future__ import annotations

@@ -267,12 +267,12 @@ def test_saving_a_model_warns_of_nothing_and_keeps_its_input_example(tmp_path, c
     assert [(c["name"], c["type"]) for c in inputs] == [(k, "string") for k in INPUT_EXAMPLE]
 
 
-def _readme_request_columns() -> list[str]:
-    """The columns of the request the README shows for `mlflow models serve`."""
+def _documented_request_columns() -> list[str]:
+    """The columns of the request docs/mlflow.md shows for `mlflow models serve`."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    (request,) = re.findall(r'\{"dataframe_records": \[\{(.*?)\}\]\}', readme)
+    page = (Path(__file__).resolve().parents[2] / "docs" / "mlflow.md").read_text()
+    (request,) = re.findall(r'\{"dataframe_records": \[\{(.*?)\}\]\}', page)
     return re.findall(r'"(\w+)":', request)
 
 
@@ -341,8 +341,8 @@ class Served:
 
 @pytest.mark.slow  # `mlflow models serve` starts in 15-40 s here
 def test_mlflow_models_serve_answers_dataframe_records_over_http(in_store, tmp_path):
-    """The README's promise: `mlflow models serve -m models:/<name>@champion --env-manager local`
-    answers the README's request, and the model's own example request, over HTTP."""
+    """docs/mlflow.md's promise: `mlflow models serve -m models:/<name>@champion --env-manager local`
+    answers the request it shows, and the model's own example request, over HTTP."""
     import mlflow.pyfunc
 
     from tfqa.inference.manifest import EnsembleManifest, ManifestEntry
@@ -351,9 +351,9 @@ def test_mlflow_models_serve_answers_dataframe_records_over_http(in_store, tmp_p
     name = f"tfqa-serve-{uuid.uuid4().hex[:8]}-v2"
     promote(in_store.run_id, EnsembleManifest("champion", (ManifestEntry(name, "2", BACKBONE, 1.0),)))
     uri = f"models:/{name}@champion"
-    # The README's request, the model's signature and its input example name the same columns.
+    # The documented request, the model's signature and its input example name the same columns.
     signature = mlflow.models.get_model_info(uri).signature
-    assert _readme_request_columns() == signature.inputs.input_names() == list(INPUT_EXAMPLE)
+    assert _documented_request_columns() == signature.inputs.input_names() == list(INPUT_EXAMPLE)
     in_process = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame([INPUT_EXAMPLE])).to_dict("records")
 
     served = Served(uri, tmp_path / "serve.log")

@@ -562,7 +562,7 @@ def test_sigkilled_training_resumes_into_same_run_bit_exact(ctx, outage_run):
 def test_a_run_killed_while_the_server_is_down_resends_its_checkpoints_metrics_when_reattached(ctx):
     """A training killed while the tracking server is away: its checkpoint keeps the metric points
     the server never confirmed, and the run re-attached with `mlflow run . -e train_bert_base
-    --run-id <id>` (the README's way) sends them with their own steps and timestamps, so the run's
+    --run-id <id>` (docs/stages.md's way) sends them with their own steps and timestamps, so the run's
     history holds every step once, the ones only the checkpoint remembered included."""
     ctx.wait_all()  # nothing else may be talking to the server when it goes away
     out = ctx.root / "out-killed-offline"

@@ -315,7 +315,7 @@ class DecodeConfig:
     (the original capped nothing)."""
     decode: str = "original"
     """``original`` (the 1st place's: see the module docstring; the default, as it measured at
-    least as well as ``joint`` on the demo, within noise: README) or ``joint`` (best start x end span
+    least as well as ``joint`` on the demo, within noise: docs/faithful.md) or ``joint`` (best start x end span
     within ``max_answer_words``, highest long score with the lowest candidate index)."""
 
     def __post_init__(self) -> None:

@@ -1,6 +1,7 @@
-"""The README's table of the demo's dev scores is scripts/demo_table.py's output (every cell in the
-script's format, the tolerance the page states included), and the script's --check tells a demo run
-elsewhere from the page by that tolerance, naming each figure beyond it."""
+"""The table of the demo's dev scores (docs/measured.md) and the demo's row of the README's headline
+figures are scripts/demo_table.py's output (every cell in the script's format, the tolerance the page
+states included), and the script's --check tells a demo run elsewhere from the page by that
+tolerance, naming each figure beyond it."""
 
 from __future__ import annotations
 
@@ -29,16 +30,21 @@ def summary_of(dt, figures: dict[str, tuple[float, float]]) -> dict:
     return out
 
 
-def test_the_readme_table_is_the_script_output():
+def test_the_pages_table_and_the_readme_headline_are_the_script_output():
     dt = demo_table()
-    readme = dt.README.read_text()
+    readme = dt.PAGE.read_text()
     shown = dt.parse(dt.block(readme))
     assert list(shown) == [label for label, _ in dt.ROWS]
     assert shown["baseline: always null"] == (0.0, 0.0)
     # Every cell exactly as the script writes it from a summary with these figures.
     assert dt.block(readme) == dt.table(summary_of(dt, shown))
     # The summary the table was written from (kept by --write, committed).
-    assert dt.block(readme) == dt.table(json.loads(dt.RECORD.read_text()))
+    record = json.loads(dt.RECORD.read_text())
+    assert dt.block(readme) == dt.table(record)
+    # The README's headline row: the ensemble beside the best single model, from the same summary.
+    row = dt.headline_row(dt.README.read_text())
+    assert row == dt.headline(record)
+    assert "**0.635** / 0.218 (best single model 0.592 / 0.177)" in row  # v5 is the best by long F1
 
 
 def _check(summary: dict, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -51,12 +57,12 @@ def _check(summary: dict, tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_check_accepts_a_run_within_the_tolerance_and_names_each_figure_beyond_it(tmp_path):
     dt = demo_table()
-    summary = summary_of(dt, dt.parse(dt.block(dt.README.read_text())))
+    summary = summary_of(dt, dt.parse(dt.block(dt.PAGE.read_text())))
     key = "model/tfqa-demo-v4/long-best-threshold-f1"
     within = {**summary, key: round(summary[key] + dt.TOLERANCE * 0.75, 4)}
     r = _check(within, tmp_path)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
-    assert r.stdout.strip() == f"0 of 16 figures more than {dt.TOLERANCE} off README.md's table"
+    assert r.stdout.strip() == f"0 of 16 figures more than {dt.TOLERANCE} off measured.md's table"
 
     beyond = {**within, key: round(summary[key] + dt.TOLERANCE * 1.5, 4), "ensemble/short-best-threshold-f1": 0.9}
     r = _check(beyond, tmp_path)
