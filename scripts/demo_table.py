@@ -83,7 +83,8 @@ def headline(summary: dict) -> str:
     rows = figures(summary)
     best = max((pair for label, pair in rows.items() if label.startswith("variant")), key=lambda pair: pair[0])
     ens = rows["ensemble"]
-    return f"{HEADLINE} **{ens[0]:.3f}** / {ens[1]:.3f} (best single model {best[0]:.3f} / {best[1]:.3f}) | [the demo's scores](docs/measured.md#the-demos-scores) |"
+    figures_cell = f"**{ens[0]:.3f}** / {ens[1]:.3f} (best single model {best[0]:.3f} / {best[1]:.3f})"
+    return f"{HEADLINE} {figures_cell} | [the demo's scores](docs/measured.md#the-demos-scores) |"
 
 
 def headline_row(readme: str) -> str:
@@ -129,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--summary", type=Path, default=SUMMARY, help="a demo's summary.json (default: demo/summary.json)")
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="write the table into docs/measured.md, the headline row into README.md, and keep the summary")
+    mode.add_argument(
+        "--write",
+        action="store_true",
+        help="write the table into docs/measured.md, the headline row into README.md; keep the summary",
+    )
     mode.add_argument("--check", action="store_true", help=f"exit 1 when a figure is more than {TOLERANCE} off the page")
     args = ap.parse_args(argv)
     try:
