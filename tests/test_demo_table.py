@@ -70,3 +70,18 @@ def test_check_accepts_a_run_within_the_tolerance_and_names_each_figure_beyond_i
     named = [line.split(":")[1].strip() for line in r.stderr.splitlines()]
     assert named == ["ensemble", "variant 4 (bert_base init, all candidates; the cascade's second cut)"], r.stderr
     assert "short F1 0.9000 in the summary" in r.stderr.splitlines()[0]
+
+
+def test_the_readmes_copy_of_the_demos_last_lines_is_what_the_demo_prints_for_that_summary():
+    """The README shows the end of the demo's output; each score line it shows is the line
+    tfqa.pipeline.demo.format_summary prints for the summary the tables were written from."""
+    from tfqa.pipeline.demo import format_summary
+
+    dt = demo_table()
+    printed = format_summary(json.loads(dt.RECORD.read_text())).splitlines()
+    readme = dt.README.read_text()
+    shown = readme[readme.index("It ends with the ensemble's dev scores") :].split("```")[1].splitlines()
+    score_lines = [line for line in shown if line.startswith(("ensemble", "tfqa-demo-", "baseline", "thresholds:"))]
+    assert len(score_lines) >= 4, shown
+    assert set(score_lines) <= set(printed), set(score_lines) - set(printed)
+    assert printed[0] in shown  # the header, spaces included
