@@ -118,17 +118,19 @@ class Browser:
             "--remote-debugging-pipe",
             "about:blank",
         ]
-        self._proc = subprocess.Popen(
-            [chromium_binary(), *flags],
-            close_fds=False,  # Python opens its descriptors close-on-exec: only 3 and 4 are inherited
-            preexec_fn=lambda: (os.dup2(child_in, 3), os.dup2(child_out, 4)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # close() ends its renderer and zygote processes with it
-        )
-        for fd in (to_child[0], from_child[1], child_in, child_out):
-            os.close(fd)
+        try:
+            self._proc = subprocess.Popen(
+                [chromium_binary(), *flags],
+                close_fds=False,  # Python opens its descriptors close-on-exec: only 3 and 4 are inherited
+                preexec_fn=lambda: (os.dup2(child_in, 3), os.dup2(child_out, 4)),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # close() ends its renderer and zygote processes with it
+            )
+        finally:  # the child's ends: it has its own copies now
+            for fd in (to_child[0], from_child[1], child_in, child_out):
+                os.close(fd)
         self._send_fd, self._recv_fd = to_child[1], from_child[0]
         self._buffer, self._last_id = b"", 0
 
@@ -170,12 +172,13 @@ class Browser:
         w, h = self.window
         self._call("Emulation.setDeviceMetricsOverride", session, width=w, height=h, deviceScaleFactor=1, mobile=False)
         self._call("Page.navigate", session, url=url)
-        return Page(self, session, url)
+        return Page(self, target, session, url)
 
 
 @dataclass
 class Page:
     browser: Browser
+    target: str
     session: str
     url: str
 
@@ -211,6 +214,10 @@ class Page:
     def dom(self) -> str:
         return self.eval("document.documentElement.outerHTML")
 
+    def close(self) -> None:
+        """Close the tab (the UI would otherwise go on refreshing it)."""
+        self.browser._call("Target.closeTarget", targetId=self.target)
+
     def screenshot(self, path: Path) -> None:
         data = self.browser._call("Page.captureScreenshot", self.session, format="png")["data"]
         write_whole(path, base64.b64decode(data))
@@ -228,16 +235,19 @@ def render(
     """Picture of ``url`` written to ``png``: drawn once ``ready`` holds, panels that cover it
     closed, then each of ``clicks`` (CSS selectors) clicked and drawn again once ``then`` holds."""
     page = browser.open(url)
-    page.settle(ready)
-    for selector in _DISMISS:
-        page.click(selector)
-    loaded = page.dom()
-    for selector in clicks:
-        if not page.click(selector):
-            raise UserError(f"the MLflow UI shows nothing to click at {selector} on {url}")
-    page.settle(f"({ready}) && ({then})", quiet_s=1.0)
-    page.screenshot(png)
-    return Rendered(loaded, page.dom())
+    try:
+        page.settle(ready)
+        for selector in _DISMISS:
+            page.click(selector)
+        loaded = page.dom()
+        for selector in clicks:
+            if not page.click(selector):
+                raise UserError(f"the MLflow UI shows nothing to click at {selector} on {url}")
+        page.settle(f"({ready}) && ({then})", quiet_s=1.0)
+        page.screenshot(png)
+        return Rendered(loaded, page.dom())
+    finally:
+        page.close()
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
