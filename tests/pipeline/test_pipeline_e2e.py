@@ -1,17 +1,17 @@
 """The whole pipeline (CI profile: tiny models) against a real mlflow server, a rerun that reuses
-every step, and the MLflow UI's run comparison rendered by headless Chromium."""
+every step, and the MLflow UI's pages rendered by headless Chromium through scripts/docs_images.py:
+the code that makes the documentation's pictures is the code checked here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -24,6 +24,17 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = EnsembleManifest.load(REPO / "registry" / "demo.yaml")
 EXPERIMENT = "tfqa-pipeline-e2e"
+
+
+def _docs_images():
+    spec = importlib.util.spec_from_file_location("docs_images", REPO / "scripts" / "docs_images.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    return module
+
+
+DOCS = _docs_images()
 
 
 def _demo(work: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -121,44 +132,6 @@ def test_rerun_reuses_every_finished_step(pipeline):
     print(f"first run {pipeline['seconds']:.0f}s, rerun {seconds:.0f}s")
 
 
-def _chromium(url: str, png: Path, profile: Path, window: str) -> str:
-    """Headless Chromium's screenshot of `url` written to `png`; returns the rendered DOM."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed (scripts/test.sh installs Debian's chromium)"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=20000",
-        f"--window-size={window}",
-    ]
-    subprocess.run([chromium, *flags, f"--screenshot={png}", url], capture_output=True, timeout=180)
-    return subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-
-
-def test_mlflow_ui_compares_the_training_runs(pipeline, tmp_path):
-    client = MlflowClient(pipeline["uri"])
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
-    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
-    assert len(train_runs) >= 6
-    ids = [r.info.run_id for r in train_runs]
-    url = f"{pipeline['uri']}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp.experiment_id]))}"
-    png = tmp_path / "compare.png"
-    dom = _chromium(url, png, tmp_path / "profile", "1600,1000")
-    assert png.exists() and png.stat().st_size > 10_000, "no screenshot"
-    shown = [r for r in train_runs if r.info.run_id in dom or r.info.run_name in dom]
-    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
-    # The parameters table lists every key as a row, whereas the metrics table draws only the rows
-    # scrolled into view; a bare "lr" would be found in any word like "already".
-    assert "train.lr" in _text(dom), _text(dom)[:3000]
-
-
 def _ui_artifacts(tmp: Path) -> Path:
     # The screenshots go to the test's tmp folder (pytest keeps the last three runs'), never into the
     # checkout; $TFQA_TEST_ARTIFACTS names a folder to keep them in instead (what CI uploads).
@@ -167,16 +140,24 @@ def _ui_artifacts(tmp: Path) -> Path:
     return root
 
 
-def _render(url: str, name: str, profile: Path) -> str:
-    """Screenshot of `url` kept as `<artifacts>/ui/<name>.png` (DOM beside it); returns the rendered DOM."""
-    out = _ui_artifacts(profile.parent)
-    png = out / f"{name}.png"
-    png.unlink(missing_ok=True)
-    dom = _chromium(url, png, profile, "1800,1100")
-    (out / f"{name}.html").write_text(dom)
-    assert png.exists() and png.stat().st_size > 10_000, f"no screenshot of {url}"
-    print(f"UI screenshot {png}")
-    return dom
+@pytest.fixture(scope="module")
+def pictures(pipeline, tmp_path_factory):
+    """scripts/docs_images.py's pictures of the CI pipeline (what `python scripts/docs_images.py`
+    makes of the demo), each page's DOM kept beside its picture."""
+    out = _ui_artifacts(tmp_path_factory.mktemp("pictures"))
+    made = DOCS.make_pictures(out, EXPERIMENT, pipeline["uri"])
+    for name, page in made.pages.items():
+        (out / f"{name}.html").write_text(page.shown)
+    print(f"UI pictures in {out}")
+    return made
+
+
+def test_docs_images_makes_every_picture(pictures):
+    assert set(pictures.files) == set(DOCS.UI_PICTURES) | set(DOCS.VALIDATE_PLOTS)
+    for name, path in pictures.files.items():
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, (name, len(data))
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # each written whole
 
 
 def _grid_rows(dom: str) -> dict[str, dict[str, str]]:
@@ -231,7 +212,26 @@ def _text(dom: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)))
 
 
-def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeline, tmp_path):
+def test_mlflow_ui_compares_the_training_runs(pipeline, pictures):
+    client = MlflowClient(pipeline["uri"])
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`tfqa.variant` != ''", max_results=20)
+    train_runs = [r for r in runs if r.data.tags.get("tfqa.stage", "").startswith("train_")]
+    assert len(train_runs) >= 6
+    compare = pictures.pages[DOCS.COMPARE]
+    shown = [r for r in train_runs if r.info.run_id in compare.shown or r.info.run_name in compare.shown]
+    assert len(shown) == len(train_runs), f"compare page shows {len(shown)} of {len(train_runs)} runs"
+    # As loaded, the parameters table lists every key as a row, whereas the metrics table draws only
+    # the rows scrolled into view; a bare "lr" would be found in any word like "already".
+    assert "train.lr" in _text(compare.loaded), _text(compare.loaded)[:3000]
+    # The picture has the plots and the parameters folded away (their content stays in the DOM),
+    # the metrics open.
+    for section, state in (("Visualizations", "expand"), ("Parameters", "expand"), ("Metrics", "collapse")):
+        assert f'aria-label="{state} {section}"' in compare.shown, section
+    assert "dev/long_f1" in _text(compare.shown)
+
+
+def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeline, pictures):
     client = MlflowClient(pipeline["uri"])
     exp = client.get_experiment_by_name(EXPERIMENT)
     eid = exp.experiment_id
@@ -245,20 +245,15 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
     assert len(train) == 6 and any(r.info.run_name == "validate" for r in children)
     v2 = next(r for r in train if r.info.run_name == "train_albert-v2")
 
-    # The runs table's columns live in the UI state, which the URL carries only as a shared view: the
-    # experiment tag `mlflow.sharedViewState.<key>` (what the UI's Share button writes) named by
-    # `?viewStateShareKey=<key>`. Sorted by creation time the table nests child runs under their
-    # parent, folded (the UI keeps `runsExpanded` out of shared views); sorted by a metric it lists
-    # every run flat, which is how a user compares the stages' dev/long_f1.
-    columns = ["attributes.`Models`", "metrics.`dev/long_f1`", "metrics.`dev/short_f1`"]
-    views = {
-        "stages": {"selectedColumns": columns, "orderByKey": "metrics.`dev/long_f1`", "orderByAsc": False},
-        "parent": {"selectedColumns": columns},
-    }
-    for key, state in views.items():
-        client.set_experiment_tag(eid, f"mlflow.sharedViewState.tfqa{key}", json.dumps(state))
-    stages_url = f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqastages"
-    stages_dom = _render(stages_url, "runs-table-stages", tmp_path / "p1")
+    # The runs table (scripts/docs_images.py's runs-table.png): its columns reach the UI as a shared
+    # view, the experiment tag `mlflow.sharedViewState.<key>` (what the UI's Share button writes) named
+    # by `?viewStateShareKey=<key>`. Sorted by creation time the table nests child runs under their
+    # parent, folded (the UI keeps `runsExpanded` out of shared views) until the parent's expander is
+    # clicked; then every stage's row shows its dev/long_f1.
+    table = pictures.pages[DOCS.RUNS_TABLE]
+    top = _text(table.loaded)
+    assert "pipeline-ci" in top and "train_albert-v2" not in top, top[:3000]  # children folded under the parent
+    stages_dom = table.shown
     stages = _text(stages_dom)
     assert "dev/long_f1" in stages, stages[:3000]
     for r in [*train, next(r for r in children if r.info.run_name == "validate")]:
@@ -272,17 +267,15 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
     assert len(shown) == 1, found[0]
     shown, v2_row = shown[0], found[0]
     assert _shows(shown, v2.data.metrics["dev/long_f1"]), (shown, v2.data.metrics["dev/long_f1"], v2_row)
-    top = _text(
-        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs?viewStateShareKey=tfqaparent", "runs-table-parent", tmp_path / "p2")
-    )
-    assert "pipeline-ci" in top and "train_albert-v2" not in top, top[:3000]  # children folded under the parent
     # The child run's own page names its parent.
-    run_page = _text(
-        _render(f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}", "run-train_albert-v2", tmp_path / "p3")
-    )
+    url = f"{pipeline['uri']}/#/experiments/{eid}/runs/{v2.info.run_id}"
+    with DOCS.Browser() as browser:
+        png = pictures.files[DOCS.RUNS_TABLE].parent / "run-train_albert-v2.png"
+        run_page = DOCS.render(browser, url, png, ready="document.body.innerText.includes('Parent run')")
+    run_page = _text(run_page.shown)
     assert "Parent run" in run_page and "pipeline-ci" in run_page, run_page[:3000]
 
-    models = _text(_render(f"{pipeline['uri']}/#/experiments/{eid}/models", "logged-models", tmp_path / "p4"))
+    models = _text(pictures.pages[DOCS.LOGGED_MODELS].shown)
     # The Logged Models tab lists each model with its source run and registry version; its metric
     # columns are hidden until chosen in the Columns menu (not in the URL), so the metrics the UI
     # offers there are checked on the models themselves.
@@ -301,7 +294,7 @@ def test_mlflow_ui_shows_named_nested_runs_logged_models_and_the_registry(pipeli
         shown = f"{client.get_run(mv.run_id).info.run_name} {m.name} v{mv.version}"
         assert shown in models, (shown, models[:3000])
 
-    registry = _text(_render(f"{pipeline['uri']}/#/models", "registered-models", tmp_path / "p5"))
+    registry = _text(pictures.pages[DOCS.REGISTRY].shown)
     for m in MANIFEST.models:
         assert m.name in registry, (m.name, registry[:3000])
     assert registry.count(MANIFEST.alias) >= len(MANIFEST.models), registry[:3000]
