@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from tfqa.core.destinations import written_whole
 from tfqa.core.errors import PREFIX, UserError, one_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,12 +80,8 @@ _DISMISS = (
 
 def write_whole(path: Path, data: bytes) -> None:
     """``data`` into ``path``, whole or not at all (a reader never sees half a picture)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with written_whole(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def chromium_binary() -> str:
