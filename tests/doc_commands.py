@@ -99,7 +99,7 @@ def page_blocks(page: Path) -> list[Block]:
     found, prev, body = [], None, None
     for n, kind, payload in _lines(page):
         if kind == "open":
-            body = (n, payload, prev is not None and prev[1] == "marker" and prev[0] == n - 1, [])
+            body = (n, payload, prev is not None and prev[1] == "marker", [])
         elif kind == "text" and body is not None:
             body[3].append((n, payload))
         elif kind == "close" and body is not None:

@@ -108,13 +108,16 @@ def test_a_command_shown_twice_runs_once_but_its_blocks_servers_start_again(tmp_
     two = tmp_path / "two.md"
     two.write_text(
         "<!-- after the demo -->\n```bash\nmlflow ui\necho a\n```\n"
-        "<!-- after the demo -->\n```bash\nmlflow ui &\ncurl -s 127.0.0.1:5000\necho a\n```\n"
+        "<!-- after the demo -->\n```bash\nmlflow ui\ncurl -s 127.0.0.1:5000\necho a\n```\n"
+        "<!-- after the demo -->\n```bash\nmlflow models serve -m models:/m@a --port 5001 &\n```\n"
     )
     planned = dc.plan(dc.page_blocks(one) + dc.page_blocks(two))
-    assert [(b.page.name, [c.text for c in b.commands]) for b in planned] == [
-        ("page.md", ["mlflow ui", "echo a"]),
-        ("two.md", ["mlflow ui &", "curl -s 127.0.0.1:5000"]),
+    assert [(b.page.name, b.line, [c.text for c in b.commands]) for b in planned] == [
+        ("page.md", 2, ["mlflow ui", "echo a"]),
+        ("two.md", 7, ["mlflow ui", "curl -s 127.0.0.1:5000"]),
+        ("two.md", 13, ["mlflow models serve -m models:/m@a --port 5001 &"]),
     ]
+    assert [c.server_path for b in planned for c in b.commands] == ["/health", None, "/health", None, "/ping"]
 
 
 @pytest.mark.parametrize(
