@@ -30,13 +30,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from conftest import _free_port as free_port
 
 from tfqa.core.errors import UserError
 
@@ -214,12 +215,6 @@ def parse_commands(rows: list[tuple[int, str]], page: Path) -> list[Command]:
 def _unquoted(text: str) -> str:
     """``text`` with its quoted parts blanked (to look for placeholders outside data)."""
     return re.sub(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"", "''", text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
