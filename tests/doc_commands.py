@@ -97,10 +97,10 @@ def markers_outside_blocks(page: Path) -> list[int]:
 
 def page_blocks(page: Path) -> list[Block]:
     """The marked blocks of one page, in order."""
-    found, prev, body = [], None, None
+    found, prev_kind, body = [], None, None
     for n, kind, payload in _lines(page):
         if kind == "open":
-            body = (n, payload, prev is not None and prev[1] == "marker", [])
+            body = (n, payload, prev_kind == "marker", [])  # the marker on the line right before
         elif kind == "text" and body is not None:
             body[3].append((n, payload))
         elif kind == "close" and body is not None:
@@ -108,7 +108,7 @@ def page_blocks(page: Path) -> list[Block]:
             if marked and lang == "bash":
                 found.append(Block(page, start, tuple(parse_commands(rows, page))))
             body = None
-        prev = (n, kind)
+        prev_kind = kind
     if body is not None and body[2] and body[1] == "bash":
         raise UserError("a marked ```bash block is never closed", page, body[0])
     return found
