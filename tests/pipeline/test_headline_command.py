@@ -1,28 +1,31 @@
-"""The README's commands as a new user types them, in a fresh copy of the clone: the CI-profile demo,
-then `mlflow run . -e train_albert -P variant=2 --env-manager local` with nothing else, then
-`mlflow ui` with no flags, which must show both, the stage runs named and nested under the
-pipeline's parent run. A second demo reuses every stage, visibly, under a new parent run."""
+"""The pages' commands as a new user types them, in a fresh copy of the clone: the CI-profile demo,
+then every command README.md and docs/*.md mark "after the demo" (tests/doc_commands.py), among them
+`mlflow run . -e train_albert -P variant=2 --env-manager local` with nothing else, `mlflow ui` with
+no flags and `mlflow models serve` of a model the demo registered; `mlflow ui` must show the demo's
+and that run, the stage runs named and nested under the pipeline's parent run. A second demo reuses
+every stage, visibly, under a new parent run."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+import doc_commands as dc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tfqa.inference.answering import Answer
 from tfqa.pipeline.profiles import REPO, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+HEADLINE = "mlflow run . -e train_albert -P variant=2 --env-manager local"
 STAGES = {
     "prepare",
     "train_bert_base",
@@ -78,50 +81,36 @@ def _run(cmd: list[str], clone: Path, timeout: int) -> subprocess.CompletedProce
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     clone = _clone(tmp_path_factory.mktemp("clone"))
+    # What scripts/install.sh leaves for `. .venv/bin/activate`: here, this test's venv.
+    (clone / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
     work = clone / "demo-ci"
+    logs = tmp_path_factory.mktemp("logs")
     demo = _run([sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work)], clone, 2400)
-    headline = _run(["mlflow", "run", ".", "-e", "train_albert", "-P", "variant=2", "--env-manager", "local"], clone, 1200)
+    blocks = dc.plan(dc.all_blocks(clone))
+    after = dc.run_blocks(blocks, clone, _env(clone), logs)
+    headline = next((r.result for r in after if r.command.text == HEADLINE), None)
+    assert headline is not None, f"no block marked {dc.MARKER!r} in README.md or docs/*.md shows `{HEADLINE}` any more"
     rerun = _run([sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work)], clone, 1200)
-    port = _free_port()
-    ui = subprocess.Popen(
-        ["mlflow", "ui", "--port", str(port)],
-        cwd=clone,
-        env=_env(clone),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    port = dc.free_port()
     uri = f"http://127.0.0.1:{port}"
+    ui = dc.Server(["mlflow", "ui", "--port", str(port)], clone, _env(clone), logs / "ui.log", uri).start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and ui.poll() is None, "mlflow ui did not come up"
-                time.sleep(0.5)
         yield {
             "clone": clone,
             "work": work,
             "demo": demo,
+            "blocks": blocks,
+            "after": after,
             "headline": headline,
             "rerun": rerun,
             "uri": uri,
             "client": MlflowClient(uri),
         }
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(timeout=30)
+        ui.stop()
 
 
 def _runs(client: MlflowClient) -> list:
@@ -225,3 +214,28 @@ def test_the_headline_command_trains_variant_2_from_the_pipelines_runs(user):
     # `mlflow ui` serves its artifacts too (the UI's own route).
     with urllib.request.urlopen(f"{user['uri']}/ajax-api/2.0/mlflow/artifacts/list?run_id={run.info.run_id}") as r:
         assert json.load(r).get("files"), "no artifacts listed for the run"
+
+
+def test_every_command_the_pages_show_for_after_the_demo_ran_and_the_served_model_answered(user):
+    shown = [c.text for b in dc.all_blocks(user["clone"]) for c in b.commands]
+    ran = user["after"]
+    assert sorted({r.command.text for r in ran}) == sorted(set(shown))
+    assert len(ran) == sum(len(b.commands) for b in user["blocks"]) >= len(set(shown))
+    servers = [r for r in ran if r.server]
+    assert servers and all(r.result.returncode is not None for r in servers), "a server was left running"
+    assert any(r.command.text.startswith("mlflow models serve -m models:/") for r in servers)
+    asked = [r for r in ran if r.command.text.startswith("curl") and "/invocations" in r.shell]
+    assert asked, "no marked command asks the served model"
+    for r in asked:
+        argv = shlex.split(r.shell)
+        rows = json.loads(argv[argv.index("-d") + 1])["dataframe_records"]
+        predictions = json.loads(r.result.stdout)["predictions"]
+        assert len(predictions) == len(rows), predictions
+        for row, got in zip(rows, predictions):
+            assert list(got) == list(Answer.__dataclass_fields__), got
+            words = row["document_text"].split()
+            start, end = got["long_answer_start"], got["long_answer_end"]
+            text = " ".join(w for w in words[start:end] if not (w.startswith("<") and w.endswith(">")))
+            assert got["long_answer"] == (text if start >= 0 else ""), got
+            assert 0 <= start < end <= len(words) or (start, end) == (-1, -1), got
+            assert got["yes_no_answer"] in ("NONE", "YES", "NO"), got
