@@ -28,12 +28,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from urllib.parse import quote
 
 from tfqa.core.destinations import written_whole
 from tfqa.core.errors import PREFIX, UserError, one_line
+from tfqa.core.servers import ServerFailed, ServerProcess, free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "img"
@@ -143,7 +142,7 @@ class Browser:
                 os.close(fd)
             except OSError:
                 pass
-        _stop_group(self._proc)
+        stop_group(self._proc)
         self._profile.cleanup()
 
     def _call(self, method: str, session: str | None = None, **params) -> dict:
@@ -247,28 +246,6 @@ def render(
         page.close()
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop a process started with ``start_new_session`` and everything it forked."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def resolve_store(env: dict[str, str] | None = None, root: Path = REPO) -> tuple[str, Path]:
     """The tracking URI that ``mlflow ui`` run from the clone's ``root`` opens, and the folder to
     run it in: ``$MLFLOW_TRACKING_URI`` (from here), else ``root/mlflow.db`` (from ``root``). Refuses
@@ -298,30 +275,18 @@ def mlflow_ui(uri: str, cwd: Path = REPO, start_timeout_s: float = 90.0) -> Iter
     if uri.startswith(("http://", "https://")):
         yield uri
         return
-    port = _free_port()
-    with tempfile.TemporaryFile() as log:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as logs:
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(port)]
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = ServerProcess(cmd, f"http://127.0.0.1:{port}", Path(logs) / "ui.log", cwd=cwd, start_timeout_s=start_timeout_s)
         try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + start_timeout_s
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    tail = log.read().decode(errors="replace").strip().splitlines()[-1:]
-                    raise UserError(f"`mlflow ui` exited with {proc.returncode}: {' '.join(tail)}")
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise UserError(f"`mlflow ui` on port {port} did not answer within {start_timeout_s:.0f} s")
-                time.sleep(0.2)
-            yield url
+            server.start()
+        except ServerFailed as e:
+            raise UserError(f"`mlflow ui` did not start: {one_line(str(e))}") from None
+        try:
+            yield server.url
         finally:
-            _stop_group(proc)
+            server.stop()
 
 
 @dataclass

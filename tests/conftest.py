@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tfqa.core.servers import ServerProcess, free_port
 
 # Set before any test module imports transformers/torch: they read these once. setdefault so a
 # caller (scripts/test.sh, a developer) can still choose otherwise.
@@ -31,21 +29,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end tests that take minutes (run with -m slow)")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class MlflowServer:
     """A real ``mlflow server`` (sqlite backend, artifacts served over HTTP) that tests can stop
     and start again on the same port and database, to play a tracking server going away."""
 
     root: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     start_timeout_s: float = 90.0
-    _proc: subprocess.Popen | None = None
+    _server: ServerProcess | None = None
 
     @property
     def uri(self) -> str:
@@ -53,7 +45,7 @@ class MlflowServer:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._server is not None and self._server.running
 
     @property
     def log_path(self) -> Path:
@@ -62,69 +54,16 @@ class MlflowServer:
     def start(self) -> None:
         if self.running:
             return
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        with open(self.log_path, "ab") as log:
-            # Own session: stop() signals the server's whole process group (it forks workers).
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self._proc.returncode}:\n{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"mlflow server not healthy after {self.start_timeout_s:.0f} s:\n{self._log_tail()}")
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port", str(self.port)]
+        self._server = ServerProcess(
+            [*cmd, "--workers", "1"], self.uri, self.log_path, cwd=self.root, start_timeout_s=self.start_timeout_s
+        ).start()
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Workers of the group may outlive the leader for a moment; the port must be free again.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _port_in_use(self.port):
-            time.sleep(0.1)
-
-    def _log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        """Ends the server's whole process group and waits until its port is free again."""
+        if self._server is not None:
+            self._server.stop()
 
 
 @pytest.fixture(scope="session")

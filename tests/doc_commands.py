@@ -25,21 +25,16 @@ and ``.venv`` in the clone)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conftest import _free_port as free_port
-
 from tfqa.core.errors import UserError
+from tfqa.core.servers import ServerFailed, ServerProcess, free_port
+from tfqa.core.servers import http_status as get
 
 MARKER = "<!-- after the demo -->"
 FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})\s*([\w+-]*)")
@@ -218,64 +213,6 @@ def _unquoted(text: str) -> str:
 
 
 @dataclass
-class Server:
-    """A server command started in its own session (it forks workers: ``stop`` ends the group),
-    ready once ``url + ready_path`` answers 200."""
-
-    args: list[str]
-    cwd: Path
-    env: dict
-    log: Path
-    url: str
-    ready_path: str = "/health"
-    start_timeout_s: float = 120.0
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.args, cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.args} exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
-            if get(self.url + self.ready_path) == 200:
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"{self.args}: {self.ready_path} not answering after {self.start_timeout_s:.0f} s")
-            time.sleep(0.5)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=15)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def get(url: str) -> int | None:
-    """The HTTP status of GET ``url``; None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return None
-
-
-@dataclass
 class Ran:
     command: Command
     shell: str
@@ -317,15 +254,15 @@ def run_blocks(blocks: list[Block], cwd: Path, env: dict, logs: Path, timeout_s:
                     ran.append(_run_one(c, ports.apply(c.text), cwd, env, timeout_s))
                     continue
                 text, port = ports.server_args(c.text.removesuffix("&").rstrip())
-                server = Server(
-                    ["bash", "-c", f"exec {text}"], cwd, env, logs / f"server-{len(ran)}.log", f"http://127.0.0.1:{port}",
-                    c.server_path, START_TIMEOUT_S[c.server_path],
+                server = ServerProcess(
+                    ["bash", "-c", f"exec {text}"], f"http://127.0.0.1:{port}", logs / f"server-{len(ran)}.log",
+                    ready_path=c.server_path, cwd=cwd, env=env, start_timeout_s=START_TIMEOUT_S[c.server_path],
                 )  # fmt: skip
                 servers.append(server)
                 ran.append(Ran(c, text, subprocess.CompletedProcess(server.args, None), 0.0, server=True))
                 try:
                     server.start()
-                except AssertionError as exc:
+                except ServerFailed as exc:
                     raise AssertionError(f"{c.where}: `{c.text}`: {exc}") from None
                 ran[-1].seconds = time.monotonic() - t0
                 print(f"after the demo: {ran[-1].seconds:6.1f} s to answer  {c.text}", flush=True)

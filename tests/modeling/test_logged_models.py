@@ -280,37 +280,22 @@ class Served:
     """``mlflow models serve -m <uri> --env-manager local`` on a free port of 127.0.0.1, a real process."""
 
     def __init__(self, model_uri: str, log: Path, start_timeout_s: float = 180.0):
-        import subprocess
         import sys
-        import urllib.request
 
-        from conftest import _free_port
+        from tfqa.core.servers import ServerProcess, free_port
 
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self.log = log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [*cmd, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # stop() ends the server's whole group (it forks a worker)
-            )
-        deadline = time.monotonic() + start_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mlflow models serve exited with {self.proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.25)
-        self.stop()
-        raise AssertionError(f"mlflow models serve not answering /ping after {start_timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+        self.server = ServerProcess(
+            [*cmd, "--host", "127.0.0.1", "--port", port, "--workers", "1"],
+            self.url,
+            log,
+            ready_path="/ping",
+            env=env,
+            start_timeout_s=start_timeout_s,
+        ).start()
 
     def post(self, body: dict) -> tuple[int, dict]:
         import urllib.error
@@ -326,17 +311,7 @@ class Served:
             return e.code, json.loads(e.read() or b"{}")
 
     def stop(self) -> None:
-        import signal
-        import subprocess
-
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        self.server.stop()
 
 
 @pytest.mark.slow  # `mlflow models serve` starts in 15-40 s here
@@ -374,7 +349,7 @@ def test_mlflow_models_serve_answers_dataframe_records_over_http(in_store, tmp_p
         assert status == 400 and "document_text" in body.get("message", ""), body
     finally:
         served.stop()
-    assert served.proc.poll() is not None
+    assert served.server.proc.poll() is not None
 
 
 @pytest.mark.slow  # a server stop and start: 33-50 s on the shared machine

@@ -20,6 +20,7 @@ import doc_commands as dc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tfqa.core.servers import ServerProcess, free_port
 from tfqa.inference.answering import Answer
 from tfqa.pipeline.profiles import REPO, SHARED_DATA
 
@@ -94,9 +95,9 @@ def user(tmp_path_factory):
     headline = next((r.result for r in after if r.command.text == HEADLINE), None)
     assert headline is not None, f"no block marked {dc.MARKER!r} in README.md or docs/*.md shows `{HEADLINE}` any more"
     rerun = _run([sys.executable, "-m", "tfqa.pipeline.demo", "--profile", "ci", "--work-dir", str(work)], clone, 1200)
-    port = dc.free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    ui = dc.Server(["mlflow", "ui", "--port", str(port)], clone, _env(clone), logs / "ui.log", uri).start()
+    ui = ServerProcess(["mlflow", "ui", "--port", str(port)], uri, logs / "ui.log", cwd=clone, env=_env(clone)).start()
     try:
         yield {
             "clone": clone,
