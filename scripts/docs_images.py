@@ -77,6 +77,11 @@ _DISMISS = (
 )
 
 
+MODEL_TRAINING = "Model training"
+"""The UI's switch between its GenAI and its model-training views (kept in the browser's storage):
+the latter names the tabs as an ML engineer reads them (Runs, Models, Model registry)."""
+
+
 def write_whole(path: Path, data: bytes) -> None:
     """``data`` into ``path``, whole or not at all (a reader never sees half a picture)."""
     with written_whole(path) as tmp:
@@ -206,6 +211,15 @@ class Page:
     def click(self, selector: str) -> bool:
         """Click the first element matching the CSS ``selector``; False when there is none."""
         return bool(self.eval(f"(e => e ? (e.click(), true) : false)(document.querySelector({json.dumps(selector)}))"))
+
+    def click_button(self, text: str) -> bool:
+        """Click the first ``role="button"`` element whose text is ``text``; False when there is none."""
+        return bool(
+            self.eval(
+                "(e => e ? (e.click(), true) : false)(Array.from(document.querySelectorAll('[role=button]'))"
+                f".find(e => e.innerText.trim() === {json.dumps(text)}))"
+            )
+        )
 
     def dom(self) -> str:
         return self.eval("document.documentElement.outerHTML")
@@ -353,6 +367,7 @@ def render_ui(browser: Browser, ui: str, client, pipeline: Pipeline, out: Path) 
     names = [r.info.run_name for r in pipeline.training]
     ids = [r.info.run_id for r in pipeline.training]
     compare = f"{ui}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([eid]))}"
+    _model_training_view(browser, f"{ui}/#/experiments/{eid}/runs", _has_row(parent_id))
     pages = {
         RUNS_TABLE: render(
             browser,
@@ -377,6 +392,17 @@ def render_ui(browser: Browser, ui: str, client, pipeline: Pipeline, out: Path) 
         REGISTRY: render(browser, f"{ui}/#/models", files[REGISTRY], _shows_all(pipeline.models)),
     }
     return Pictures(files, pages)
+
+
+def _model_training_view(browser: Browser, url: str, ready: str) -> None:
+    """Switch the UI to its model-training view for every later page (a UI without the switch
+    shows its one view)."""
+    page = browser.open(url)
+    try:
+        page.settle(ready)
+        page.click_button(MODEL_TRAINING)
+    finally:
+        page.close()
 
 
 def copy_validate_plots(client, experiment_id: str, out: Path) -> dict[str, Path]:
