@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -202,6 +203,29 @@ def test_promote_registers_and_moves_the_alias(client, prefix):
     assert (p3.version, p3.alias) == ("3", "challenger")
     assert client.get_model_version_by_alias(p1.name, "challenger").run_id == first
     assert client.get_model_version_by_alias(p1.name, "champion").version == "2"  # untouched
+
+
+@pytest.fixture(params=["server", "local"])
+def any_store(request, monkeypatch, tmp_path) -> MlflowClient:
+    """The session's tracking server, or a local sqlite store like the demo's ``mlflow.db``."""
+    if request.param == "server":
+        request.getfixturevalue("mlflow_tracking")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"test-{uuid.uuid4().hex[:12]}")
+        monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return MlflowClient()
+
+
+def test_each_version_is_linked_once_on_its_logged_model_in_either_store(any_store, prefix):
+    """The Logged Models tab's "Registered models" column reads the model's ``mlflow.modelVersions``
+    tag: set by a server itself, not by a local store, so promote links it in both, once."""
+    client, m = any_store, _manifest(prefix)
+    run = _run(client, variant="2")
+    p1, p2 = promote(run, m), promote(run, m, alias="challenger")
+    (lm,) = client.search_logged_models([client.get_run(run).info.experiment_id], f"source_run_id = '{run}'")
+    versions = json.loads(client.get_logged_model(lm.model_id).tags["mlflow.modelVersions"])
+    assert versions == [{"name": p1.name, "version": 1}, {"name": p2.name, "version": 2}]
 
 
 def test_promote_puts_a_sixth_model_under_its_own_entry(client, prefix):

@@ -23,6 +23,22 @@ if TYPE_CHECKING:
     from tfqa.inference.manifest import EnsembleManifest
 
 
+def link_version_to_model(client, model_id: str, name: str, version: str) -> None:
+    """Record the version on its LoggedModel (tag ``mlflow.modelVersions``, which the UI's Logged
+    Models tab shows as "Registered models"). A tracking server does this when it creates a version
+    from a model id; a local store (the demo's ``mlflow.db``) does not, so the link is made here,
+    once, whichever store it is."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if not any((e.get("name"), str(e.get("version"))) == (name, version) for e in linked):
+        # The number as MLflow writes it, so a server's own entry and ours read the same.
+        entry = {"name": name, "version": int(version)}
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
+
+
 @dataclass(frozen=True)
 class Promotion:
     name: str
@@ -105,6 +121,7 @@ def promote(
         model_id=model.model_id,
         tags={BACKBONE_TAG: entry.backbone, VARIANT_TAG: entry.variant},
     )
+    link_version_to_model(client, model.model_id, entry.name, str(mv.version))
     alias = alias or manifest.alias
     client.set_registered_model_alias(entry.name, alias, mv.version)
     return Promotion(entry.name, str(mv.version), alias, run_id, model.model_id)
