@@ -48,8 +48,9 @@ def _start(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        # A child of a non-interactive shell may have SIGINT ignored; give it the default back.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # A child of a non-interactive shell may have SIGINT ignored, one under nohup SIGHUP (and
+        # graceful_stop leaves an ignored signal ignored): give both their default back.
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)],
     )
     assert proc.stdout.readline().strip() == "ready"
     return proc
