@@ -162,6 +162,21 @@ def stage_env(tracking_uri: str, experiment: str) -> dict[str, str]:
     return env
 
 
+SMALL_PAGES = dict(min_candidates=8, max_candidates=14, min_tokens=150, max_tokens=400)
+"""Generated pages short enough for the 64-subword models of the backbone-family tests."""
+
+
+def small_page_nq_files(root: Path, n_train: int, n_dev: int) -> tuple[Path, Path]:
+    """Original-format files of ``SMALL_PAGES`` pages: ``n_train`` training examples (seed 1) and
+    ``n_dev`` dev examples with 5 annotations each (seed 2)."""
+    from tfqa.data.synth import SynthConfig, write_original
+
+    train_file, dev_file = root / "train.jsonl", root / "dev.jsonl"
+    write_original(train_file, SynthConfig(n_examples=n_train, seed=1, **SMALL_PAGES))
+    write_original(dev_file, SynthConfig(n_examples=n_dev, seed=2, n_annotations=5, **SMALL_PAGES))
+    return train_file, dev_file
+
+
 def tiny_nq_files(root: Path) -> tuple[Path, Path]:
     """The end-to-end tests' data: 40 generated Kaggle-simplified training examples and 10
     original-format dev examples with 5 annotations each."""

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_page_nq_files
 
 from tfqa.data.readers import read_examples
 from tfqa.data.records import AnswerClass, Example
-from tfqa.data.synth import SynthConfig, write_original
 from tfqa.evaluation.dev import DevSet, score_outputs
 from tfqa.features.cache import BuildConfig, build_features
 from tfqa.features.dataset import CandidateDataset, FeatureStore
@@ -259,7 +259,6 @@ class Trained:
 # BERT reads tags with the tfqa tokens, ALBERT with the original's (qw99 included): the models
 # still meet at the word level.
 HTML_MODE = {"bert": "tfqa", "albert": "original"}
-SYNTH = dict(min_candidates=8, max_candidates=14, min_tokens=150, max_tokens=400)
 # Short inputs, so many candidates are cut, and cut at different words by the two tokenizers;
 # questions (made-up names: many pieces) are cut at 10.
 E2E_SEQ_LEN = 64
@@ -268,9 +267,7 @@ E2E_SEQ_LEN = 64
 @pytest.fixture(scope="module")
 def trained(backbones, tmp_path_factory) -> Trained:
     tmp = tmp_path_factory.mktemp("spm_e2e")
-    train_src, dev_src = tmp / "train.jsonl", tmp / "dev.jsonl"
-    write_original(train_src, SynthConfig(n_examples=32, seed=1, **SYNTH))
-    write_original(dev_src, SynthConfig(n_examples=12, seed=2, n_annotations=5, **SYNTH))
+    train_src, dev_src = small_page_nq_files(tmp, 32, 12)
     dev = DevSet.read(dev_src)
     out = Trained(dev, {}, {}, {}, {}, {}, {}, {}, {})
     for kind in BACKBONES:

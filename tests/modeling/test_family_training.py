@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL_PAGES, small_page_nq_files
 
 from tfqa.data.synth import SynthConfig, write_original
 from tfqa.evaluation.dev import DevSet, score_outputs
@@ -39,7 +40,6 @@ from tiny_training import RecordingLogger, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SYNTH = dict(min_candidates=8, max_candidates=14, min_tokens=150, max_tokens=400)
 SEQ_LEN = 64
 STEPS = 20
 # What each family is, as docs/backbones.md's table states it.
@@ -85,9 +85,7 @@ class Families:
 @pytest.fixture(scope="module")
 def families(family_backbones, tmp_path_factory) -> Families:
     tmp = tmp_path_factory.mktemp("families_e2e")
-    train_src, dev_src = tmp / "train.jsonl", tmp / "dev.jsonl"
-    write_original(train_src, SynthConfig(n_examples=24, seed=1, **SYNTH))
-    write_original(dev_src, SynthConfig(n_examples=10, seed=2, n_annotations=5, **SYNTH))
+    train_src, dev_src = small_page_nq_files(tmp, 24, 10)
     dev = DevSet.read(dev_src)
     runs = {}
     for family, backbone in family_backbones.dirs.items():
@@ -208,7 +206,7 @@ def test_a_sixth_model_is_trained_and_promoted_by_configuration_alone(family_bac
 
     repo = Path(__file__).resolve().parents[2]
     train_src = tmp_path / "train.jsonl"
-    write_original(train_src, SynthConfig(n_examples=16, seed=3, **SYNTH))
+    write_original(train_src, SynthConfig(n_examples=16, seed=3, **SMALL_PAGES))
     settings = tmp_path / "tfqa.yaml"
     settings.write_text(f"backbones:\n  deberta-v3-large: {family_backbones.dirs['deberta-v3']}\ndata:\n  train: {train_src}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
